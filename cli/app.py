@@ -1,0 +1,23 @@
+"""`sim2sg` entry point. Each command lives in its own module with a `register(app)` function; the
+library never imports this package. Heavy imports (torch, pxr) happen inside the commands."""
+
+from __future__ import annotations
+
+import typer
+
+from . import cmd_eval, cmd_render, cmd_scene, cmd_train
+
+app = typer.Typer(
+    name="sim2sg",
+    help="Self-supervised real-to-sim scene generation: synthetic data that matches your real data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for _module in (cmd_scene, cmd_render, cmd_train, cmd_eval):
+    _module.register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,24 @@
+"""The one error type that user-facing input problems raise.
+
+Every bad input (a graph file, an environment file, a stage, a dataset) is reported as one
+`InputError` naming the file and the field, so the CLI can print a single clear line instead of a
+traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class InputError(ValueError):
+    """Bad user input: `source` is the file (or a description of it), `field` the offending field.
+
+    `field` uses a dotted/indexed path such as ``objects[3].size``; empty when the whole file is bad.
+    """
+
+    def __init__(self, source: str | Path | None, field: str, message: str):
+        self.source = str(source) if source is not None else "<input>"
+        self.field = field
+        self.message = message
+        where = f"{self.source}: {field}: " if field else f"{self.source}: "
+        super().__init__(where + message)

@@ -1,0 +1,379 @@
+"""Scene graphs: a networkx MultiDiGraph plus a versioned JSON file format.
+
+A scene graph is a plain `networkx.MultiDiGraph` (no subclass):
+
+- ``G.graph``: ``env`` (environment name), ``camera`` (`sim2sg.camera.Camera`), ``context``
+  (a JSON object describing the scene's context: ground, road layout, ...; environment-specific).
+- Node ``id`` (int >= 0) with attributes:
+  ``category`` (str), ``position`` (x, y, z) world meters of the centre of the object's bottom face
+  (z = 0 on the ground, the support's top for an object on another), ``yaw`` (degrees about +Z,
+  counter-clockwise seen from above), ``size`` (sx, sy, sz) full extents in meters along the
+  object's local x, y, z, ``color`` (r, g, b) sRGB in [0, 1] or None, ``material`` (str or None),
+  ``texture`` (texture family or None), ``attributes`` (dict of extra named values, e.g. CLEVR's
+  ``{"color": "red", "size": "large"}``), ``box`` ([x1, y1, x2, y2] pixels or None), ``score``
+  (detection confidence in [0, 1] or None). None means "not fixed by the graph": graph2usd
+  randomizes it from the environment.
+- Edge ``subject -> object`` with key = predicate: the triplet reads "subject is <predicate> of
+  object". A MultiDiGraph holds several predicates per ordered pair (CLEVR pairs are often both
+  ``left`` and ``front``).
+
+File format (JSON, ``version`` 1)::
+
+    {"format": "sim2sg-scene-graph", "version": 1, "env": "clevr",
+     "camera": {"width": 480, "height": 320, "fx": ..., "fy": ..., "cx": ..., "cy": ...,
+                "position": [x, y, z], "look_at": [x, y, z], "near": 0.1, "far": 100.0},
+     "context": {...},
+     "objects": [{"id": 0, "category": "cube", "position": [x, y, z], "yaw": 30.0,
+                  "size": [sx, sy, sz], "color": [r, g, b], "material": "rubber",
+                  "texture": "plain", "attributes": {}, "box": null, "score": null}],
+     "relationships": [{"subject": 1, "predicate": "left", "object": 0}]}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from . import atomic
+from .camera import Camera
+from .errors import InputError
+
+FORMAT = "sim2sg-scene-graph"
+VERSION = 1
+
+_OBJECT_FIELDS = {
+    "id", "category", "position", "yaw", "size", "color", "material", "texture", "attributes",
+    "box", "score",
+}
+_REQUIRED_OBJECT_FIELDS = ("id", "category", "position", "yaw", "size")
+_TOP_FIELDS = {"format", "version", "env", "camera", "context", "objects", "relationships"}
+_CAMERA_FIELDS = ("width", "height", "fx", "fy", "cx", "cy", "position", "look_at")
+
+
+# ---- building ---------------------------------------------------------------------------------
+def new_graph(env: str, camera: Camera, context: dict | None = None) -> nx.MultiDiGraph:
+    """An empty scene graph for environment `env` seen by `camera`."""
+    g = nx.MultiDiGraph()
+    g.graph.update(env=env, camera=camera, context=dict(context or {}))
+    return g
+
+
+def add_object(
+    g: nx.MultiDiGraph,
+    obj_id: int,
+    category: str,
+    position: Iterable[float],
+    yaw: float,
+    size: Iterable[float],
+    *,
+    color: Iterable[float] | None = None,
+    material: str | None = None,
+    texture: str | None = None,
+    attributes: dict | None = None,
+    box: Iterable[float] | None = None,
+    score: float | None = None,
+) -> None:
+    """Add object node `obj_id` (see the module docstring for units and frames)."""
+    g.add_node(
+        int(obj_id),
+        category=category,
+        position=tuple(float(v) for v in position),
+        yaw=float(yaw),
+        size=tuple(float(v) for v in size),
+        color=None if color is None else tuple(float(v) for v in color),
+        material=material,
+        texture=texture,
+        attributes=dict(attributes or {}),
+        box=None if box is None else tuple(float(v) for v in box),
+        score=None if score is None else float(score),
+    )
+
+
+def add_relation(g: nx.MultiDiGraph, subject: int, predicate: str, obj: int) -> None:
+    """Add the triplet (subject, predicate, object): "subject is <predicate> of object"."""
+    g.add_edge(subject, obj, key=predicate)
+
+
+def objects(g: nx.MultiDiGraph) -> list[tuple[int, dict]]:
+    """[(id, attributes)] sorted by id."""
+    return sorted(g.nodes(data=True), key=lambda t: t[0])
+
+
+def relations(g: nx.MultiDiGraph) -> list[tuple[int, str, int]]:
+    """Sorted [(subject, predicate, object)] triplets."""
+    return sorted((s, p, o) for s, o, p in g.edges(keys=True))
+
+
+def clear_relations(g: nx.MultiDiGraph) -> None:
+    g.remove_edges_from(list(g.edges(keys=True)))
+
+
+# ---- JSON -------------------------------------------------------------------------------------
+def to_dict(g: nx.MultiDiGraph) -> dict:
+    """The version-1 JSON object of `g` (objects by id, relationships sorted)."""
+    objs = []
+    for i, a in objects(g):
+        objs.append({
+            "id": i,
+            "category": a["category"],
+            "position": list(a["position"]),
+            "yaw": a["yaw"],
+            "size": list(a["size"]),
+            "color": None if a.get("color") is None else list(a["color"]),
+            "material": a.get("material"),
+            "texture": a.get("texture"),
+            "attributes": dict(a.get("attributes") or {}),
+            "box": None if a.get("box") is None else list(a["box"]),
+            "score": a.get("score"),
+        })
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "env": g.graph["env"],
+        "camera": g.graph["camera"].to_dict(),
+        "context": g.graph.get("context", {}),
+        "objects": objs,
+        "relationships": [{"subject": s, "predicate": p, "object": o} for s, p, o in relations(g)],
+    }
+
+
+def to_json(g: nx.MultiDiGraph) -> str:
+    """Deterministic JSON text of `g` (same graph, same bytes)."""
+    return json.dumps(to_dict(g), indent=1, allow_nan=False) + "\n"
+
+
+def write_graph(path: str | Path, g: nx.MultiDiGraph) -> None:
+    """Write `g` to `path` atomically."""
+    atomic.write_text(path, to_json(g))
+
+
+def read_graph(
+    path: str | Path,
+    categories: Iterable[str] | None = None,
+    predicates: Iterable[str] | None = None,
+) -> nx.MultiDiGraph:
+    """Read and validate a scene-graph JSON file; raises `InputError` naming file and field.
+
+    `categories` / `predicates`: the allowed vocabularies; None skips that check.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(path, "", "file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(path, "", f"cannot read: {e}") from None
+    return from_json(text, source=path, categories=categories, predicates=predicates)
+
+
+def from_json(
+    text: str,
+    source: str | Path = "<json>",
+    categories: Iterable[str] | None = None,
+    predicates: Iterable[str] | None = None,
+) -> nx.MultiDiGraph:
+    """Parse and validate scene-graph JSON text; raises `InputError` naming `source` and field."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(source, "", f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    return from_dict(data, source, categories, predicates)
+
+
+def from_dict(
+    data: Any,
+    source: str | Path = "<dict>",
+    categories: Iterable[str] | None = None,
+    predicates: Iterable[str] | None = None,
+) -> nx.MultiDiGraph:
+    """Validate a parsed version-1 object and build the graph (see `read_graph`)."""
+    v = _Validator(source)
+    v.expect_type(data, dict, "", "a JSON object")
+    unknown = sorted(set(data) - _TOP_FIELDS)
+    if unknown:
+        raise InputError(source, unknown[0], f"unknown field (allowed: {', '.join(sorted(_TOP_FIELDS))})")
+    if data.get("format", FORMAT) != FORMAT:
+        raise InputError(source, "format", f"expected {FORMAT!r}, got {data.get('format')!r}")
+    version = v.integer(v.required(data, "version", ""), "version")
+    if version != VERSION:
+        raise InputError(source, "version", f"unsupported version {version} (this sim2sg reads {VERSION})")
+    env = v.string(v.required(data, "env", ""), "env")
+    camera = v.camera(v.required(data, "camera", ""), "camera")
+    context = data.get("context", {})
+    v.expect_type(context, dict, "context", "a JSON object")
+    v.finite_tree(context, "context")
+
+    cat_set = None if categories is None else set(categories)
+    pred_set = None if predicates is None else set(predicates)
+    g = new_graph(env, camera, context)
+
+    objs = v.required(data, "objects", "")
+    v.expect_type(objs, list, "objects", "a list")
+    for k, o in enumerate(objs):
+        f = f"objects[{k}]"
+        v.expect_type(o, dict, f, "a JSON object")
+        unknown = sorted(set(o) - _OBJECT_FIELDS)
+        if unknown:
+            raise InputError(source, f"{f}.{unknown[0]}", "unknown field")
+        for name in _REQUIRED_OBJECT_FIELDS:
+            v.required(o, name, f)
+        oid = v.integer(o["id"], f"{f}.id")
+        if oid < 0:
+            raise InputError(source, f"{f}.id", f"must be >= 0, got {oid}")
+        if oid in g:
+            raise InputError(source, f"{f}.id", f"duplicate object id {oid}")
+        cat = v.string(o["category"], f"{f}.category")
+        if cat_set is not None and cat not in cat_set:
+            raise InputError(source, f"{f}.category", f"unknown category {cat!r} (known: {', '.join(sorted(cat_set))})")
+        pos = v.vector(o["position"], 3, f"{f}.position")
+        yaw = v.number(o["yaw"], f"{f}.yaw")
+        size = v.vector(o["size"], 3, f"{f}.size")
+        for j, s in enumerate(size):
+            if s <= 0:
+                raise InputError(source, f"{f}.size[{j}]", f"must be positive, got {s}")
+        color = o.get("color")
+        if color is not None:
+            color = v.vector(color, 3, f"{f}.color")
+            for j, c in enumerate(color):
+                if not 0.0 <= c <= 1.0:
+                    raise InputError(source, f"{f}.color[{j}]", f"must be in [0, 1], got {c}")
+        material = o.get("material")
+        if material is not None:
+            material = v.string(material, f"{f}.material")
+        texture = o.get("texture")
+        if texture is not None:
+            texture = v.string(texture, f"{f}.texture")
+        attributes = o.get("attributes", {})
+        v.expect_type(attributes, dict, f"{f}.attributes", "a JSON object")
+        v.finite_tree(attributes, f"{f}.attributes")
+        box = o.get("box")
+        if box is not None:
+            box = v.vector(box, 4, f"{f}.box")
+            if box[2] < box[0] or box[3] < box[1]:
+                raise InputError(source, f"{f}.box", f"expected [x1, y1, x2, y2] with x2 >= x1 and y2 >= y1, got {box}")
+        score = o.get("score")
+        if score is not None:
+            score = v.number(score, f"{f}.score")
+            if not 0.0 <= score <= 1.0:
+                raise InputError(source, f"{f}.score", f"must be in [0, 1], got {score}")
+        add_object(g, oid, cat, pos, yaw, size, color=color, material=material, texture=texture,
+                   attributes=attributes, box=box, score=score)
+
+    rels = data.get("relationships", [])
+    v.expect_type(rels, list, "relationships", "a list")
+    for k, r in enumerate(rels):
+        f = f"relationships[{k}]"
+        v.expect_type(r, dict, f, "a JSON object")
+        unknown = sorted(set(r) - {"subject", "predicate", "object"})
+        if unknown:
+            raise InputError(source, f"{f}.{unknown[0]}", "unknown field")
+        s = v.integer(v.required(r, "subject", f), f"{f}.subject")
+        p = v.string(v.required(r, "predicate", f), f"{f}.predicate")
+        o = v.integer(v.required(r, "object", f), f"{f}.object")
+        if pred_set is not None and p not in pred_set:
+            raise InputError(source, f"{f}.predicate", f"unknown predicate {p!r} (known: {', '.join(sorted(pred_set))})")
+        for name, x in (("subject", s), ("object", o)):
+            if x not in g:
+                raise InputError(source, f"{f}.{name}", f"no object with id {x}")
+        if s == o:
+            raise InputError(source, f"{f}", f"self-relation: object {s} cannot be {p!r} of itself")
+        if g.has_edge(s, o, key=p):
+            raise InputError(source, f, f"duplicate relationship ({s}, {p}, {o})")
+        add_relation(g, s, p, o)
+    return g
+
+
+class _Validator:
+    """Type checks that raise `InputError(source, field, ...)`."""
+
+    def __init__(self, source: str | Path):
+        self.source = source
+
+    def fail(self, field: str, msg: str):
+        raise InputError(self.source, field, msg)
+
+    def required(self, d: dict, name: str, parent: str):
+        if name not in d:
+            self.fail(f"{parent}.{name}" if parent else name, "missing required field")
+        return d[name]
+
+    def expect_type(self, x, typ, field: str, what: str):
+        if not isinstance(x, typ):
+            self.fail(field, f"expected {what}, got {_json_type(x)}")
+
+    def number(self, x, field: str) -> float:
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            self.fail(field, f"expected a number, got {_json_type(x)}")
+        if not math.isfinite(x):
+            self.fail(field, f"must be finite, got {x}")
+        return float(x)
+
+    def integer(self, x, field: str) -> int:
+        if isinstance(x, bool) or not isinstance(x, int):
+            self.fail(field, f"expected an integer, got {_json_type(x)}")
+        return int(x)
+
+    def string(self, x, field: str) -> str:
+        if not isinstance(x, str) or not x:
+            self.fail(field, f"expected a non-empty string, got {_json_type(x)}")
+        return x
+
+    def vector(self, x, n: int, field: str) -> tuple[float, ...]:
+        if not isinstance(x, list) or len(x) != n:
+            self.fail(field, f"expected a list of {n} numbers, got {_json_type(x)}"
+                      + (f" of length {len(x)}" if isinstance(x, list) else ""))
+        return tuple(self.number(c, f"{field}[{i}]") for i, c in enumerate(x))
+
+    def finite_tree(self, x, field: str):
+        if isinstance(x, float) and not math.isfinite(x):
+            self.fail(field, f"must be finite, got {x}")
+        if isinstance(x, dict):
+            for k, val in x.items():
+                self.finite_tree(val, f"{field}.{k}")
+        elif isinstance(x, list):
+            for i, val in enumerate(x):
+                self.finite_tree(val, f"{field}[{i}]")
+
+    def camera(self, x, field: str) -> Camera:
+        self.expect_type(x, dict, field, "a JSON object")
+        for name in _CAMERA_FIELDS:
+            self.required(x, name, field)
+        w = self.integer(x["width"], f"{field}.width")
+        h = self.integer(x["height"], f"{field}.height")
+        for name, val in (("width", w), ("height", h)):
+            if val <= 0:
+                self.fail(f"{field}.{name}", f"must be positive, got {val}")
+        nums = {k: self.number(x[k], f"{field}.{k}") for k in ("fx", "fy", "cx", "cy")}
+        for k in ("fx", "fy"):
+            if nums[k] <= 0:
+                self.fail(f"{field}.{k}", f"must be positive, got {nums[k]}")
+        pos = self.vector(x["position"], 3, f"{field}.position")
+        at = self.vector(x["look_at"], 3, f"{field}.look_at")
+        if math.dist(pos, at) < 1e-9:
+            self.fail(f"{field}.look_at", "must differ from camera.position")
+        near = self.number(x.get("near", 0.1), f"{field}.near")
+        far = self.number(x.get("far", 1000.0), f"{field}.far")
+        if not 0 < near < far:
+            self.fail(f"{field}.near", f"need 0 < near < far, got near={near}, far={far}")
+        return Camera(w, h, nums["fx"], nums["fy"], nums["cx"], nums["cy"], pos, at, near, far)
+
+
+def _json_type(x) -> str:
+    if x is None:
+        return "null"
+    if isinstance(x, bool):
+        return "boolean"
+    if isinstance(x, (int, float)):
+        return "number"
+    if isinstance(x, str):
+        return "string"
+    if isinstance(x, list):
+        return "list"
+    if isinstance(x, dict):
+        return "object"
+    return type(x).__name__

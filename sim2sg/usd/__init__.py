@@ -1,0 +1,1 @@
+"""USD: the only part of sim2sg that imports pxr."""
