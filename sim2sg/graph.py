@@ -143,8 +143,25 @@ def to_dict(g: nx.MultiDiGraph) -> dict:
 
 
 def to_json(g: nx.MultiDiGraph) -> str:
-    """Deterministic JSON text of `g` (same graph, same bytes)."""
-    return json.dumps(to_dict(g), indent=1, allow_nan=False) + "\n"
+    """Deterministic JSON text of `g` (same graph, same bytes): one line per object and relation."""
+    d = to_dict(g)
+
+    def one(x) -> str:
+        return json.dumps(x, allow_nan=False, separators=(", ", ": "))
+
+    lines = ["{"]
+    for key in ("format", "version", "env", "camera", "context"):
+        lines.append(f" {one(key)}: {one(d[key])},")
+    for key, end in (("objects", ","), ("relationships", "")):
+        items = d[key]
+        if not items:
+            lines.append(f" {one(key)}: []{end}")
+            continue
+        lines.append(f" {one(key)}: [")
+        lines += [f"  {one(x)}" + ("," if k < len(items) - 1 else "") for k, x in enumerate(items)]
+        lines.append(f" ]{end}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
 
 
 def write_graph(path: str | Path, g: nx.MultiDiGraph) -> None:

@@ -1,0 +1,421 @@
+"""Environments as data: TOML files in `scenes/` (or any path) parsed into frozen dataclasses.
+
+An environment holds every knob a user may shift for a new domain: class list and mix, object
+counts, palette, materials, size ranges, placement rules, camera and jitter, lights, texture
+families, context (ground / room / road), visibility threshold and appearance post-processing.
+A new domain is a copied and edited file, no code. See `scenes/clevr.toml` for the documented
+reference of every field.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._data import data_dir
+from .errors import InputError
+
+PLACEMENTS = ("area", "around", "on", "lane", "sidewalk", "roadside")
+CONTEXT_KINDS = ("ground", "room", "road")
+SPATIAL_PREDICATES = ("front", "behind", "left", "right")
+KNOWN_PREDICATES = SPATIAL_PREDICATES + ("on",)
+
+Range = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    """Nominal camera (world meters, pixels) plus uniform jitter half-widths per world axis."""
+
+    width: int
+    height: int
+    hfov_deg: float
+    position: tuple[float, float, float]
+    look_at: tuple[float, float, float]
+    position_jitter: tuple[float, float, float]
+    look_at_jitter: tuple[float, float, float]
+    principal_offset: tuple[float, float]  # (cx, cy) minus the image centre, pixels
+    near: float
+    far: float
+    # Road scenes put the camera over a lane: its x follows the sampled lane (see context.road).
+    follow_lane: bool
+
+
+@dataclass(frozen=True)
+class CategorySpec:
+    """How one object class is sampled.
+
+    size: either `base_size` times a named scale from `Environment.sizes` (CLEVR), or uniform per
+    axis in [size_min, size_max] (meters; `uniform_scale` keeps proportions).
+    placement: one of PLACEMENTS; `anchor` names the category for "around" / "on".
+    """
+
+    name: str
+    mesh: str
+    count: tuple[int, int] | None
+    weight: float
+    base_size: tuple[float, float, float] | None
+    scales: tuple[str, ...]
+    size_min: tuple[float, float, float] | None
+    size_max: tuple[float, float, float] | None
+    uniform_scale: bool
+    yaw: Range
+    colors: tuple[str, ...]
+    materials: tuple[str, ...]
+    textures: tuple[str, ...]
+    placement: str
+    anchor: str | None
+    distance: Range  # "around": gap from the anchor's footprint edge; lane/sidewalk/roadside: lateral offset
+    depth: Range  # lane/sidewalk/roadside: distance ahead of the camera along the road (m)
+    face_anchor: bool  # "around": turn to face the anchor (chairs at tables)
+    lane_yaw: bool  # lane placement: yaw follows the lane direction (+ yaw jitter)
+
+
+@dataclass(frozen=True)
+class MaterialSpec:
+    roughness: Range
+    metallic: Range
+
+
+@dataclass(frozen=True)
+class Environment:
+    """A parsed environment file. `raw` keeps the parsed TOML for downstream tables
+    (e.g. `[appearance.post]` for the renderer)."""
+
+    name: str
+    source: str
+    description: str
+    categories: tuple[str, ...]
+    predicates: tuple[str, ...]
+    camera: CameraSpec
+    total: tuple[int, int] | None
+    category_specs: dict[str, CategorySpec]
+    sizes: dict[str, float]
+    palette: dict[str, tuple[float, float, float]]
+    materials: dict[str, MaterialSpec]
+    area: tuple[float, float, float, float]  # x_min, x_max, y_min, y_max (m)
+    min_dist: float | None
+    margin: float | None
+    max_attempts: int
+    max_restarts: int
+    relation_threshold: float
+    on_tolerance: float
+    require_category: tuple[str, ...]
+    context: dict
+    lights: dict
+    min_visible_pixels: int
+    raw: dict
+
+    def spec(self, category: str) -> CategorySpec:
+        return self.category_specs[category]
+
+
+# ---- locating -----------------------------------------------------------------------------------
+def builtin_names() -> list[str]:
+    """Names of the environments shipped in `scenes/`."""
+    return sorted(p.stem for p in data_dir("scenes").glob("*.toml"))
+
+
+def resolve(name_or_path: str | Path) -> tuple[str, str]:
+    """(source label, TOML text) for a built-in name or a file path."""
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        try:
+            return str(p), p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InputError(p, "", "environment file not found") from None
+        except OSError as e:
+            raise InputError(p, "", f"cannot read environment file: {e}") from None
+    entry = data_dir("scenes") / f"{name_or_path}.toml"
+    if not entry.is_file():
+        raise InputError(
+            str(name_or_path), "env",
+            f"unknown environment (built-in: {', '.join(builtin_names())}; or give a .toml path)",
+        )
+    return f"scenes/{name_or_path}.toml", entry.read_text(encoding="utf-8")
+
+
+def load_env(name_or_path: str | Path) -> Environment:
+    """Load and validate a built-in environment by name or an environment TOML file."""
+    source, text = resolve(name_or_path)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(source, "", f"not valid TOML: {e}") from None
+    return parse_env(raw, source)
+
+
+# ---- parsing ------------------------------------------------------------------------------------
+class _Reader:
+    """Typed access to nested TOML tables with errors naming file and dotted field."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, field: str, msg: str):
+        raise InputError(self.source, field, msg)
+
+    def table(self, d: dict, key: str, parent: str, required: bool = True) -> dict:
+        f = _join(parent, key)
+        if key not in d:
+            if required:
+                self.fail(f, "missing required table")
+            return {}
+        if not isinstance(d[key], dict):
+            self.fail(f, f"expected a table, got {type(d[key]).__name__}")
+        return d[key]
+
+    def get(self, d: dict, key: str, parent: str, default: Any = ...):
+        if key not in d:
+            if default is ...:
+                self.fail(_join(parent, key), "missing required field")
+            return default
+        return d[key]
+
+    def num(self, d, key, parent, default: Any = ..., lo: float | None = None, positive=False) -> float:
+        x = self.get(d, key, parent, default)
+        f = _join(parent, key)
+        if x is None:
+            return x
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            self.fail(f, f"expected a number, got {type(x).__name__}")
+        if not math.isfinite(x):
+            self.fail(f, f"must be finite, got {x}")
+        if positive and x <= 0:
+            self.fail(f, f"must be positive, got {x}")
+        if lo is not None and x < lo:
+            self.fail(f, f"must be >= {lo}, got {x}")
+        return float(x)
+
+    def integer(self, d, key, parent, default: Any = ..., lo: int | None = None) -> int:
+        x = self.get(d, key, parent, default)
+        if isinstance(x, bool) or not isinstance(x, int):
+            self.fail(_join(parent, key), f"expected an integer, got {type(x).__name__}")
+        if lo is not None and x < lo:
+            self.fail(_join(parent, key), f"must be >= {lo}, got {x}")
+        return int(x)
+
+    def string(self, d, key, parent, default: Any = ..., choices=None) -> str:
+        x = self.get(d, key, parent, default)
+        if x is None:
+            return x
+        if not isinstance(x, str) or not x:
+            self.fail(_join(parent, key), f"expected a non-empty string, got {type(x).__name__}")
+        if choices is not None and x not in choices:
+            self.fail(_join(parent, key), f"{x!r} is not one of {', '.join(choices)}")
+        return x
+
+    def vec(self, d, key, parent, n: int, default: Any = ..., positive=False) -> tuple[float, ...]:
+        x = self.get(d, key, parent, default)
+        f = _join(parent, key)
+        if x is None:
+            return x
+        if not isinstance(x, list) or len(x) != n:
+            self.fail(f, f"expected a list of {n} numbers")
+        out = []
+        for i, c in enumerate(x):
+            if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
+                self.fail(f"{f}[{i}]", f"expected a finite number, got {c!r}")
+            if positive and c <= 0:
+                self.fail(f"{f}[{i}]", f"must be positive, got {c}")
+            out.append(float(c))
+        return tuple(out)
+
+    def rng(self, d, key, parent, default: Any = ..., lo: float | None = None) -> Range:
+        """A [lo, hi] range (a single number means a fixed value)."""
+        x = self.get(d, key, parent, default)
+        f = _join(parent, key)
+        if isinstance(x, (int, float)) and not isinstance(x, bool):
+            x = [x, x]
+        r = self.vec({key: x}, key, parent, 2)
+        if r[1] < r[0]:
+            self.fail(f, f"range [lo, hi] needs lo <= hi, got {list(r)}")
+        if lo is not None and r[0] < lo:
+            self.fail(f, f"must be >= {lo}, got {list(r)}")
+        return r
+
+    def irange(self, d, key, parent, default: Any = ...) -> tuple[int, int] | None:
+        x = self.get(d, key, parent, default)
+        f = _join(parent, key)
+        if x is None:
+            return None
+        if isinstance(x, int) and not isinstance(x, bool):
+            x = [x, x]
+        if (not isinstance(x, list) or len(x) != 2
+                or any(isinstance(c, bool) or not isinstance(c, int) for c in x)):
+            self.fail(f, "expected [lo, hi] integers")
+        if x[0] < 0 or x[1] < x[0]:
+            self.fail(f, f"need 0 <= lo <= hi, got {x}")
+        return int(x[0]), int(x[1])
+
+    def strings(self, d, key, parent, default: Any = ..., allowed=None) -> tuple[str, ...]:
+        x = self.get(d, key, parent, default)
+        f = _join(parent, key)
+        if not isinstance(x, list) or not all(isinstance(s, str) and s for s in x):
+            self.fail(f, "expected a list of strings")
+        if allowed is not None:
+            for i, s in enumerate(x):
+                if s not in allowed:
+                    self.fail(f"{f}[{i}]", f"unknown name {s!r} (known: {', '.join(sorted(allowed))})")
+        if len(set(x)) != len(x):
+            self.fail(f, "duplicate names")
+        return tuple(x)
+
+
+def _join(parent: str, key: str) -> str:
+    return f"{parent}.{key}" if parent else key
+
+
+def parse_env(raw: dict, source: str = "<env>") -> Environment:
+    """Validate a parsed environment TOML dict (see scenes/clevr.toml for every field)."""
+    r = _Reader(source)
+    name = r.string(raw, "name", "")
+    categories = r.strings(raw, "categories", "")
+    if not categories:
+        r.fail("categories", "needs at least one category")
+    predicates = r.strings(raw, "predicates", "", allowed=KNOWN_PREDICATES)
+
+    cam = r.table(raw, "camera", "")
+    width = r.integer(cam, "width", "camera", lo=1)
+    height = r.integer(cam, "height", "camera", lo=1)
+    hfov = r.num(cam, "hfov_deg", "camera", positive=True)
+    if hfov >= 180:
+        r.fail("camera.hfov_deg", f"must be < 180, got {hfov}")
+    camera = CameraSpec(
+        width=width, height=height, hfov_deg=hfov,
+        position=r.vec(cam, "position", "camera", 3),
+        look_at=r.vec(cam, "look_at", "camera", 3),
+        position_jitter=r.vec(cam, "position_jitter", "camera", 3, default=[0, 0, 0]),
+        look_at_jitter=r.vec(cam, "look_at_jitter", "camera", 3, default=[0, 0, 0]),
+        principal_offset=r.vec(cam, "principal_offset", "camera", 2, default=[0, 0]),
+        near=r.num(cam, "near", "camera", default=0.1, positive=True),
+        far=r.num(cam, "far", "camera", default=1000.0, positive=True),
+        follow_lane=bool(r.get(cam, "follow_lane", "camera", False)),
+    )
+    if camera.far <= camera.near:
+        r.fail("camera.far", "must be greater than camera.near")
+    if camera.position == camera.look_at:
+        r.fail("camera.look_at", "must differ from camera.position")
+
+    palette_t = r.table(raw, "palette", "")
+    palette = {}
+    for cname in palette_t:
+        rgb = r.vec(palette_t, cname, "palette", 3)
+        for i, c in enumerate(rgb):
+            if not 0 <= c <= 255:
+                r.fail(f"palette.{cname}[{i}]", f"sRGB components are 0..255, got {c}")
+        palette[cname] = tuple(c / 255.0 for c in rgb)
+    if not palette:
+        r.fail("palette", "needs at least one color")
+
+    mats_t = r.table(raw, "materials", "")
+    materials = {}
+    for mname, m in mats_t.items():
+        if not isinstance(m, dict):
+            r.fail(f"materials.{mname}", "expected a table")
+        materials[mname] = MaterialSpec(
+            roughness=r.rng(m, "roughness", f"materials.{mname}", lo=0.0),
+            metallic=r.rng(m, "metallic", f"materials.{mname}", lo=0.0),
+        )
+    if not materials:
+        r.fail("materials", "needs at least one material")
+
+    sizes_t = r.table(raw, "sizes", "", required=False)
+    sizes = {k: r.num(sizes_t, k, "sizes", positive=True) for k in sizes_t}
+
+    from .textures import FAMILIES  # texture family names are defined beside their generators
+
+    objs = r.table(raw, "objects", "")
+    total = r.irange(objs, "total", "objects", default=None)
+    specs: dict[str, CategorySpec] = {}
+    for cat in categories:
+        p = f"objects.{cat}"
+        c = r.table(objs, cat, "objects")
+        base = r.vec(c, "base_size", p, 3, default=None, positive=True)
+        smin = r.vec(c, "size_min", p, 3, default=None, positive=True)
+        smax = r.vec(c, "size_max", p, 3, default=None, positive=True)
+        if (base is None) == (smin is None):
+            r.fail(p, "give either base_size (with scales) or size_min/size_max")
+        if smin is not None:
+            if smax is None:
+                r.fail(f"{p}.size_max", "missing required field (with size_min)")
+            for i in range(3):
+                if smax[i] < smin[i]:
+                    r.fail(f"{p}.size_max[{i}]", "must be >= size_min")
+        scales = r.strings(c, "scales", p, default=[], allowed=sizes) if base is not None else ()
+        if base is not None and not scales:
+            r.fail(f"{p}.scales", "base_size needs at least one named scale from [sizes]")
+        placement = r.string(c, "placement", p, choices=PLACEMENTS)
+        anchor = r.string(c, "anchor", p, default=None)
+        if placement in ("around", "on"):
+            if anchor is None:
+                r.fail(f"{p}.anchor", f"placement {placement!r} needs an anchor category")
+            if anchor not in categories or categories.index(anchor) >= categories.index(cat):
+                r.fail(f"{p}.anchor", f"{anchor!r} must be a category listed before {cat!r}")
+        count = r.irange(c, "count", p, default=None)
+        if total is None and count is None:
+            r.fail(f"{p}.count", "missing: give each category a count, or objects.total")
+        colors = r.strings(c, "colors", p, default=sorted(palette), allowed=palette)
+        mats = r.strings(c, "materials", p, default=sorted(materials), allowed=materials)
+        texs = r.strings(c, "textures", p, default=["plain"], allowed=FAMILIES)
+        if not colors or not mats or not texs:
+            r.fail(p, "colors, materials and textures need at least one entry each")
+        specs[cat] = CategorySpec(
+            name=cat,
+            mesh=r.string(c, "mesh", p),
+            count=count,
+            weight=r.num(c, "weight", p, default=1.0, lo=0.0),
+            base_size=base, scales=scales, size_min=smin, size_max=smax,
+            uniform_scale=bool(r.get(c, "uniform_scale", p, False)),
+            yaw=r.rng(c, "yaw", p, default=[0.0, 360.0]),
+            colors=colors, materials=mats, textures=texs,
+            placement=placement, anchor=anchor,
+            distance=r.rng(c, "distance", p, default=[0.0, 0.0]),
+            depth=r.rng(c, "depth", p, default=[5.0, 50.0]),
+            face_anchor=bool(r.get(c, "face_anchor", p, False)),
+            lane_yaw=bool(r.get(c, "lane_yaw", p, True)),
+        )
+    if total is not None and sum(specs[c].weight for c in categories if specs[c].count is None) <= 0:
+        r.fail("objects", "objects.total needs a positive weight on some category")
+
+    pl = r.table(raw, "placement", "")
+    area = r.vec(pl, "area", "placement", 4)
+    if area[1] <= area[0] or area[3] <= area[2]:
+        r.fail("placement.area", "expected [x_min, x_max, y_min, y_max] with min < max")
+    rel = r.table(raw, "relations", "")
+    ctx = r.table(raw, "context", "")
+    r.string(ctx, "kind", "context", choices=CONTEXT_KINDS)
+    if ctx["kind"] != "road" and any(specs[c].placement in ("lane", "sidewalk", "roadside") for c in categories):
+        r.fail("context.kind", "lane/sidewalk/roadside placements need context.kind = \"road\"")
+    if ctx["kind"] == "road":
+        road = r.table(ctx, "road", "context")
+        r.irange(road, "lanes", "context.road")
+        r.rng(road, "lane_width", "context.road", lo=0.5)
+        r.rng(road, "sidewalk_width", "context.road", lo=0.0)
+        r.rng(road, "curb_height", "context.road", default=[0.15, 0.15], lo=0.0)
+    for key in ("ground_textures", "road_textures", "wall_textures"):
+        if key in ctx:
+            r.strings(ctx, key, "context", allowed=FAMILIES)
+    lights = r.table(raw, "lights", "")
+    for key in ("key_elevation", "key_azimuth", "key_intensity", "fill_intensity"):
+        r.rng(lights, key, "lights")
+    rend = r.table(raw, "render", "", required=False)
+    return Environment(
+        name=name, source=source,
+        description=r.string(raw, "description", "", default=""),
+        categories=categories, predicates=predicates, camera=camera, total=total,
+        category_specs=specs, sizes=sizes, palette=palette, materials=materials, area=area,
+        min_dist=r.num(pl, "min_dist", "placement", default=None),
+        margin=r.num(pl, "margin", "placement", default=None),
+        max_attempts=r.integer(pl, "max_attempts", "placement", default=50, lo=1),
+        max_restarts=r.integer(pl, "max_restarts", "placement", default=100, lo=1),
+        relation_threshold=r.num(rel, "threshold", "relations", lo=0.0),
+        on_tolerance=r.num(rel, "on_tolerance", "relations", default=0.02, lo=0.0),
+        require_category=r.strings(rel, "require_category", "relations", default=[], allowed=categories),
+        context=ctx, lights=lights,
+        min_visible_pixels=r.integer(rend, "min_visible_pixels", "render", default=1, lo=0),
+        raw=raw,
+    )
