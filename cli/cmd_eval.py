@@ -1,7 +1,77 @@
-"""Placeholder: filled in by its issue."""
+"""`sim2sg eval`: score a checkpoint or a predictions file against a dataset's ground truth."""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
 
 import typer
 
+from .common import fail, info, user_errors
+
+
+class Difficulty(str, enum.Enum):
+    easy = "easy"
+    moderate = "moderate"
+    hard = "hard"
+
+
+def eval_cmd(
+    data: Path = typer.Option(
+        ..., "--data", help="sim2sg dataset dir (labels.json) or KITTI dir (label_2/)."
+    ),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Model checkpoint to run on DATA."),
+    predictions: Path | None = typer.Option(
+        None, "--predictions", help="Predictions JSON (docs/formats.md) to score instead of a checkpoint."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Where to write metrics.json (default: beside the checkpoint or predictions file)."
+    ),
+    kitti_difficulty: Difficulty | None = typer.Option(
+        None, "--kitti-difficulty", help="KITTI ground truth only: evaluate easy, moderate or hard objects."
+    ),
+    device: str = typer.Option(
+        "auto", "--device", help="Device for --checkpoint: auto, cpu, cuda, cuda:1, ..."
+    ),
+) -> None:
+    """Detection mAP@0.5 and triplet Recall@20/50/100 (with and without graph constraint, mean
+    recall), each beside its ceiling; prints a table and writes metrics.json."""
+    if (checkpoint is None) == (predictions is None):
+        fail("give exactly one of --checkpoint and --predictions")
+    from sim2sg.eval import (
+        evaluate,
+        format_table,
+        load_ground_truth,
+        load_predictions,
+        parse_predictions,
+        write_metrics,
+    )
+
+    with user_errors():
+        gt = load_ground_truth(data)
+        if kitti_difficulty is not None and gt.kind != "kitti":
+            fail(f"--kitti-difficulty needs KITTI ground truth (label_2/); {data} is a sim2sg dataset")
+        if predictions is not None:
+            preds = load_predictions(predictions)
+            target = out or predictions.parent / "metrics.json"
+        else:
+            if not checkpoint.is_file():
+                fail(f"{checkpoint}: checkpoint not found")
+            try:
+                from sim2sg.train.predict import predict_dataset  # torch: import only on this path
+            except ImportError as e:
+                fail(f"prediction from a checkpoint is not available: {e}")
+            info(f"predicting {data} with {checkpoint} ...")
+            preds = parse_predictions(predict_dataset(checkpoint, data, device=device),
+                                      f"predictions of {checkpoint}")
+            target = out or checkpoint.parent / "metrics.json"
+        metrics = evaluate(gt, preds, kitti_difficulty=kitti_difficulty.value if kitti_difficulty else None)
+        metrics["data"] = str(data)
+        metrics["source"] = str(predictions if predictions is not None else checkpoint)
+        typer.echo(format_table(metrics))
+        write_metrics(target, metrics)
+        info(f"wrote {target}")
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("eval")(eval_cmd)

@@ -265,6 +265,14 @@ class _Reader:
         return tuple(x)
 
 
+def _rgb255(r: _Reader, d: dict, key: str, parent: str) -> tuple[float, float, float]:
+    rgb = r.vec(d, key, parent, 3)
+    for i, c in enumerate(rgb):
+        if not 0 <= c <= 255:
+            r.fail(f"{_join(parent, key)}[{i}]", f"sRGB components are 0..255, got {c}")
+    return rgb
+
+
 def _join(parent: str, key: str) -> str:
     return f"{parent}.{key}" if parent else key
 
@@ -301,13 +309,7 @@ def parse_env(raw: dict, source: str = "<env>") -> Environment:
         r.fail("camera.look_at", "must differ from camera.position")
 
     palette_t = r.table(raw, "palette", "")
-    palette = {}
-    for cname in palette_t:
-        rgb = r.vec(palette_t, cname, "palette", 3)
-        for i, c in enumerate(rgb):
-            if not 0 <= c <= 255:
-                r.fail(f"palette.{cname}[{i}]", f"sRGB components are 0..255, got {c}")
-        palette[cname] = tuple(c / 255.0 for c in rgb)
+    palette = {cname: tuple(c / 255.0 for c in _rgb255(r, palette_t, cname, "palette")) for cname in palette_t}
     if not palette:
         r.fail("palette", "needs at least one color")
 
@@ -396,12 +398,22 @@ def parse_env(raw: dict, source: str = "<env>") -> Environment:
         r.rng(road, "lane_width", "context.road", lo=0.5)
         r.rng(road, "sidewalk_width", "context.road", lo=0.0)
         r.rng(road, "curb_height", "context.road", default=[0.15, 0.15], lo=0.0)
-    for key in ("ground_textures", "road_textures", "wall_textures"):
-        if key in ctx:
-            r.strings(ctx, key, "context", allowed=FAMILIES)
+    r.num(ctx, "extent", "context", default=40.0, positive=True)
+    r.num(ctx, "wall_height", "context", default=3.0, positive=True)
+    r.num(ctx, "color_jitter", "context", default=0.0, lo=0.0)
+    for role in ("ground", "road", "sidewalk", "wall"):
+        if f"{role}_textures" in ctx:
+            r.strings(ctx, f"{role}_textures", "context", allowed=FAMILIES)
+        if f"{role}_color" in ctx:
+            _rgb255(r, ctx, f"{role}_color", "context")
     lights = r.table(raw, "lights", "")
-    for key in ("key_elevation", "key_azimuth", "key_intensity", "fill_intensity"):
+    for key in ("key_elevation", "key_azimuth"):
         r.rng(lights, key, "lights")
+    for key in ("key_intensity", "fill_intensity"):
+        r.rng(lights, key, "lights", lo=0.0)
+    r.num(lights, "key_color_jitter", "lights", default=0.0, lo=0.0)
+    if "sky_color" in lights:
+        _rgb255(r, lights, "sky_color", "lights")
     rend = r.table(raw, "render", "", required=False)
     return Environment(
         name=name, source=source,
