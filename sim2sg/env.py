@@ -122,7 +122,8 @@ def builtin_names() -> list[str]:
 def resolve(name_or_path: str | Path) -> tuple[str, str]:
     """(source label, TOML text) for a built-in name or a file path."""
     p = Path(name_or_path)
-    if p.suffix == ".toml" or p.exists():
+    # A bare name is a built-in even if a folder of that name sits in the cwd.
+    if p.suffix == ".toml" or p.is_file():
         try:
             return str(p), p.read_text(encoding="utf-8")
         except FileNotFoundError:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import networkx as nx
 import numpy as np
-from pxr import Gf, Sdf, Usd, UsdGeom, UsdLux, UsdSemantics, UsdShade, Vt
+from pxr import Gf, Sdf, Usd, UsdGeom, Vt
 
 from .. import graph as sg
 from ..camera import Camera
@@ -27,6 +27,39 @@ from ..meshes import Mesh, context_meshes, object_mesh
 # cm-unit stage); only ratios with the focal length matter for the projection.
 H_APERTURE = 20.955
 TEXTURE_DIR = "textures"
+
+
+# Authoring goes through the Sdf layer API inside one Sdf.ChangeBlock: several times faster than
+# UsdGeom/UsdShade `Define` calls, which recompose the stage after every edit. The specs written are
+# exactly what those schema calls author (tests read the stage back through the Usd schema API).
+_T = Sdf.ValueTypeNames
+_UNIFORM = Sdf.VariabilityUniform
+
+
+def _prim(layer: Sdf.Layer, path: str, type_name: str, api: tuple[str, ...] = ()) -> Sdf.PrimSpec:
+    spec = Sdf.CreatePrimInLayer(layer, path)
+    spec.specifier = Sdf.SpecifierDef
+    spec.typeName = type_name
+    if api:
+        spec.SetInfo("apiSchemas", Sdf.TokenListOp.Create(prependedItems=list(api)))
+    return spec
+
+
+def _attr(spec: Sdf.PrimSpec, name: str, type_name, value=None, uniform: bool = False,
+          connect: str | None = None, **info) -> Sdf.AttributeSpec:
+    a = Sdf.AttributeSpec(spec, name, type_name, _UNIFORM if uniform else Sdf.VariabilityVarying)
+    if value is not None:
+        a.default = value
+    if connect is not None:
+        a.connectionPathList.Prepend(Sdf.Path(connect))
+    for k, v in info.items():
+        a.SetInfo(k, v)
+    return a
+
+
+def _rel(spec: Sdf.PrimSpec, name: str, target: str) -> None:
+    r = Sdf.RelationshipSpec(spec, name, False)
+    r.targetPathList.Prepend(Sdf.Path(target))
 
 
 @functools.lru_cache(maxsize=None)
@@ -46,59 +79,59 @@ def _to_vt(m: Mesh):
     )
 
 
-def _author_mesh(stage: Usd.Stage, path: str, vt) -> UsdGeom.Mesh:
+def _author_mesh(layer: Sdf.Layer, path: str, vt, material: str) -> Sdf.PrimSpec:
     points, counts, indices, normals, uv, extent = vt
-    mesh = UsdGeom.Mesh.Define(stage, path)
-    mesh.CreatePointsAttr(points)
-    mesh.CreateFaceVertexCountsAttr(counts)
-    mesh.CreateFaceVertexIndicesAttr(indices)
-    mesh.CreateNormalsAttr(normals)
-    mesh.SetNormalsInterpolation(UsdGeom.Tokens.vertex)
-    mesh.CreateExtentAttr(extent)
+    spec = _prim(layer, path, "Mesh", ("MaterialBindingAPI",))
+    _attr(spec, "points", _T.Point3fArray, points)
+    _attr(spec, "faceVertexCounts", _T.IntArray, counts)
+    _attr(spec, "faceVertexIndices", _T.IntArray, indices)
+    _attr(spec, "normals", _T.Normal3fArray, normals, interpolation=UsdGeom.Tokens.vertex)
+    _attr(spec, "extent", _T.Float3Array, extent)
     # Polygonal as authored: viewers must not subdivide our low-poly assets.
-    mesh.CreateSubdivisionSchemeAttr(UsdGeom.Tokens.none)
-    st = UsdGeom.PrimvarsAPI(mesh).CreatePrimvar("st", Sdf.ValueTypeNames.TexCoord2fArray, UsdGeom.Tokens.vertex)
-    st.Set(uv)
-    return mesh
+    _attr(spec, "subdivisionScheme", _T.Token, UsdGeom.Tokens.none, uniform=True)
+    _attr(spec, "primvars:st", _T.TexCoord2fArray, uv, interpolation=UsdGeom.Tokens.vertex)
+    _rel(spec, "material:binding", material)
+    return spec
 
 
-def _author_material(stage: Usd.Stage, path: str, s: Surface) -> UsdShade.Material:
-    mat = UsdShade.Material.Define(stage, path)
-    pbr = UsdShade.Shader.Define(stage, f"{path}/PBR")
-    pbr.CreateIdAttr("UsdPreviewSurface")
-    pbr.CreateInput("roughness", Sdf.ValueTypeNames.Float).Set(float(s.roughness))
-    pbr.CreateInput("metallic", Sdf.ValueTypeNames.Float).Set(float(s.metallic))
-    diffuse = pbr.CreateInput("diffuseColor", Sdf.ValueTypeNames.Color3f)
+def _shader(layer: Sdf.Layer, path: str, shader_id: str) -> Sdf.PrimSpec:
+    spec = _prim(layer, path, "Shader")
+    _attr(spec, "info:id", _T.Token, shader_id, uniform=True)
+    return spec
+
+
+def _author_material(layer: Sdf.Layer, path: str, s: Surface) -> str:
+    """A UsdPreviewSurface material at `path`; returns `path`."""
+    mat = _prim(layer, path, "Material")
+    _attr(mat, "outputs:surface", _T.Token, connect=f"{path}/PBR.outputs:surface")
+    pbr = _shader(layer, f"{path}/PBR", "UsdPreviewSurface")
+    _attr(pbr, "inputs:roughness", _T.Float, float(s.roughness))
+    _attr(pbr, "inputs:metallic", _T.Float, float(s.metallic))
+    _attr(pbr, "outputs:surface", _T.Token)
     if s.texture is None:
-        diffuse.Set(Gf.Vec3f(*s.color))
-    else:
-        reader = UsdShade.Shader.Define(stage, f"{path}/ST")
-        reader.CreateIdAttr("UsdPrimvarReader_float2")
-        reader.CreateInput("varname", Sdf.ValueTypeNames.String).Set("st")
-        st_out = reader.CreateOutput("result", Sdf.ValueTypeNames.Float2)
-        st_in = st_out
-        if s.uv_scale != 1.0:
-            xf = UsdShade.Shader.Define(stage, f"{path}/UVTransform")
-            xf.CreateIdAttr("UsdTransform2d")
-            xf.CreateInput("in", Sdf.ValueTypeNames.Float2).ConnectToSource(st_out)
-            xf.CreateInput("scale", Sdf.ValueTypeNames.Float2).Set(Gf.Vec2f(s.uv_scale, s.uv_scale))
-            st_in = xf.CreateOutput("result", Sdf.ValueTypeNames.Float2)
-        tex = UsdShade.Shader.Define(stage, f"{path}/Texture")
-        tex.CreateIdAttr("UsdUVTexture")
-        tex.CreateInput("file", Sdf.ValueTypeNames.Asset).Set(Sdf.AssetPath(f"./{TEXTURE_DIR}/{s.texture}.png"))
-        tex.CreateInput("st", Sdf.ValueTypeNames.Float2).ConnectToSource(st_in)
-        tex.CreateInput("wrapS", Sdf.ValueTypeNames.Token).Set("repeat")
-        tex.CreateInput("wrapT", Sdf.ValueTypeNames.Token).Set("repeat")
-        tex.CreateInput("sourceColorSpace", Sdf.ValueTypeNames.Token).Set("sRGB")
-        # The texture is near-white; `scale` tints it with the surface color (linear).
-        tex.CreateInput("scale", Sdf.ValueTypeNames.Float4).Set(Gf.Vec4f(*s.color, 1.0))
-        diffuse.ConnectToSource(tex.CreateOutput("rgb", Sdf.ValueTypeNames.Float3))
-    mat.CreateSurfaceOutput().ConnectToSource(pbr.CreateOutput("surface", Sdf.ValueTypeNames.Token))
-    return mat
-
-
-def _bind(prim: Usd.Prim, mat: UsdShade.Material) -> None:
-    UsdShade.MaterialBindingAPI.Apply(prim).Bind(mat)
+        _attr(pbr, "inputs:diffuseColor", _T.Color3f, Gf.Vec3f(*s.color))
+        return path
+    _attr(pbr, "inputs:diffuseColor", _T.Color3f, connect=f"{path}/Texture.outputs:rgb")
+    reader = _shader(layer, f"{path}/ST", "UsdPrimvarReader_float2")
+    _attr(reader, "inputs:varname", _T.String, "st")
+    _attr(reader, "outputs:result", _T.Float2)
+    st_source = f"{path}/ST.outputs:result"
+    if s.uv_scale != 1.0:
+        xf = _shader(layer, f"{path}/UVTransform", "UsdTransform2d")
+        _attr(xf, "inputs:in", _T.Float2, connect=st_source)
+        _attr(xf, "inputs:scale", _T.Float2, Gf.Vec2f(s.uv_scale, s.uv_scale))
+        _attr(xf, "outputs:result", _T.Float2)
+        st_source = f"{path}/UVTransform.outputs:result"
+    tex = _shader(layer, f"{path}/Texture", "UsdUVTexture")
+    _attr(tex, "inputs:file", _T.Asset, Sdf.AssetPath(f"./{TEXTURE_DIR}/{s.texture}.png"))
+    _attr(tex, "inputs:st", _T.Float2, connect=st_source)
+    _attr(tex, "inputs:wrapS", _T.Token, "repeat")
+    _attr(tex, "inputs:wrapT", _T.Token, "repeat")
+    _attr(tex, "inputs:sourceColorSpace", _T.Token, "sRGB")
+    # The texture is near-white; `scale` tints it with the surface color (linear).
+    _attr(tex, "inputs:scale", _T.Float4, Gf.Vec4f(*s.color, 1.0))
+    _attr(tex, "outputs:rgb", _T.Float3)
+    return path
 
 
 def _frame_matrix(x, y, z, t) -> Gf.Matrix4d:
@@ -111,48 +144,44 @@ def _frame_matrix(x, y, z, t) -> Gf.Matrix4d:
     )
 
 
-def _author_camera(stage: Usd.Stage, cam: Camera) -> None:
+def _transform_op(spec: Sdf.PrimSpec, m: Gf.Matrix4d) -> None:
+    _attr(spec, "xformOp:transform", _T.Matrix4d, m)
+    _attr(spec, "xformOpOrder", _T.TokenArray, Vt.TokenArray(["xformOp:transform"]), uniform=True)
+
+
+def _author_camera(layer: Sdf.Layer, cam: Camera) -> None:
     r = cam.rotation()  # rows: right, down, forward (OpenCV)
-    usd_cam = UsdGeom.Camera.Define(stage, "/World/Camera")
+    spec = _prim(layer, "/World/Camera", "Camera")
     # USD cameras look down local -Z with +Y up.
-    m = _frame_matrix(r[0], -r[1], -r[2], cam.position)
-    usd_cam.AddTransformOp().Set(m)
+    _transform_op(spec, _frame_matrix(r[0], -r[1], -r[2], cam.position))
     focal = cam.fx * H_APERTURE / cam.width
     v_ap = focal * cam.height / cam.fy
-    usd_cam.CreateFocalLengthAttr(float(focal))
-    usd_cam.CreateHorizontalApertureAttr(float(H_APERTURE))
-    usd_cam.CreateVerticalApertureAttr(float(v_ap))
-    usd_cam.CreateHorizontalApertureOffsetAttr(float((cam.width / 2 - cam.cx) * H_APERTURE / cam.width))
-    usd_cam.CreateVerticalApertureOffsetAttr(float((cam.cy - cam.height / 2) * v_ap / cam.height))
-    usd_cam.CreateClippingRangeAttr(Gf.Vec2f(float(cam.near), float(cam.far)))
-    usd_cam.CreateProjectionAttr(UsdGeom.Tokens.perspective)
-    usd_cam.GetPrim().SetCustomDataByKey("sim2sg:resolution", Gf.Vec2i(cam.width, cam.height))
+    _attr(spec, "focalLength", _T.Float, float(focal))
+    _attr(spec, "horizontalAperture", _T.Float, float(H_APERTURE))
+    _attr(spec, "verticalAperture", _T.Float, float(v_ap))
+    _attr(spec, "horizontalApertureOffset", _T.Float, float((cam.width / 2 - cam.cx) * H_APERTURE / cam.width))
+    _attr(spec, "verticalApertureOffset", _T.Float, float((cam.cy - cam.height / 2) * v_ap / cam.height))
+    _attr(spec, "clippingRange", _T.Float2, Gf.Vec2f(float(cam.near), float(cam.far)))
+    _attr(spec, "projection", _T.Token, UsdGeom.Tokens.perspective)
+    spec.customData = {"sim2sg": {"resolution": Gf.Vec2i(cam.width, cam.height)}}  # key path sim2sg:resolution
 
 
-def _author_lights(stage: Usd.Stage, look: Look) -> None:
+def _author_lights(layer: Sdf.Layer, look: Look) -> None:
     lt = look.lights
-    UsdGeom.Xform.Define(stage, "/World/Lights")
-    key = UsdLux.DistantLight.Define(stage, "/World/Lights/Key")
+    _prim(layer, "/World/Lights", "Xform")
+    key = _prim(layer, "/World/Lights/Key", "DistantLight")
     z = np.asarray(lt.key_direction, dtype=np.float64)  # the light shines along its local -Z
     helper = np.array([0.0, 0.0, 1.0]) if abs(z[2]) < 0.99 else np.array([1.0, 0.0, 0.0])
     x = np.cross(helper, z)
     x /= np.linalg.norm(x)
     y = np.cross(z, x)
-    key.AddTransformOp().Set(_frame_matrix(x, y, z, (0.0, 0.0, 0.0)))
-    key.CreateIntensityAttr(float(lt.key_intensity))
-    key.CreateColorAttr(Gf.Vec3f(*lt.key_color))
-    key.CreateAngleAttr(0.53)
-    fill = UsdLux.DomeLight.Define(stage, "/World/Lights/Fill")
-    fill.CreateIntensityAttr(float(lt.fill_intensity))
-    fill.CreateColorAttr(Gf.Vec3f(*lt.fill_color))
-
-
-def _label(prim: Usd.Prim, category: str) -> None:
-    labels = UsdSemantics.LabelsAPI.Apply(prim, "class")
-    labels.CreateLabelsAttr(Vt.TokenArray([category]))
-    # Legacy Omniverse semantics (Replicator before Isaac Sim 5) as plain attributes.
-    prim.CreateAttribute("semantic:Semantics:params:semanticType", Sdf.ValueTypeNames.String).Set("class")
-    prim.CreateAttribute("semantic:Semantics:params:semanticData", Sdf.ValueTypeNames.String).Set(category)
+    _transform_op(key, _frame_matrix(x, y, z, (0.0, 0.0, 0.0)))
+    _attr(key, "inputs:intensity", _T.Float, float(lt.key_intensity))
+    _attr(key, "inputs:color", _T.Color3f, Gf.Vec3f(*lt.key_color))
+    _attr(key, "inputs:angle", _T.Float, 0.53)
+    fill = _prim(layer, "/World/Lights/Fill", "DomeLight")
+    _attr(fill, "inputs:intensity", _T.Float, float(lt.fill_intensity))
+    _attr(fill, "inputs:color", _T.Color3f, Gf.Vec3f(*lt.fill_color))
 
 
 def build_stage(g: nx.MultiDiGraph, look: Look, mesh_of: dict[str, str],
@@ -162,13 +191,9 @@ def build_stage(g: nx.MultiDiGraph, look: Look, mesh_of: dict[str, str],
     mesh_of: category -> object asset name (assets/objects/NAME.toml).
     categories, predicates: the environment's vocabularies, stored with the graph.
     """
-    stage = Usd.Stage.CreateInMemory()
-    if True:
-        UsdGeom.SetStageUpAxis(stage, UsdGeom.Tokens.z)
-        UsdGeom.SetStageMetersPerUnit(stage, 1.0)
-        world = UsdGeom.Xform.Define(stage, "/World").GetPrim()
-        stage.SetDefaultPrim(world)
-        stage.GetRootLayer().customLayerData = {
+    layer = Sdf.Layer.CreateAnonymous(".usda")
+    with Sdf.ChangeBlock():
+        layer.customLayerData = {
             "sim2sg": {
                 "graph": sg.to_json(g),
                 "env": g.graph["env"],
@@ -176,26 +201,35 @@ def build_stage(g: nx.MultiDiGraph, look: Look, mesh_of: dict[str, str],
                 "predicates": Vt.StringArray(list(predicates)),
             }
         }
-        _author_camera(stage, g.graph["camera"])
-        _author_lights(stage, look)
-        UsdGeom.Scope.Define(stage, "/World/Looks")
-        UsdGeom.Xform.Define(stage, "/World/Context")
+        layer.pseudoRoot.SetInfo("upAxis", UsdGeom.Tokens.z)
+        layer.pseudoRoot.SetInfo("metersPerUnit", 1.0)
+        layer.defaultPrim = "World"
+        _prim(layer, "/World", "Xform")
+        _author_camera(layer, g.graph["camera"])
+        _author_lights(layer, look)
+        _prim(layer, "/World/Looks", "Scope")
+        _prim(layer, "/World/Context", "Xform")
         for name, role, m in context_meshes(g.graph["context"]):
-            mesh = _author_mesh(stage, f"/World/Context/{name}", _to_vt(m))
-            _bind(mesh.GetPrim(), _author_material(stage, f"/World/Looks/{name}", look.context[role]))
-        UsdGeom.Xform.Define(stage, "/World/Objects")
+            mat = _author_material(layer, f"/World/Looks/{name}", look.context[role])
+            _author_mesh(layer, f"/World/Context/{name}", _to_vt(m), mat)
+        _prim(layer, "/World/Objects", "Xform")
         for oid, a in sg.objects(g):
             path = f"/World/Objects/obj_{oid:04d}"
-            xf = UsdGeom.Xform.Define(stage, path)
-            xf.AddTranslateOp().Set(Gf.Vec3d(*a["position"]))
-            xf.AddRotateZOp().Set(float(a["yaw"]))
-            xf.AddScaleOp().Set(Gf.Vec3f(*a["size"]))
-            prim = xf.GetPrim()
-            prim.SetCustomDataByKey("sim2sg:id", int(oid))
-            _label(prim, a["category"])
-            mesh = _author_mesh(stage, f"{path}/Mesh", _vt_mesh(mesh_of[a["category"]]))
-            _bind(mesh.GetPrim(), _author_material(stage, f"/World/Looks/obj_{oid:04d}", look.objects[oid]))
-    return stage
+            cat = a["category"]
+            xf = _prim(layer, path, "Xform", ("SemanticsLabelsAPI:class",))
+            _attr(xf, "xformOp:translate", _T.Double3, Gf.Vec3d(*a["position"]))
+            _attr(xf, "xformOp:rotateZ", _T.Float, float(a["yaw"]))
+            _attr(xf, "xformOp:scale", _T.Float3, Gf.Vec3f(*a["size"]))
+            _attr(xf, "xformOpOrder", _T.TokenArray,
+                  Vt.TokenArray(["xformOp:translate", "xformOp:rotateZ", "xformOp:scale"]), uniform=True)
+            xf.customData = {"sim2sg": {"id": int(oid)}}  # read as GetCustomDataByKey("sim2sg:id")
+            _attr(xf, "semantics:labels:class", _T.TokenArray, Vt.TokenArray([cat]))
+            # Legacy Omniverse semantics (Replicator before Isaac Sim 5) as plain attributes.
+            _attr(xf, "semantic:Semantics:params:semanticType", _T.String, "class")
+            _attr(xf, "semantic:Semantics:params:semanticData", _T.String, cat)
+            mat = _author_material(layer, f"/World/Looks/obj_{oid:04d}", look.objects[oid])
+            _author_mesh(layer, f"{path}/Mesh", _vt_mesh(mesh_of[cat]), mat)
+    return Usd.Stage.Open(layer)
 
 
 def write_stage(stage: Usd.Stage, path: str | Path) -> None:
