@@ -1,7 +1,60 @@
-"""Placeholder: filled in by its issue."""
+"""`sim2sg render`: USD stages -> labelled dataset (images, depth, masks, labels.json, KITTI, CLEVR)."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
+from .common import EXIT_BAD_INPUT, fail, info, user_errors
+
+
+def _parse_size(size: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        fail(f"--size: expected WxH such as 256x256, got {size!r}")
+    if w <= 0 or h <= 0:
+        fail(f"--size: width and height must be positive, got {size!r}")
+    return w, h
+
+
+def render(
+    source: Path = typer.Argument(..., help="A USD stage (.usd/.usda/.usdc) or a directory of them."),
+    out: Path = typer.Option(..., "--out", help="Dataset directory (created; resumed when it exists)."),
+    size: str = typer.Option(..., "--size", help="Image size WxH in pixels, e.g. 256x256."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    batch: int = typer.Option(8, "--batch", min=1, help="Stages rendered per batch."),
+    writers: str = typer.Option("sg,coco", "--writers",
+                                help="Comma-separated outputs: sg, coco, kitti, clevr (coco is always written)."),
+    ssaa: int = typer.Option(1, "--ssaa", min=1, help="Supersampling factor per axis."),
+    no_shadows: bool = typer.Option(False, "--no-shadows", help="Render without key-light shadows."),
+    env: str = typer.Option(None, "--env",
+                            help="Environment name or file whose render and appearance.post tables apply; default: each stage's own."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the appearance post-processing."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Render USD stages into a labelled dataset; finished images are skipped on a re-run."""
+    from sim2sg.dataset import render_job, writers as writers_mod
+
+    width, height = _parse_size(size)
+    try:
+        writer_names = writers_mod.parse_writers(writers)
+    except ValueError as e:
+        fail(f"--writers: {e}")
+    with user_errors():
+        stages = render_job.discover_stages(source)
+        job = render_job.RenderJob(
+            out_dir=out, width=width, height=height, writers=writer_names, batch=batch, ssaa=ssaa,
+            shadows=not no_shadows, env=env, seed=seed, device=render_job.resolve_device(device),
+        )
+        report = render_job.run(stages, job, on_error=lambda stage, msg: typer.echo(f"error: {msg}", err=True),
+                                progress=progress)
+    info(f"rendered {report.rendered}, skipped {report.skipped}, failed {len(report.failures)} "
+         f"of {report.total} -> {report.labels}")
+    if not report.ok:
+        raise typer.Exit(EXIT_BAD_INPUT)
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("render")(render)

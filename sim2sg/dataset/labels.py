@@ -1,0 +1,417 @@
+"""`labels.json`: assembling it from per-image fragments, loading and validating it, and checking a
+dataset's boxes against its masks on disk. The format is specified in docs/formats.md.
+
+Per-image label fragments (`labels/NNNNNN.json`, written last for each image by the render job)
+make a render resumable: an image is done when its fragment exists and every file it lists exists;
+`assemble` numbers annotations and relationships globally and writes labels.json atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pycocotools.mask as mask_utils
+
+from .. import atomic
+from ..errors import InputError
+
+FORMAT = "sim2sg-labels"
+VERSION = 1
+FRAGMENT_FORMAT = "sim2sg-label-fragment"
+LABELS_FILE = "labels.json"
+CLEVR_SCENES_FILE = "clevr/CLEVR_scenes.json"
+
+
+# ---- fragments -------------------------------------------------------------------------------
+def fragment_path(out_dir: str | Path, name: str) -> Path:
+    return Path(out_dir) / "labels" / f"{name}.json"
+
+
+def write_fragment(out_dir: str | Path, name: str, fragment: dict) -> None:
+    """Write image `name`'s fragment (the dict of `writers.write_sample` plus "stage" and "config")."""
+    data = {"format": FRAGMENT_FORMAT, "version": VERSION, "name": name, **fragment}
+    atomic.write_text(fragment_path(out_dir, name), json.dumps(data, indent=1, allow_nan=False) + "\n")
+
+
+def read_fragment(out_dir: str | Path, name: str) -> dict | None:
+    """Image `name`'s fragment, or None when it is missing or unreadable (then the image is redone)."""
+    try:
+        data = json.loads(fragment_path(out_dir, name).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != FRAGMENT_FORMAT or data.get("version") != VERSION:
+        return None
+    return data
+
+
+def fragment_complete(out_dir: str | Path, fragment: dict | None) -> bool:
+    """True when every file the fragment lists exists (non-empty) under `out_dir`."""
+    if fragment is None:
+        return False
+    out = Path(out_dir)
+    try:
+        return all((out / f).stat().st_size > 0 for f in fragment.get("files", []))
+    except OSError:
+        return False
+
+
+def assemble(out_dir: str | Path, names: Iterable[str], info: dict | None = None) -> dict:
+    """Build labels.json from the fragments of images `names` (those present, in the given order)
+    and write it atomically under `out_dir` (only when its bytes change, so re-running a finished
+    render writes nothing). Also writes clevr/CLEVR_scenes.json when any image has a CLEVR scene.
+
+    Annotation and relationship ids are consecutive from 0 in image order. Raises `InputError` when
+    fragments disagree on the vocabularies. Returns the labels dict.
+    """
+    out = Path(out_dir)
+    images, annotations, relationships, scenes = [], [], [], []
+    categories = predicates = None
+    envs = []
+    first = None
+    for name in names:
+        frag = read_fragment(out, name)
+        if frag is None:
+            continue
+        src = fragment_path(out, name)
+        if categories is None:
+            categories, predicates, first = frag["categories"], frag["predicates"], src
+        elif frag["categories"] != categories:
+            raise InputError(src, "categories", f"differ from those of {first}: {frag['categories']} vs {categories}")
+        elif frag["predicates"] != predicates:
+            raise InputError(src, "predicates", f"differ from those of {first}: {frag['predicates']} vs {predicates}")
+        if frag.get("env") and frag["env"] not in envs:
+            envs.append(frag["env"])
+        images.append(frag["image"])
+        base = len(annotations)
+        for a in frag["annotations"]:
+            a = dict(a)
+            a["id"] = base + a.pop("index")
+            annotations.append(_ordered_annotation(a))
+        for r in frag["relationships"]:
+            relationships.append({"id": len(relationships), "image_id": frag["image"]["id"],
+                                  "subject_id": base + r["subject"], "object_id": base + r["object"],
+                                  "predicate_id": r["predicate_id"]})
+        clevr_file = next((f for f in frag.get("files", []) if f.startswith("clevr/scenes/")), None)
+        if clevr_file is not None:
+            scenes.append(json.loads((out / clevr_file).read_text(encoding="utf-8")))
+    categories = categories or []
+    predicates = predicates or []
+    labels = {
+        "info": {"format": FORMAT, "version": VERSION, "env": envs[0] if len(envs) == 1 else (envs or None),
+                 **(info or {})},
+        "images": images,
+        "categories": [{"id": i + 1, "name": c, "supercategory": "object"} for i, c in enumerate(categories)],
+        "annotations": annotations,
+        "predicate_categories": [{"id": i + 1, "name": p} for i, p in enumerate(predicates)],
+        "relationships": relationships,
+    }
+    _write_if_changed(out / LABELS_FILE, json.dumps(labels, indent=1, allow_nan=False) + "\n")
+    if scenes:
+        split = scenes[0].get("split", "train")
+        clevr_all = {"info": {"split": split, "version": "1.0", "generator": "sim2sg",
+                              "license": "Creative Commons Attribution (CC BY 4.0)"},
+                     "scenes": scenes}
+        _write_if_changed(out / CLEVR_SCENES_FILE, json.dumps(clevr_all, allow_nan=False) + "\n")
+    return labels
+
+
+_ANNOTATION_ORDER = ("id", "image_id", "category_id", "bbox", "area", "iscrowd", "segmentation",
+                     "instance_id", "object_id", "visible_pixels", "occlusion", "truncation")
+
+
+def _ordered_annotation(a: dict) -> dict:
+    return {k: a[k] for k in _ANNOTATION_ORDER if k in a} | {k: v for k, v in a.items() if k not in _ANNOTATION_ORDER}
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    data = text.encode("utf-8")
+    try:
+        if path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    atomic.write_bytes(path, data)
+
+
+# ---- loading and validation ------------------------------------------------------------------
+def load_labels(path: str | Path) -> dict:
+    """Read and validate a labels.json; returns the parsed dict unchanged.
+
+    Checks every field's type and range, id uniqueness, category/predicate ids 1..n in order,
+    references (annotation -> image and category; relationship -> image, predicate and two distinct
+    annotations of that same image), boxes with positive size inside the image, segmentation sizes.
+    Raises `InputError(path, field, message)` on the first problem, e.g. field
+    ``annotations[3].bbox``.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(path, "", "file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(path, "", f"cannot read: {e}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(path, "", f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    validate_labels(data, path)
+    return data
+
+
+def validate_labels(data: Any, source: str | Path = "<labels>") -> None:
+    """Validate a parsed labels.json object (see `load_labels`)."""
+    v = _Check(source)
+    v.type(data, dict, "", "a JSON object")
+    for key in ("info", "images", "categories", "annotations", "predicate_categories", "relationships"):
+        v.required(data, key, "")
+    info = data["info"]
+    v.type(info, dict, "info", "a JSON object")
+    if info.get("format") != FORMAT:
+        v.fail("info.format", f"expected {FORMAT!r}, got {info.get('format')!r}")
+    if info.get("version") != VERSION:
+        v.fail("info.version", f"unsupported version {info.get('version')!r} (this sim2sg reads {VERSION})")
+
+    cat_ids = v.vocabulary(data["categories"], "categories", extra=("supercategory",))
+    pred_ids = v.vocabulary(data["predicate_categories"], "predicate_categories")
+
+    images = v.list(data["images"], "images")
+    image_size = {}
+    for k, im in enumerate(images):
+        f = f"images[{k}]"
+        v.type(im, dict, f, "a JSON object")
+        iid = v.integer(v.required(im, "id", f), f"{f}.id", minimum=0)
+        if iid in image_size:
+            v.fail(f"{f}.id", f"duplicate image id {iid}")
+        v.string(v.required(im, "file_name", f), f"{f}.file_name")
+        w = v.integer(v.required(im, "width", f), f"{f}.width", minimum=1)
+        h = v.integer(v.required(im, "height", f), f"{f}.height", minimum=1)
+        for key in ("depth_file", "instance_file", "semantic_file", "graph_file"):
+            if key in im:
+                v.string(im[key], f"{f}.{key}")
+        image_size[iid] = (w, h)
+
+    anns = v.list(data["annotations"], "annotations")
+    ann_image = {}
+    for k, a in enumerate(anns):
+        f = f"annotations[{k}]"
+        v.type(a, dict, f, "a JSON object")
+        aid = v.integer(v.required(a, "id", f), f"{f}.id", minimum=0)
+        if aid in ann_image:
+            v.fail(f"{f}.id", f"duplicate annotation id {aid}")
+        iid = v.integer(v.required(a, "image_id", f), f"{f}.image_id")
+        if iid not in image_size:
+            v.fail(f"{f}.image_id", f"no image with id {iid}")
+        cid = v.integer(v.required(a, "category_id", f), f"{f}.category_id")
+        if cid not in cat_ids:
+            v.fail(f"{f}.category_id", f"no category with id {cid}")
+        w, h = image_size[iid]
+        bbox = v.numbers(v.required(a, "bbox", f), 4, f"{f}.bbox")
+        x, y, bw, bh = bbox
+        if bw <= 0 or bh <= 0:
+            v.fail(f"{f}.bbox", f"width and height must be positive, got {bbox}")
+        eps = 1e-6
+        if x < -eps or y < -eps or x + bw > w + eps or y + bh > h + eps:
+            v.fail(f"{f}.bbox", f"{bbox} is not inside the {w}x{h} image")
+        area = v.number(v.required(a, "area", f), f"{f}.area")
+        if area < 0 or area > bw * bh + eps:
+            v.fail(f"{f}.area", f"must be in [0, bbox area {bw * bh}], got {area}")
+        if v.required(a, "iscrowd", f) not in (0, 1) or isinstance(a["iscrowd"], bool):
+            v.fail(f"{f}.iscrowd", f"must be 0 or 1, got {a['iscrowd']!r}")
+        if "segmentation" in a:
+            seg = a["segmentation"]
+            sf = f"{f}.segmentation"
+            v.type(seg, dict, sf, "a COCO RLE object {size, counts}")
+            size = v.required(seg, "size", sf)
+            if size != [h, w]:
+                v.fail(f"{sf}.size", f"expected [{h}, {w}] (the image's [height, width]), got {size!r}")
+            counts = v.required(seg, "counts", sf)
+            if not isinstance(counts, str) or not counts:
+                v.fail(f"{sf}.counts", "expected a non-empty COCO compressed RLE string")
+        if "instance_id" in a:
+            v.integer(a["instance_id"], f"{f}.instance_id", minimum=1, maximum=65535)
+        if "object_id" in a:
+            v.integer(a["object_id"], f"{f}.object_id", minimum=0)
+        if "visible_pixels" in a:
+            vp = v.integer(a["visible_pixels"], f"{f}.visible_pixels", minimum=0)
+            if vp != area:
+                v.fail(f"{f}.visible_pixels", f"{vp} differs from area {area}")
+        for key in ("occlusion", "truncation"):
+            if key in a:
+                val = v.number(a[key], f"{f}.{key}")
+                if not 0.0 <= val <= 1.0:
+                    v.fail(f"{f}.{key}", f"must be in [0, 1], got {val}")
+        ann_image[aid] = iid
+
+    rels = v.list(data["relationships"], "relationships")
+    seen_rel_ids, seen_triplets = set(), set()
+    for k, r in enumerate(rels):
+        f = f"relationships[{k}]"
+        v.type(r, dict, f, "a JSON object")
+        rid = v.integer(v.required(r, "id", f), f"{f}.id", minimum=0)
+        if rid in seen_rel_ids:
+            v.fail(f"{f}.id", f"duplicate relationship id {rid}")
+        seen_rel_ids.add(rid)
+        iid = v.integer(v.required(r, "image_id", f), f"{f}.image_id")
+        if iid not in image_size:
+            v.fail(f"{f}.image_id", f"no image with id {iid}")
+        ends = []
+        for key in ("subject_id", "object_id"):
+            aid = v.integer(v.required(r, key, f), f"{f}.{key}")
+            if aid not in ann_image:
+                v.fail(f"{f}.{key}", f"no annotation with id {aid}")
+            if ann_image[aid] != iid:
+                v.fail(f"{f}.{key}", f"annotation {aid} belongs to image {ann_image[aid]}, not image {iid}")
+            ends.append(aid)
+        if ends[0] == ends[1]:
+            v.fail(f, f"subject and object are the same annotation {ends[0]}")
+        pid = v.integer(v.required(r, "predicate_id", f), f"{f}.predicate_id")
+        if pid not in pred_ids:
+            v.fail(f"{f}.predicate_id", f"no predicate with id {pid}")
+        triplet = (ends[0], pid, ends[1])
+        if triplet in seen_triplets:
+            v.fail(f, f"duplicate relationship (subject {ends[0]}, predicate {pid}, object {ends[1]})")
+        seen_triplets.add(triplet)
+
+
+class _Check:
+    """Type and range checks raising `InputError(source, field, ...)`."""
+
+    def __init__(self, source: str | Path):
+        self.source = source
+
+    def fail(self, field: str, message: str):
+        raise InputError(self.source, field, message)
+
+    def required(self, d: dict, key: str, parent: str):
+        if key not in d:
+            self.fail(f"{parent}.{key}" if parent else key, "missing required field")
+        return d[key]
+
+    def type(self, x, typ, field: str, what: str):
+        if not isinstance(x, typ):
+            self.fail(field, f"expected {what}, got {type(x).__name__ if x is not None else 'null'}")
+
+    def list(self, x, field: str) -> list:
+        self.type(x, list, field, "a list")
+        return x
+
+    def integer(self, x, field: str, minimum: int | None = None, maximum: int | None = None) -> int:
+        if isinstance(x, bool) or not isinstance(x, int):
+            self.fail(field, f"expected an integer, got {x!r}")
+        if minimum is not None and x < minimum:
+            self.fail(field, f"must be >= {minimum}, got {x}")
+        if maximum is not None and x > maximum:
+            self.fail(field, f"must be <= {maximum}, got {x}")
+        return x
+
+    def number(self, x, field: str) -> float:
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            self.fail(field, f"expected a number, got {x!r}")
+        if not math.isfinite(x):
+            self.fail(field, f"must be finite, got {x}")
+        return float(x)
+
+    def numbers(self, x, n: int, field: str) -> list[float]:
+        if not isinstance(x, list) or len(x) != n:
+            self.fail(field, f"expected a list of {n} numbers, got {x!r}")
+        return [self.number(c, f"{field}[{i}]") for i, c in enumerate(x)]
+
+    def string(self, x, field: str) -> str:
+        if not isinstance(x, str) or not x:
+            self.fail(field, f"expected a non-empty string, got {x!r}")
+        return x
+
+    def vocabulary(self, x, field: str, extra: tuple[str, ...] = ()) -> set[int]:
+        """[{id, name}] with ids 1..n in order and unique names; returns the ids."""
+        self.list(x, field)
+        names = set()
+        for k, c in enumerate(x):
+            f = f"{field}[{k}]"
+            self.type(c, dict, f, "a JSON object")
+            cid = self.integer(self.required(c, "id", f), f"{f}.id")
+            if cid != k + 1:
+                self.fail(f"{f}.id", f"ids must be 1, 2, ... in order (0 is background); expected {k + 1}, got {cid}")
+            name = self.string(self.required(c, "name", f), f"{f}.name")
+            if name in names:
+                self.fail(f"{f}.name", f"duplicate name {name!r}")
+            names.add(name)
+            for key in extra:
+                if key in c:
+                    self.string(c[key], f"{f}.{key}")
+        return set(range(1, len(x) + 1))
+
+
+# ---- dataset check against the masks on disk -------------------------------------------------
+def validate_dataset(dataset_dir: str | Path) -> dict:
+    """Validate `dataset_dir/labels.json` and check it against the files on disk.
+
+    For every image: the image, instance and semantic PNGs exist with the image's size; for every
+    annotation with an `instance_id`, its pixels in the instance PNG give exactly its `area`, its
+    `bbox` (tight, exclusive right/bottom edges) and its RLE `segmentation`, and they carry its
+    category in the semantic PNG. Raises `InputError` naming the file and field of the first
+    mismatch. Returns {"images": n, "annotations": n, "relationships": n}.
+    """
+    root = Path(dataset_dir)
+    labels_path = root / LABELS_FILE
+    labels = load_labels(labels_path)
+    by_image: dict[int, list[tuple[int, dict]]] = {}
+    for k, a in enumerate(labels["annotations"]):
+        by_image.setdefault(a["image_id"], []).append((k, a))
+    for k, im in enumerate(labels["images"]):
+        f = f"images[{k}]"
+        w, h = im["width"], im["height"]
+        rgb = _read_png(root / im["file_name"], labels_path, f"{f}.file_name")
+        if rgb.shape[:2] != (h, w):
+            raise InputError(root / im["file_name"], "", f"is {rgb.shape[1]}x{rgb.shape[0]}, labels.json says {w}x{h}")
+        anns = by_image.get(im["id"], [])
+        if "instance_file" not in im:
+            if any("instance_id" in a for _, a in anns):
+                raise InputError(labels_path, f"{f}.instance_file", "missing, but annotations have instance_id")
+            continue
+        inst = _read_png(root / im["instance_file"], labels_path, f"{f}.instance_file")
+        sem = _read_png(root / im["semantic_file"], labels_path, f"{f}.semantic_file") if "semantic_file" in im else None
+        for name, arr in (("instance_file", inst), ("semantic_file", sem)):
+            if arr is not None and arr.shape != (h, w):
+                raise InputError(root / im[name], "", f"has shape {arr.shape}, expected ({h}, {w})")
+        for ka, a in anns:
+            if "instance_id" not in a:
+                continue
+            af = f"annotations[{ka}]"
+            mask = inst == a["instance_id"]
+            n = int(mask.sum())
+            if n != a["area"]:
+                raise InputError(labels_path, f"{af}.area", f"{a['area']} but instance {a['instance_id']} has {n} pixels in {im['instance_file']}")
+            if n == 0:
+                continue
+            rows = np.flatnonzero(mask.any(axis=1))
+            cols = np.flatnonzero(mask.any(axis=0))
+            box = [float(cols[0]), float(rows[0]), float(cols[-1] + 1 - cols[0]), float(rows[-1] + 1 - rows[0])]
+            if any(abs(p - q) > 1e-6 for p, q in zip(box, a["bbox"])):
+                raise InputError(labels_path, f"{af}.bbox", f"{a['bbox']} but the mask in {im['instance_file']} gives {box}")
+            if "segmentation" in a:
+                try:
+                    seg = mask_utils.decode({"size": a["segmentation"]["size"],
+                                             "counts": a["segmentation"]["counts"].encode("ascii")})
+                except Exception as e:  # pycocotools raises bare exceptions on corrupt RLE
+                    raise InputError(labels_path, f"{af}.segmentation", f"cannot decode RLE: {e}") from None
+                if not np.array_equal(seg.astype(bool), mask):
+                    raise InputError(labels_path, f"{af}.segmentation", f"differs from instance {a['instance_id']} in {im['instance_file']}")
+            if sem is not None and not np.all(sem[mask] == a["category_id"]):
+                raise InputError(labels_path, f"{af}.category_id", f"{a['category_id']} but {im['semantic_file']} has other ids under instance {a['instance_id']}")
+    return {"images": len(labels["images"]), "annotations": len(labels["annotations"]),
+            "relationships": len(labels["relationships"])}
+
+
+def _read_png(path: Path, labels_path: Path, field: str) -> np.ndarray:
+    if not path.is_file():
+        raise InputError(labels_path, field, f"{path} does not exist")
+    a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if a is None:
+        raise InputError(path, "", "not a readable image")
+    return a

@@ -1,0 +1,290 @@
+"""The `sim2sg render` driver: USD stages in, a labelled dataset directory out, resumably.
+
+Image NNNNNN is the stage at position NNNNNN of the sorted stage list. For each image the job writes
+all its files (`sim2sg.dataset.writers`), then its label fragment `labels/NNNNNN.json` last, so a
+fragment whose listed files all exist marks a finished image; a killed run resumes where it stopped
+and a finished run re-run renders nothing. An image is redone when its stage's bytes (sha256), the
+job's settings (size, ssaa, shadows, seed, env) or a requested writer differ from its fragment.
+labels.json is assembled from the fragments at the end (atomically, only when it changes).
+
+Rendering is injected (`render_fn`), so the driver is tested without the rasterizer; the default
+calls `sim2sg.render.pipeline.render_stages` (imported lazily: torch is heavy).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from ..render.sample import Sample
+from . import labels as labels_mod
+from . import writers as writers_mod
+
+STAGE_SUFFIXES = (".usd", ".usda", ".usdc")
+
+# (stage paths, render options as a dict of RenderOptions fields, device) -> one Sample per path.
+RenderFn = Callable[[Sequence[Path], dict, str], list[Sample]]
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    """What to render and how.
+
+    out_dir: dataset directory. width, height: image size in pixels. writers: names from
+    `writers.WRITERS` ("coco" is always added). batch: stages per renderer call. ssaa: supersampling
+    factor per axis. shadows: key-light shadows on/off. env: environment name or file whose
+    `[render]` and `[appearance.post]` tables apply to every stage; None = each stage's own
+    environment (the one named in its stored scene graph). seed: post-processing randomness.
+    device: "cpu", "cuda", "cuda:N" (see `resolve_device`). split: CLEVR scene `split` field.
+    """
+
+    out_dir: Path
+    width: int
+    height: int
+    writers: tuple[str, ...] = ("coco", "sg")
+    batch: int = 8
+    ssaa: int = 1
+    shadows: bool = True
+    env: str | None = None
+    seed: int = 0
+    device: str = "cpu"
+    split: str = "train"
+
+    def fingerprint(self) -> dict:
+        """The settings an image's outputs depend on (compared on resume)."""
+        return {"width": self.width, "height": self.height, "ssaa": self.ssaa, "shadows": self.shadows,
+                "seed": self.seed, "env": self.env}
+
+
+@dataclass(frozen=True)
+class JobReport:
+    """total: stages; rendered: images written now; skipped: images already complete;
+    failures: (stage path, one-line message) per stage that could not be rendered;
+    labels: path of labels.json."""
+
+    total: int
+    rendered: int
+    skipped: int
+    failures: tuple[tuple[str, str], ...]
+    labels: Path
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+# ---- inputs ----------------------------------------------------------------------------------
+def discover_stages(source: str | Path) -> list[Path]:
+    """A stage file -> [it]; a directory -> its `*.usd`, `*.usda`, `*.usdc` files, sorted by name.
+    Raises `InputError` when nothing is found."""
+    src = Path(source)
+    if src.is_file():
+        return [src]
+    if not src.exists():
+        raise InputError(src, "", "no such file or directory")
+    stages = sorted(p for p in src.iterdir() if p.suffix in STAGE_SUFFIXES and p.is_file())
+    if not stages:
+        raise InputError(src, "", f"no USD stages ({', '.join('*' + s for s in STAGE_SUFFIXES)}) in this directory")
+    return stages
+
+
+def resolve_device(spec: str) -> str:
+    """"auto" -> "cuda" when torch sees a GPU, else "cpu"; other values are checked and returned."""
+    import torch
+
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device", "", f"{spec!r} requested but torch sees no CUDA device")
+    if spec != "cpu" and not spec.startswith("cuda"):
+        raise InputError("--device", "", f"expected auto, cpu, cuda or cuda:N, got {spec!r}")
+    return spec
+
+
+def env_render_settings(env: Any) -> dict:
+    """The render settings an environment contributes: {"min_visible_pixels": int >= 0, "post":
+    dict or None} from its `[render] min_visible_pixels` and `[appearance.post]` tables.
+
+    The one place that knows the environment's layout: `env` is a `sim2sg.env.Environment` (its
+    `min_visible_pixels` and `raw` TOML dict), a plain TOML dict, or None (defaults: 1 pixel, no
+    post-processing). An empty `[appearance.post]` counts as none. The post table is checked here
+    with `PostProcess.from_dict`, so a bad one is reported against the environment file.
+    """
+    raw = getattr(env, "raw", env) if env is not None else {}
+    raw = raw if isinstance(raw, dict) else {}
+    source = str(getattr(env, "source", None) or getattr(env, "name", None) or "<environment>")
+    mvp = getattr(env, "min_visible_pixels", None)
+    if mvp is None:
+        mvp = (raw.get("render") or {}).get("min_visible_pixels", 1)
+    if isinstance(mvp, bool) or not isinstance(mvp, int) or mvp < 0:
+        raise InputError(source, "render.min_visible_pixels", f"expected an integer >= 0, got {mvp!r}")
+    post = (raw.get("appearance") or {}).get("post") or None
+    if post is not None:
+        if not isinstance(post, dict):
+            raise InputError(source, "appearance.post", "expected a table")
+        from ..render.post import PostProcess
+
+        PostProcess.from_dict(post, source)
+    return {"min_visible_pixels": mvp, "post": post}
+
+
+def _default_env_of_stage(path: Path) -> str | None:
+    """The environment named in a sim2sg stage's stored graph; None for other stages."""
+    from ..usd.stage import read_graph_from_stage
+
+    try:
+        g, info = read_graph_from_stage(path)
+    except InputError:
+        return None  # not a sim2sg stage (or a broken one: the renderer reports it)
+    return info.get("env") or g.graph.get("env")
+
+
+def _default_load_env(name_or_path: str) -> Any:
+    from ..env import load_env
+
+    return load_env(name_or_path)
+
+
+def render_with_pipeline(paths: Sequence[Path], options: dict, device: str) -> list[Sample]:
+    """The default `RenderFn`: `sim2sg.render.pipeline.render_stages` with `RenderOptions(**options)`
+    (the post-processing dict becomes a `PostProcess`)."""
+    from ..render.pipeline import RenderOptions, render_stages
+
+    opts = dict(options)
+    if opts.get("post") is not None:
+        from ..render.post import PostProcess
+
+        opts["post"] = PostProcess.from_dict(opts["post"])
+    return render_stages(list(paths), RenderOptions(**opts), device)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ---- the job ---------------------------------------------------------------------------------
+def run(
+    stages: Sequence[Path],
+    job: RenderJob,
+    *,
+    render_fn: RenderFn | None = None,
+    env_of_stage: Callable[[Path], str | None] | None = None,
+    load_env: Callable[[str], Any] | None = None,
+    on_error: Callable[[str, str], None] | None = None,
+    progress: bool = True,
+) -> JobReport:
+    """Render `stages` into `job.out_dir` (see the module docstring); returns a `JobReport`.
+
+    A stage that fails with `InputError` is reported through `on_error(stage, message)` and listed
+    in the report; the others still render. Other exceptions are bugs and propagate.
+    `render_fn`, `env_of_stage` (stage -> environment name or None) and `load_env` default to the
+    renderer, the stage's stored graph and `sim2sg.env.load_env`.
+    """
+    from tqdm import tqdm
+
+    render_fn = render_fn or render_with_pipeline
+    env_of_stage = env_of_stage or _default_env_of_stage
+    load_env = load_env or _default_load_env
+    writers = writers_mod.parse_writers(job.writers)
+    out = Path(job.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = [f"{i:06d}" for i in range(len(stages))]
+    fingerprint = job.fingerprint()
+    failures: list[tuple[str, str]] = []
+
+    def fail(stage: Path, message: str) -> None:
+        failures.append((str(stage), message))
+        if on_error is not None:
+            on_error(str(stage), message)
+
+    # 1. which images are already done
+    pending: list[tuple[int, str]] = []  # (index, stage sha256)
+    for i, stage in enumerate(stages):
+        try:
+            digest = file_sha256(stage)
+        except OSError as e:
+            fail(stage, f"{stage}: cannot read: {e.strerror or e}")
+            continue
+        frag = labels_mod.read_fragment(out, names[i])
+        if (labels_mod.fragment_complete(out, frag)
+                and frag.get("stage", {}).get("sha256") == digest
+                and frag.get("config") == fingerprint
+                and set(writers) <= set(frag.get("writers", []))):
+            continue
+        pending.append((i, digest))
+    skipped = len(stages) - len(pending) - len(failures)
+
+    # 2. render settings per pending stage (environment), grouped into batches of equal settings
+    env_cache: dict[str | None, dict] = {}
+
+    def settings_for(stage: Path) -> dict:
+        name = job.env if job.env is not None else env_of_stage(stage)
+        if name not in env_cache:
+            env_cache[name] = env_render_settings(load_env(name) if name is not None else None)
+        return env_cache[name]
+
+    batches: list[tuple[dict, list[tuple[int, str]]]] = []
+    for i, digest in pending:
+        try:
+            settings = settings_for(stages[i])
+        except InputError as e:
+            fail(stages[i], f"{stages[i]}: {e}")
+            continue
+        if batches and batches[-1][0] == settings and len(batches[-1][1]) < max(1, job.batch):
+            batches[-1][1].append((i, digest))
+        else:
+            batches.append((settings, [(i, digest)]))
+
+    # 3. render and write
+    rendered = 0
+    bar = tqdm(total=len(stages), initial=skipped, disable=not progress, unit="img", desc="render",
+               dynamic_ncols=True)
+    try:
+        for settings, items in batches:
+            options = {"width": job.width, "height": job.height, "ssaa": job.ssaa,
+                       "shadows": job.shadows, "seed": job.seed, **settings}
+            for (i, digest), sample in _render_isolating(render_fn, stages, items, options, job.device, fail):
+                sample = dataclasses.replace(sample, name=names[i])
+                frag = writers_mod.write_sample(out, sample, i, writers, job.split)
+                frag.update(stage={"path": str(stages[i]), "sha256": digest}, config=fingerprint,
+                            settings=settings, writers=list(writers))
+                labels_mod.write_fragment(out, names[i], frag)
+                rendered += 1
+                bar.update(1)
+    finally:
+        bar.close()
+
+    # 4. labels.json from every finished image
+    done = [n for i, n in enumerate(names) if str(stages[i]) not in {f for f, _ in failures}]
+    info = {"image_size": [job.width, job.height], "ssaa": job.ssaa, "shadows": job.shadows,
+            "seed": job.seed, "writers": list(writers)}
+    labels_mod.assemble(out, done, info)
+    return JobReport(len(stages), rendered, skipped, tuple(failures), out / labels_mod.LABELS_FILE)
+
+
+def _render_isolating(render_fn: RenderFn, stages: Sequence[Path], items: list[tuple[int, str]],
+                      options: dict, device: str, fail: Callable[[Path, str], None]):
+    """Yield ((index, sha256), Sample) for `items`; when a batch fails, render its stages one by one
+    so that only the bad ones are reported."""
+    paths = [stages[i] for i, _ in items]
+    try:
+        samples = render_fn(paths, options, device)
+    except InputError as e:
+        if len(items) == 1:
+            fail(paths[0], str(e) if str(paths[0]) in str(e) else f"{paths[0]}: {e}")
+            return
+        for item in items:
+            yield from _render_isolating(render_fn, stages, [item], options, device, fail)
+        return
+    if len(samples) != len(items):
+        raise RuntimeError(f"render_fn returned {len(samples)} samples for {len(items)} stages")
+    yield from zip(items, samples)
