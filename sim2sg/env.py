@@ -18,7 +18,9 @@ from typing import Any
 from ._data import data_dir
 from .errors import InputError
 
-PLACEMENTS = ("area", "around", "on", "lane", "sidewalk", "roadside")
+PLACEMENTS = ("area", "around", "on", "lane", "curb", "sidewalk", "roadside")
+ROAD_PLACEMENTS = ("lane", "curb", "sidewalk", "roadside")
+SIDES = ("both", "right", "left")
 CONTEXT_KINDS = ("ground", "room", "road")
 SPATIAL_PREDICATES = ("front", "behind", "left", "right")
 KNOWN_PREDICATES = SPATIAL_PREDICATES + ("on",)
@@ -66,12 +68,15 @@ class CategorySpec:
     colors: tuple[str, ...]
     materials: tuple[str, ...]
     textures: tuple[str, ...]
-    placement: str
+    placement: str  # the first of `placements`
     anchor: str | None
     distance: Range  # "around": gap from the anchor's footprint edge; lane/sidewalk/roadside: lateral offset
     depth: Range  # lane/sidewalk/roadside: distance ahead of the camera along the road (m)
     face_anchor: bool  # "around": turn to face the anchor (chairs at tables)
     lane_yaw: bool  # lane placement: yaw follows the lane direction (+ yaw jitter)
+    sides: str  # curb/sidewalk/roadside: which side of the road ("both", "right", "left")
+    placements: tuple[str, ...] = ()  # several rules, one drawn per object by placement_weights
+    placement_weights: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -351,7 +356,20 @@ def parse_env(raw: dict, source: str = "<env>") -> Environment:
         scales = r.strings(c, "scales", p, default=[], allowed=sizes) if base is not None else ()
         if base is not None and not scales:
             r.fail(f"{p}.scales", "base_size needs at least one named scale from [sizes]")
-        placement = r.string(c, "placement", p, choices=PLACEMENTS)
+        raw_pl = r.get(c, "placement", p)
+        if isinstance(raw_pl, list):
+            placements = r.strings(c, "placement", p, allowed=PLACEMENTS)
+            if not placements:
+                r.fail(f"{p}.placement", "needs at least one placement")
+            weights = r.vec(c, "placement_weights", p, len(placements), default=[1.0] * len(placements))
+            if min(weights) < 0 or sum(weights) <= 0:
+                r.fail(f"{p}.placement_weights", "weights must be >= 0 with a positive sum")
+        else:
+            placements = (r.string(c, "placement", p, choices=PLACEMENTS),)
+            weights = (1.0,)
+        placement = placements[0]
+        if len(placements) > 1 and any(x in ("around", "on") for x in placements):
+            r.fail(f"{p}.placement", "around/on cannot be mixed with other placements")
         anchor = r.string(c, "anchor", p, default=None)
         if placement in ("around", "on"):
             if anchor is None:
@@ -380,6 +398,8 @@ def parse_env(raw: dict, source: str = "<env>") -> Environment:
             depth=r.rng(c, "depth", p, default=[5.0, 50.0]),
             face_anchor=bool(r.get(c, "face_anchor", p, False)),
             lane_yaw=bool(r.get(c, "lane_yaw", p, True)),
+            sides=r.string(c, "sides", p, default="both", choices=SIDES),
+            placements=tuple(placements), placement_weights=tuple(weights),
         )
     if total is not None and sum(specs[c].weight for c in categories if specs[c].count is None) <= 0:
         r.fail("objects", "objects.total needs a positive weight on some category")
@@ -391,8 +411,8 @@ def parse_env(raw: dict, source: str = "<env>") -> Environment:
     rel = r.table(raw, "relations", "")
     ctx = r.table(raw, "context", "")
     r.string(ctx, "kind", "context", choices=CONTEXT_KINDS)
-    if ctx["kind"] != "road" and any(specs[c].placement in ("lane", "sidewalk", "roadside") for c in categories):
-        r.fail("context.kind", "lane/sidewalk/roadside placements need context.kind = \"road\"")
+    if ctx["kind"] != "road" and any(x in ROAD_PLACEMENTS for c in categories for x in specs[c].placements):
+        r.fail("context.kind", "lane/curb/sidewalk/roadside placements need context.kind = \"road\"")
     if ctx["kind"] == "road":
         road = r.table(ctx, "road", "context")
         r.irange(road, "lanes", "context.road")

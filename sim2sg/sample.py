@@ -142,10 +142,14 @@ def _propose(spec: CategorySpec, size, env: Environment, context: dict, placed: 
     """(position, yaw, support id, anchor id) for one attempt, or None if impossible (no anchor,
     no room). The support is the object it stands on (None: the ground)."""
     jitter = _uniform(rng, spec.yaw)
-    if spec.placement == "area":
+    placement = spec.placement
+    if len(spec.placements) > 1:
+        w = np.asarray(spec.placement_weights, dtype=np.float64)
+        placement = spec.placements[int(rng.choice(len(w), p=w / w.sum()))]
+    if placement == "area":
         x0, x1, y0, y1 = env.area
         return (float(rng.uniform(x0, x1)), float(rng.uniform(y0, y1)), 0.0), jitter, None, None
-    if spec.placement in ("around", "on"):
+    if placement in ("around", "on"):
         anchors = placed.of(spec.anchor)
         if not anchors:
             return None
@@ -153,7 +157,7 @@ def _propose(spec: CategorySpec, size, env: Environment, context: dict, placed: 
         ay = math.radians(a["yaw"])
         rot = np.array([[math.cos(ay), -math.sin(ay)], [math.sin(ay), math.cos(ay)]])
         asx, asy, asz = a["size"]
-        if spec.placement == "on":
+        if placement == "on":
             r = max(size[0], size[1]) / 2
             hx, hy = asx / 2 - r, asy / 2 - r
             if hx < 0 or hy < 0:
@@ -170,20 +174,25 @@ def _propose(spec: CategorySpec, size, env: Environment, context: dict, placed: 
         xy = np.asarray(a["position"][:2]) + rot @ local
         base = _facing_yaw(rot @ -normal) if spec.face_anchor else 0.0
         return (float(xy[0]), float(xy[1]), 0.0), base + jitter, None, a_id
-    # Road placements: the road runs along +Y from the camera.
+    # Road placements: the road runs along +Y from the camera; side +1 is right (x > 0).
     geo = road_geometry(context)
     cam_y = 0.0
     y = cam_y + _uniform(rng, spec.depth)
-    if spec.placement == "lane":
+    if placement == "lane":
         k = int(rng.integers(len(geo["centres"])))
         x = geo["centres"][k] + _uniform(rng, spec.distance)
         base = (180.0 if geo["directions"][k] > 0 else 0.0) if spec.lane_yaw else 0.0
         return (x, y, 0.0), base + jitter, None, None
-    s = 1.0 if rng.uniform() < 0.5 else -1.0
+    s = {"right": 1.0, "left": -1.0}.get(spec.sides) or (1.0 if rng.uniform() < 0.5 else -1.0)
+    if placement == "curb":
+        # Parked along the kerb of side s, heading with that side's traffic.
+        yaw = (180.0 if s > 0 else 0.0) + jitter
+        gap = _uniform(rng, spec.distance)
+        return (s * (geo["half_width"] - _half_extent_x(size, yaw) - gap), y, 0.0), yaw, None, None
     yaw = -90.0 * s + jitter
     hx = _half_extent_x(size, yaw)
     sw = context["sidewalk_width"]
-    if spec.placement == "sidewalk":
+    if placement == "sidewalk":
         lo, hi = geo["half_width"] + hx, geo["half_width"] + sw - hx
         if hi < lo:
             return None
@@ -218,10 +227,13 @@ def sample_scene(env: Environment, rng: np.random.Generator) -> nx.MultiDiGraph:
     context = sample_context(env, rng)
     camera = sample_camera(env, context, rng)
     dirs = camera.ground_directions()
+    # The object list is drawn once and kept across restarts (as CLEVR does), so crowded scenes
+    # are not under-represented.
+    cats = _object_counts(env, rng)
     for _ in range(env.max_restarts):
         placed = _Placed()
         ok = True
-        for cat in _object_counts(env, rng):
+        for cat in cats:
             spec = env.spec(cat)
             size, attrs = _size(spec, env, rng)
             for _ in range(env.max_attempts):

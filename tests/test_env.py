@@ -10,7 +10,8 @@ from sim2sg.sample import sample_scene, scene_rng
 
 
 def test_builtins():
-    assert builtin_names() == ["clevr", "dining", "driving"]
+    assert builtin_names() == ["clevr", "clevr-appearance", "clevr-content", "clevr-target",
+                               "dining", "dining-target", "driving", "driving-target"]
     clevr = load_env("clevr")
     assert clevr.categories == ("cube", "sphere", "cylinder")
     assert clevr.predicates == ("front", "behind", "left", "right")

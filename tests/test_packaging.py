@@ -22,4 +22,4 @@ def test_wheel_install_has_cli_and_data(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(target)}, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert str(target) in out.stdout and "['clevr', 'dining', 'driving']" in out.stdout and " 10" in out.stdout
+    assert str(target) in out.stdout and "'clevr', 'clevr-appearance'" in out.stdout and " 10" in out.stdout

@@ -11,7 +11,8 @@ from sim2sg.relations import derive_relations
 from sim2sg.sample import road_geometry, sample_scene, sample_scenes, scene_rng
 
 
-@pytest.mark.parametrize("name", ["clevr", "dining", "driving"])
+@pytest.mark.parametrize("name", ["clevr", "clevr-appearance", "clevr-content", "clevr-target",
+                                  "dining", "dining-target", "driving", "driving-target"])
 def test_every_env_samples_valid_graphs(name):
     env = load_env(name)
     for g in sample_scenes(env, seed=3, count=15):

@@ -1,0 +1,138 @@
+"""Lift predicted 2D scene graphs to 3D: known camera, flat ground (the synthesis step's real-to-sim).
+
+For each predicted object (box [x1, y1, x2, y2] px, category, score), the ray through the bottom
+centre of its box meets the support plane (the ground z = 0, the curb for sidewalk classes, the top
+of the nearest lifted anchor for classes placed "on" one). That point is the object's front-bottom
+edge seen from the camera, so the object is pushed back along the ray's ground direction by half
+its depth. Its size comes from the class prior (the environment's sizes) matched to the box height.
+What the graph cannot fix (yaw where no rule gives it, appearance) is randomized from the
+environment with the caller's generator; relations are re-derived in 3D.
+"""
+
+from __future__ import annotations
+
+import math
+
+import networkx as nx
+import numpy as np
+
+from . import graph as sg
+from .camera import Camera
+from .env import CategorySpec, Environment
+from .relations import derive_relations
+from .sample import _facing_yaw, road_geometry, sample_context
+
+
+def _ray_plane(cam: Camera, uv: tuple[float, float], z: float) -> np.ndarray | None:
+    """World point where the ray through pixel uv meets the plane at height z, or None when the
+    pixel looks at or above the horizon of that plane."""
+    d = cam.pixel_rays(np.array([uv]))[0]
+    o = np.asarray(cam.position, dtype=np.float64)
+    if d[2] > -1e-6 or o[2] <= z:
+        return None
+    return o + d * ((z - o[2]) / d[2])
+
+
+def _candidate_sizes(spec: CategorySpec, env: Environment) -> list[tuple[tuple[float, float, float], dict]]:
+    """Possible (size, attributes) of a class: each named scale, or a few sizes along its range."""
+    if spec.base_size is not None:
+        return [(tuple(b * env.sizes[s] for b in spec.base_size), {"size": s}) for s in spec.scales]
+    lo, hi = np.asarray(spec.size_min), np.asarray(spec.size_max)
+    return [(tuple((lo + t * (hi - lo)).tolist()), {}) for t in np.linspace(0.0, 1.0, 9)]
+
+
+def _projected_box(cam: Camera, pos: np.ndarray, size, yaw_deg: float) -> np.ndarray:
+    """[x1, y1, x2, y2] px of the yawed 3D bounding box of an object standing at pos."""
+    t = math.radians(yaw_deg)
+    rot = np.array([[math.cos(t), -math.sin(t), 0], [math.sin(t), math.cos(t), 0], [0, 0, 1]])
+    c = np.array([[x * size[0] / 2, y * size[1] / 2, z * size[2]] for x in (-1, 1) for y in (-1, 1) for z in (0, 1)])
+    uv, _ = cam.project(c @ rot.T + pos)
+    return np.concatenate([uv.min(0), uv.max(0)])
+
+
+def _iou(a, b) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _fit(cam: Camera, hit: np.ndarray, box, candidates):
+    """(size, attributes, position) of the candidate size whose projection best overlaps `box`;
+    the position is the ray hit pushed back by half the footprint along the ground ray."""
+    ground_dir = hit[:2] - np.asarray(cam.position[:2])
+    ground_dir = ground_dir / max(np.linalg.norm(ground_dir), 1e-9)
+    best, best_score = None, -1.0
+    for size, attrs in candidates:
+        pos = hit.copy()
+        pos[:2] += ground_dir * min(size[0], size[1]) / 2
+        # Yaw is unknown here: score a size by its best overlap over a few turns.
+        score = max(_iou(_projected_box(cam, pos, size, yaw), box) for yaw in (0.0, 30.0, 60.0, 90.0))
+        if score > best_score:
+            best, best_score = (size, attrs, pos), score
+    return best
+
+
+def lift_graph(pred: nx.MultiDiGraph, env: Environment, camera: Camera, rng: np.random.Generator,
+               score_threshold: float = 0.5) -> nx.MultiDiGraph:
+    """A 3D scene graph for `env` from predicted graph `pred` (objects need `box`; `score` below
+    `score_threshold` are dropped). `camera` is the known camera of the target images (its size
+    must match the boxes' pixel frame). Boxes that cannot be lifted (above the horizon) are dropped.
+    """
+    context = sample_context(env, rng)
+    order = {c: i for i, c in enumerate(env.categories)}
+    dets = [(i, a) for i, a in sg.objects(pred)
+            if a.get("box") is not None and a["category"] in env.category_specs
+            and (a.get("score") is None or a["score"] >= score_threshold)]
+    # Anchors (tables) first so that objects on them can find their support.
+    dets.sort(key=lambda t: (order[t[1]["category"]], t[0]))
+    out = sg.new_graph(env.name, camera, context)
+    lifted: list[tuple[int, dict]] = []
+    for _, a in dets:
+        spec = env.spec(a["category"])
+        x1, y1, x2, y2 = a["box"]
+        foot = ((x1 + x2) / 2, y2)
+        z = 0.0
+        if spec.placement == "sidewalk" and context["kind"] == "road":
+            z = context["curb_height"]
+        anchors = [b for _, b in lifted if b["category"] == spec.anchor] if spec.placement == "on" else []
+        if spec.placement == "on":
+            if not anchors:
+                continue
+            z = float(np.mean([b["position"][2] + b["size"][2] for b in anchors]))
+        hit = _ray_plane(camera, foot, z)
+        if hit is None:
+            continue
+        size, attrs, pos = _fit(camera, hit, a["box"], _candidate_sizes(spec, env))
+        if spec.placement == "on":
+            sup = min(anchors, key=lambda b: math.dist(b["position"][:2], pos[:2]))
+            pos[2] = sup["position"][2] + sup["size"][2]
+        yaw = _yaw(spec, env, context, pos, lifted, rng)
+        node = {"category": spec.name, "position": tuple(float(v) for v in pos), "yaw": yaw % 360.0,
+                "size": tuple(float(v) for v in size), "attributes": attrs}
+        lifted.append((len(lifted), node))
+        sg.add_object(out, len(lifted) - 1, spec.name, node["position"], node["yaw"], node["size"],
+                      attributes=dict(attrs, lifted=True), box=a["box"], score=a.get("score"))
+    for s, p, o in derive_relations(sg.objects(out), camera, env.predicates, env.relation_threshold,
+                                    env.on_tolerance, env.require_category):
+        sg.add_relation(out, s, p, o)
+    return out
+
+
+def _yaw(spec: CategorySpec, env: Environment, context: dict, pos, lifted, rng) -> float:
+    """Yaw from the class's placement rule where it has one (lane direction, facing the road or
+    the anchor), plus the class's yaw jitter; otherwise uniform in the class's yaw range."""
+    jitter = float(rng.uniform(*spec.yaw)) if spec.yaw[1] > spec.yaw[0] else spec.yaw[0]
+    if context["kind"] == "road" and spec.placement in ("lane", "curb"):
+        geo = road_geometry(context)
+        k = int(np.argmin([abs(c - pos[0]) for c in geo["centres"]]))
+        return (180.0 if geo["directions"][k] > 0 else 0.0) + jitter
+    if context["kind"] == "road" and spec.placement in ("sidewalk", "roadside"):
+        return -90.0 * (1.0 if pos[0] >= 0 else -1.0) + jitter
+    if spec.placement == "around" and spec.face_anchor:
+        anchors = [b for _, b in lifted if b["category"] == spec.anchor]
+        if anchors:
+            near = min(anchors, key=lambda b: math.dist(b["position"][:2], pos[:2]))
+            return _facing_yaw(np.asarray(near["position"][:2]) - pos[:2]) + jitter
+    return jitter
