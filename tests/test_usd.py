@@ -81,7 +81,7 @@ def test_objects_labels_materials_lights(compiled):
         labels = UsdSemantics.LabelsAPI(prim, "class").GetLabelsAttr().Get()
         assert list(labels) == [cat]
         assert prim.GetAttribute("semantic:Semantics:params:semanticData").Get() == cat
-        mesh = prim.GetChild("Mesh")
+        mesh = prim.GetChild(f"obj_{oid:04d}_mesh")
         mat, _ = UsdShade.MaterialBindingAPI(mesh).ComputeBoundMaterial()
         assert mat, f"{prim.GetPath()} has no material"
         # The world bound of the object equals its graph box (size at position, turned by yaw).

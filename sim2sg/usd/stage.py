@@ -46,8 +46,10 @@ def _prim(layer: Sdf.Layer, path: str, type_name: str, api: tuple[str, ...] = ()
 
 
 def _attr(spec: Sdf.PrimSpec, name: str, type_name, value=None, uniform: bool = False,
-          connect: str | None = None, **info) -> Sdf.AttributeSpec:
-    a = Sdf.AttributeSpec(spec, name, type_name, _UNIFORM if uniform else Sdf.VariabilityVarying)
+          connect: str | None = None, custom: bool = False, **info) -> Sdf.AttributeSpec:
+    """An attribute spec; `custom` for attributes outside any schema (Blender imports those as
+    custom properties)."""
+    a = Sdf.AttributeSpec(spec, name, type_name, _UNIFORM if uniform else Sdf.VariabilityVarying, custom)
     if value is not None:
         a.default = value
     if connect is not None:
@@ -225,10 +227,11 @@ def build_stage(g: nx.MultiDiGraph, look: Look, mesh_of: dict[str, str],
             xf.customData = {"sim2sg": {"id": int(oid)}}  # read as GetCustomDataByKey("sim2sg:id")
             _attr(xf, "semantics:labels:class", _T.TokenArray, Vt.TokenArray([cat]))
             # Legacy Omniverse semantics (Replicator before Isaac Sim 5) as plain attributes.
-            _attr(xf, "semantic:Semantics:params:semanticType", _T.String, "class")
-            _attr(xf, "semantic:Semantics:params:semanticData", _T.String, cat)
+            _attr(xf, "semantic:Semantics:params:semanticType", _T.String, "class", custom=True)
+            _attr(xf, "semantic:Semantics:params:semanticData", _T.String, cat, custom=True)
             mat = _author_material(layer, f"/World/Looks/obj_{oid:04d}", look.objects[oid])
-            _author_mesh(layer, f"{path}/Mesh", _vt_mesh(mesh_of[cat]), mat)
+            # Blender merges an Xform with its only Mesh and keeps the Mesh's name: carry the id.
+            _author_mesh(layer, f"{path}/obj_{oid:04d}_mesh", _vt_mesh(mesh_of[cat]), mat)
     return Usd.Stage.Open(layer)
 
 
