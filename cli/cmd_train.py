@@ -1,7 +1,113 @@
-"""Placeholder: filled in by its issue."""
+"""`sim2sg train` and `sim2sg predict`: thin wrappers over `sim2sg.train` (torch is imported
+inside the commands so that `sim2sg --help` stays fast)."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from .common import fail, info, user_errors
+
+
+class Align(str, Enum):
+    none = "none"
+    appearance = "appearance"
+    prediction = "prediction"
+    both = "both"
+
+
+class Backbone(str, Enum):
+    resnet18 = "resnet18"
+    resnet34 = "resnet34"
+    resnet50 = "resnet50"
+    resnet101 = "resnet101"
+
+
+class Ramp(str, Enum):
+    fixed = "fixed"
+    dann = "dann"
+
+
+class Optim(str, Enum):
+    adamw = "adamw"
+    sgd = "sgd"
+
+
+def train_cmd(
+    source: Path = typer.Option(..., "--source", help="Labelled sim2sg dataset folder (labels.json + images)."),
+    out: Path = typer.Option(..., "--out", help="Run folder: checkpoint.pt, config.json, tb/ (TensorBoard)."),
+    target: Optional[Path] = typer.Option(None, "--target", help="Folder of unlabelled target images (e.g. KITTI image_2/)."),
+    align: Align = typer.Option(Align.none, "--align", help="Domain alignment: appearance (D^a), prediction (D^c), both."),
+    val: Optional[Path] = typer.Option(None, "--val", help="Labelled dataset to predict (and score) after training."),
+    backbone: Backbone = typer.Option(Backbone.resnet18, "--backbone"),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Initial weights: a sim2sg checkpoint, a model or ResNet state dict."),
+    epochs: int = typer.Option(10, "--epochs", min=1),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Total optimizer steps (overrides --epochs)."),
+    batch: int = typer.Option(8, "--batch", min=1),
+    lr: float = typer.Option(1e-3, "--lr", min=0.0),
+    optimizer: Optim = typer.Option(Optim.adamw, "--optimizer"),
+    grl_weight: float = typer.Option(0.1, "--grl-weight", min=0.0, help="GRL lambda (DA Faster R-CNN uses 0.1)."),
+    grl_ramp: Ramp = typer.Option(Ramp.fixed, "--grl-ramp", help="fixed, or DANN's 2/(1+exp(-10p))-1 ramp."),
+    align_warmup: int = typer.Option(0, "--align-warmup", min=0, help="Steps before the GRLs switch on."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
+    seed: int = typer.Option(0, "--seed"),
+    workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
+    checkpoint_every: int = typer.Option(500, "--checkpoint-every", min=1),
+    image_every: int = typer.Option(500, "--image-every", min=0, help="Steps between TensorBoard image grids (0: off)."),
+    no_amp: bool = typer.Option(False, "--no-amp", help="Disable bf16 autocast on CUDA."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt (its stored config wins)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    model_set: list[str] = typer.Option([], "--set", help="Model setting KEY=VALUE (repeatable), e.g. "
+                                        "rpn_post_nms_train=300, roi_batch_per_image=128, message_passing=0; "
+                                        "see sim2sg.model.ModelConfig."),
+) -> None:
+    """Train the scene-graph network on labelled synthetic data, optionally aligning it to
+    unlabelled target images through gradient reversal (Sim2SG section 4.2)."""
+    with user_errors():
+        from sim2sg.train.engine import TrainConfig, fit
+
+        overrides = {}
+        for item in model_set:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                fail(f"--set {item!r}: expected KEY=VALUE")
+            try:
+                overrides[key.strip()] = json.loads(value)
+            except json.JSONDecodeError:
+                overrides[key.strip()] = value
+        cfg = TrainConfig(
+            source=str(source), out=str(out), target=str(target) if target else None, val=str(val) if val else None,
+            align=align.value, backbone=backbone.value, weights=str(weights) if weights else None,
+            epochs=epochs, steps=steps, batch_size=batch, lr=lr, optimizer=optimizer.value,
+            grl_weight=grl_weight, grl_ramp=grl_ramp.value, align_warmup_steps=align_warmup,
+            device=device, seed=seed, workers=workers, checkpoint_every=checkpoint_every,
+            image_every=image_every, amp=not no_amp, progress=progress, model=overrides,
+        )
+        path = fit(cfg, resume=resume)
+        info(f"wrote {path}")
+
+
+def predict_cmd(
+    images: Path = typer.Argument(..., help="Folder of png/jpg images."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="checkpoint.pt written by `sim2sg train`."),
+    out: Path = typer.Option(..., "--out", help="Output folder: <stem>.json graphs, <stem>.png drawings, predictions.json."),
+    score_thresh: float = typer.Option(0.5, "--score-thresh", min=0.0, max=1.0, help="Keep objects scoring at least this."),
+    rel_thresh: float = typer.Option(0.5, "--rel-thresh", min=0.0, max=1.0, help="Keep predicates scoring at least this."),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    """Predict one scene graph per image (2D boxes, relations; 3D fields are placeholders marked
+    attributes.lifted = false) and draw it."""
+    with user_errors():
+        from sim2sg.train.predict import predict_images
+
+        written = predict_images(checkpoint, images, out, device=device, score_thresh=score_thresh, rel_thresh=rel_thresh)
+        info(f"wrote {len(written)} scene graphs to {out}")
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("train")(train_cmd)
+    app.command("predict")(predict_cmd)

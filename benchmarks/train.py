@@ -1,0 +1,129 @@
+"""Training and inference throughput of the scene-graph network (images/s).
+
+    .venv/bin/python benchmarks/train.py --device cpu --size 128 --batch 8 --steps 6
+    python benchmarks/train.py --device cuda --size 256 --batch 32 --steps 30 --backbone resnet18 resnet50
+    python benchmarks/train.py --device cuda --size 192x640 --align none both --coco-heads
+
+Images are toy scenes (`sim2sg.train.toydata`, 2..`--objects` shapes with their relations), made
+once in memory; data loading is not measured. Training: forward + backward + AdamW step, bf16
+autocast and channels_last on CUDA (as `fit` does); with `--align` other than none, each step also
+pushes an equal batch of target images through the domain classifiers. Inference: eval-mode
+forward (detections + relation pairs). Timed after `--warmup` untimed steps, with CUDA syncs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from sim2sg.model import ModelConfig, build_model
+from sim2sg.train.engine import TrainConfig, make_optimizer, train_step
+from sim2sg.train.toydata import CATEGORIES, PREDICATES, draw_scene, relations_from_boxes
+
+COCO_HEADS = dict(rpn_pre_nms_train=2000, rpn_post_nms_train=2000, rpn_pre_nms_test=1000, rpn_post_nms_test=1000,
+                  roi_batch_per_image=512, box_head_dim=1024, detections_per_img=100)
+
+
+def make_batch(n: int, size: tuple[int, int], objects: int, seed: int):
+    rng = np.random.default_rng(seed)
+    images, targets = [], []
+    for _ in range(n):
+        img, boxes, labels, _ = draw_scene(rng, size, objects)
+        images.append(torch.from_numpy(img[:, :, ::-1].copy()).permute(2, 0, 1).float() / 255)
+        targets.append({"boxes": torch.tensor(boxes, dtype=torch.float32), "labels": torch.tensor(labels),
+                        "relations": torch.tensor(relations_from_boxes(boxes), dtype=torch.int64).reshape(-1, 3)})
+    return images, targets
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench(backbone: str, size, batch: int, align: str, coco: bool, device, steps: int, warmup: int, objects: int):
+    torch.manual_seed(0)
+    mcfg = ModelConfig(num_classes=len(CATEGORIES), num_predicates=len(PREDICATES), image_size=size, backbone=backbone,
+                       **(COCO_HEADS if coco else {}))
+    model = build_model(mcfg).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+        model.channels_last = True
+    cfg = TrainConfig(source="-", out="-", align=align, target="-" if align != "none" else None, lr=1e-4,
+                      lr_warmup_steps=1, grl_weight=0.1)
+    opt = make_optimizer(model, cfg)
+    images, targets = make_batch(batch, size, objects, 0)
+    tgt_images = make_batch(batch, size, objects, 1)[0] if align != "none" else None
+    model.train()
+    total = warmup + steps
+    for s in range(warmup):
+        train_step(model, opt, (images, targets, tgt_images), cfg, s, total, device)
+    sync(device)
+    t = time.perf_counter()
+    for s in range(warmup, total):
+        logs = train_step(model, opt, (images, targets, tgt_images), cfg, s, total, device)
+    sync(device)
+    train_ips = steps * batch / (time.perf_counter() - t)
+
+    dev_images = [im.to(device) for im in images]
+    model.eval()
+    amp = device.type == "cuda"
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        for _ in range(max(1, warmup)):
+            model(dev_images)
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(steps):
+            out = model(dev_images)
+        sync(device)
+    infer_ips = steps * batch / (time.perf_counter() - t)
+    mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    return train_ips, infer_ips, logs["loss"], mem
+
+
+def parse_size(s: str) -> tuple[int, int]:
+    if "x" in s:
+        h, w = s.lower().split("x")
+        return int(h), int(w)
+    return int(s), int(s)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
+    ap.add_argument("--size", default="128", help="image size: N or HxW pixels")
+    ap.add_argument("--batch", type=int, nargs="+", default=[8])
+    ap.add_argument("--backbone", nargs="+", default=["resnet18"])
+    ap.add_argument("--align", nargs="+", default=["none"], choices=["none", "appearance", "prediction", "both"])
+    ap.add_argument("--coco-heads", action="store_true", help="also time torchvision's COCO-sized heads")
+    ap.add_argument("--steps", type=int, default=6, help="timed steps")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    ap.add_argument("--objects", type=int, default=8, help="at most this many objects per image")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    size = parse_size(args.size)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"# {name}, torch {torch.__version__}, image {size[0]}x{size[1]}, "
+          f"{'bf16 autocast + channels_last' if device.type == 'cuda' else 'fp32'}")
+    rows = []
+    for backbone in args.backbone:
+        for batch in args.batch:
+            for align in args.align:
+                for coco in ([False, True] if args.coco_heads else [False]):
+                    tr, inf, loss, mem = bench(backbone, size, batch, align, coco, device, args.steps, args.warmup, args.objects)
+                    rows.append((backbone, batch, align, "coco" if coco else "small", tr, inf, loss, mem))
+                    print(f"  done {rows[-1][:4]}", flush=True)
+    hdr = f"{'backbone':<10} {'batch':>5} {'align':<10} {'heads':<6} {'train img/s':>11} {'infer img/s':>11} {'loss':>7} {'GPU GiB':>7}"
+    print(hdr)
+    print("-" * len(hdr))
+    for b, n, a, h, tr, inf, loss, mem in rows:
+        print(f"{b:<10} {n:>5} {a:<10} {h:<6} {tr:>11.1f} {inf:>11.1f} {loss:>7.3f} {mem:>7.2f}")
+
+
+if __name__ == "__main__":
+    main()

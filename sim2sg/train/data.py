@@ -1,0 +1,203 @@
+"""Training data: a labelled sim2sg dataset (labels.json + images) and unlabelled image folders.
+
+Images come out as (3, H, W) float32 tensors in [0, 1], RGB. Targets are dicts:
+``boxes`` (N, 4) float32 [x1, y1, x2, y2] pixels (formats.md convention, no +1),
+``labels`` (N,) int64 contiguous category indices 1..C (0 = background),
+``relations`` (R, 3) int64 rows (subject index, object index, predicate index 1..P) where the
+indices point into ``boxes``, and ``image_id`` (int, the labels.json image id).
+Batches are collated as tuples of lists (detection models take lists of differently sized items).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from sim2sg.errors import InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class LabelsInfo:
+    """What the model needs to know about a labelled dataset.
+
+    categories / predicates: names in id order (index k is contiguous id k + 1);
+    category_ids / predicate_ids: the labels.json ids in the same order; image_size: (H, W) of most
+    images; env: the environment name from labels.json `info.env` ("unknown" when absent).
+    """
+
+    categories: tuple[str, ...]
+    predicates: tuple[str, ...]
+    category_ids: tuple[int, ...]
+    predicate_ids: tuple[int, ...]
+    image_size: tuple[int, int]
+    env: str
+
+
+def read_labels(data_dir: str | Path) -> dict:
+    """Parsed `data_dir/labels.json`, validated; raises `InputError` naming file and field.
+
+    The dataset package's `load_labels` (when present) does the full validation; the checks here
+    cover only what training reads, so this works before that package exists.
+    """
+    data_dir = Path(data_dir)
+    path = data_dir / "labels.json"
+    if not data_dir.is_dir():
+        raise InputError(data_dir, "", "dataset folder not found")
+    if not path.is_file():
+        raise InputError(path, "", "file not found (a sim2sg dataset folder holds labels.json)")
+    try:
+        from sim2sg.dataset.labels import load_labels  # the full validator, when present
+    except ImportError:
+        load_labels = None
+    if load_labels is not None:
+        data = load_labels(path)
+    else:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(path, "", f"cannot read: {e}") from None
+        except json.JSONDecodeError as e:
+            raise InputError(path, "", f"not valid JSON (line {e.lineno}: {e.msg})") from None
+    if not isinstance(data, dict):
+        raise InputError(path, "", "expected a JSON object")
+    for key in ("images", "categories", "annotations"):
+        if not isinstance(data.get(key), list):
+            raise InputError(path, key, "missing or not a list")
+    if not data["images"]:
+        raise InputError(path, "images", "no images")
+    if not data["categories"]:
+        raise InputError(path, "categories", "no categories")
+    for k, im in enumerate(data["images"]):
+        for f in ("id", "file_name", "width", "height"):
+            if f not in im:
+                raise InputError(path, f"images[{k}].{f}", "missing required field")
+    for k, a in enumerate(data["annotations"]):
+        for f in ("id", "image_id", "category_id", "bbox"):
+            if f not in a:
+                raise InputError(path, f"annotations[{k}].{f}", "missing required field")
+        if not (isinstance(a["bbox"], list) and len(a["bbox"]) == 4):
+            raise InputError(path, f"annotations[{k}].bbox", "expected [x, y, w, h]")
+    return data
+
+
+def labels_info(data: dict) -> LabelsInfo:
+    cats = sorted(data["categories"], key=lambda c: c["id"])
+    preds = sorted(data.get("predicate_categories") or [], key=lambda c: c["id"])
+    sizes = Counter((int(im["height"]), int(im["width"])) for im in data["images"])
+    return LabelsInfo(
+        categories=tuple(c["name"] for c in cats),
+        predicates=tuple(p["name"] for p in preds),
+        category_ids=tuple(int(c["id"]) for c in cats),
+        predicate_ids=tuple(int(p["id"]) for p in preds),
+        image_size=sizes.most_common(1)[0][0],
+        env=str((data.get("info") or {}).get("env", "unknown")),
+    )
+
+
+def read_image(path: str | Path, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """(3, H, W) float32 RGB in [0, 1]; resized to `size` = (H, W) with area interpolation when
+    given and different. Raises `InputError` for a missing or unreadable file."""
+    path = Path(path)
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise InputError(path, "", "missing or not a readable image")
+    if size is not None and img.shape[:2] != tuple(size):
+        img = cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+
+
+class LabelledDataset(Dataset):
+    """A sim2sg dataset folder: item i = (image (3, H, W), target dict), images in id order.
+
+    Boxes thinner than `min_box` pixels are dropped (with their relations): the detector's box
+    regression cannot learn from degenerate boxes.
+    """
+
+    def __init__(self, data_dir: str | Path, min_box: float = 1.0):
+        self.root = Path(data_dir)
+        data = read_labels(self.root)
+        self.info = labels_info(data)
+        cat_index = {cid: k + 1 for k, cid in enumerate(self.info.category_ids)}
+        pred_index = {pid: k + 1 for k, pid in enumerate(self.info.predicate_ids)}
+        src = self.root / "labels.json"
+        self.images = sorted(data["images"], key=lambda im: im["id"])
+        anns: dict[int, list[dict]] = {im["id"]: [] for im in self.images}
+        for k, a in enumerate(data["annotations"]):
+            if a["image_id"] not in anns:
+                raise InputError(src, f"annotations[{k}].image_id", f"no image with id {a['image_id']}")
+            if a["category_id"] not in cat_index:
+                raise InputError(src, f"annotations[{k}].category_id", f"unknown category id {a['category_id']}")
+            x, y, w, h = (float(v) for v in a["bbox"])
+            if w >= min_box and h >= min_box:
+                anns[a["image_id"]].append(a)
+        rels: dict[int, list[dict]] = {im["id"]: [] for im in self.images}
+        for k, r in enumerate(data.get("relationships") or []):
+            if r.get("predicate_id") not in pred_index:
+                raise InputError(src, f"relationships[{k}].predicate_id", f"unknown predicate id {r.get('predicate_id')}")
+            if r.get("image_id") in rels:
+                rels[r["image_id"]].append(r)
+        self.targets = []
+        for im in self.images:
+            a_list = sorted(anns[im["id"]], key=lambda a: a["id"])
+            index = {a["id"]: i for i, a in enumerate(a_list)}
+            boxes = [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in a_list]
+            trip = sorted({(index[r["subject_id"]], index[r["object_id"]], pred_index[r["predicate_id"]])
+                           for r in rels[im["id"]] if r.get("subject_id") in index and r.get("object_id") in index})
+            self.targets.append({
+                "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                "labels": torch.tensor([cat_index[a["category_id"]] for a in a_list], dtype=torch.int64),
+                "relations": torch.tensor(trip, dtype=torch.int64).reshape(-1, 3),
+                "image_id": int(im["id"]),
+            })
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        im = self.images[i]
+        img = read_image(self.root / im["file_name"])
+        t = self.targets[i]
+        return img, {k: (v.clone() if torch.is_tensor(v) else v) for k, v in t.items()}
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Sorted png/jpg files directly in `folder` (KITTI's `image_2/` works as is); raises
+    `InputError` when the folder is missing or holds no images."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "", "image folder not found")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(folder, "", f"no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    return files
+
+
+class ImageFolder(Dataset):
+    """Unlabelled images of a folder (the target domain): item i = (image (3, H, W), file path).
+    All images are resized to `size` = (H, W) when given (the source size, so both domains go
+    through the backbone in one batch at one scale)."""
+
+    def __init__(self, folder: str | Path, size: tuple[int, int] | None = None):
+        self.files = list_images(folder)
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        return read_image(self.files[i], self.size), str(self.files[i])
+
+
+def collate(batch):
+    """[(image, target), ...] -> ([images], [targets]) (lists, not stacked)."""
+    return tuple(list(x) for x in zip(*batch))

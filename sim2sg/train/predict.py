@@ -1,0 +1,131 @@
+"""Prediction with a trained checkpoint: a predictions JSON for a dataset (what `sim2sg eval
+--checkpoint` scores) and scene-graph files + drawings for a folder of images (`sim2sg predict`).
+
+Predicted scene graphs have boxes and scores but no 3D yet (that is the lift step's job). They are
+written in the version-1 scene-graph format, whose objects require a position, yaw and size, with
+these documented placeholders: position (0, 0, 0), yaw 0, size (1, 1, 1), and
+``attributes = {"lifted": false}`` marking every 3D field as unknown. The camera is a placeholder
+too (the image size with fx = fy = max(W, H), principal point at the centre, looking along +Y from
+1 m above the origin) and ``context = {"predicted": true, "camera_known": false}``.
+Object ids are the detection indices (0 = highest score) among the detections kept.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from sim2sg import atomic
+from sim2sg.camera import Camera
+from sim2sg.errors import InputError
+from sim2sg.graph import add_object, add_relation, new_graph, write_graph
+
+from .data import LabelledDataset, list_images, read_image
+from .draw import draw_graph, select_graph
+from .engine import load_checkpoint, model_from_checkpoint, outputs_to_record, predict, resolve_device
+
+
+def load_predictor(checkpoint: str | Path, device: str = "auto"):
+    """(model in eval mode on the device, meta dict, torch.device) from a checkpoint file."""
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(checkpoint)
+    try:
+        model = model_from_checkpoint(ckpt, dev)
+    except (RuntimeError, TypeError, KeyError) as e:
+        raise InputError(checkpoint, "model", f"weights do not fit the stored model config ({type(e).__name__})") from None
+    model.eval()
+    return model, ckpt["meta"], dev
+
+
+def _kitti_images(data_dir: Path) -> list[Path] | None:
+    for d in (data_dir / "image_2", data_dir / "training" / "image_2"):
+        if d.is_dir():
+            return list_images(d)
+    return None
+
+
+def predict_dataset(checkpoint: Path, data_dir: Path, device: str = "auto", batch_size: int = 8) -> dict:
+    """Predictions dict (docs/formats.md, "Predictions JSON") of `checkpoint` on `data_dir`: a
+    sim2sg dataset (labels.json; image_id and file_name from it) or a KITTI folder (image_2/ or
+    training/image_2/; image_id = int(stem) when the stem is a number, file_name
+    "image_2/<stem>.png"). Each image lists every detection (score >= the model's box score
+    threshold, at most `detections_per_img`) and the best `rel_max_pairs_test` ordered pairs among
+    the top `rel_top_objects`, with scores [background, predicates...] (see
+    `sim2sg.model.relation.predicate_scores`)."""
+    data_dir = Path(data_dir)
+    model, meta, dev = load_predictor(checkpoint, device)
+    cats, preds = meta["categories"], meta["predicates"]
+    if (data_dir / "labels.json").is_file() or _kitti_images(data_dir) is None:
+        ds = LabelledDataset(data_dir)
+        items = [(int(im["id"]), im["file_name"], data_dir / im["file_name"]) for im in ds.images]
+    else:
+        files = _kitti_images(data_dir)
+        items = [(int(p.stem) if p.stem.isdigit() else k, f"image_2/{p.name}", p) for k, p in enumerate(files)]
+    records = []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        outs = predict(model, [read_image(p) for _, _, p in chunk], dev)
+        for (iid, name, _), o in zip(chunk, outs):
+            records.append({"image_id": iid, "file_name": name, **outputs_to_record(o, cats)})
+    return {"format": "sim2sg-predictions", "version": 1,
+            "predicate_names": ["__background__", *preds], "images": records}
+
+
+def predict_images(checkpoint: str | Path, images_dir: str | Path, out_dir: str | Path, device: str = "auto",
+                   score_thresh: float = 0.5, rel_thresh: float = 0.5, batch_size: int = 8) -> list[Path]:
+    """For each png/jpg in `images_dir`: `out_dir/<stem>.json` (scene graph, see the module
+    docstring: objects with score >= score_thresh; a triplet for every predicate whose score >=
+    rel_thresh between two kept objects, so one pair may give several) and `out_dir/<stem>.png`
+    (boxes and triplets drawn). Also writes `out_dir/predictions.json` with every detection and
+    pair (predictions format, file_name = the image's name). Returns the graph paths."""
+    model, meta, dev = load_predictor(checkpoint, device)
+    files = list_images(images_dir)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cats, preds = meta["categories"], meta["predicates"]
+    written, records = [], []
+    for start in range(0, len(files), batch_size):
+        chunk = files[start:start + batch_size]
+        images = [read_image(p) for p in chunk]
+        outs = predict(model, images, dev)
+        for path, img, o in zip(chunk, images, outs):
+            o_np = {k: v.numpy() for k, v in o.items()}
+            g = graph_from_prediction(o_np, cats, preds, img.shape[-2:], meta.get("env", "unknown"), score_thresh, rel_thresh)
+            gpath = out_dir / f"{path.stem}.json"
+            write_graph(gpath, g)
+            rgb = (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            pic = draw_graph(rgb, o_np, cats, preds, score_thresh, rel_thresh)
+            ok, png = cv2.imencode(".png", cv2.cvtColor(pic, cv2.COLOR_RGB2BGR))
+            atomic.write_bytes(out_dir / f"{path.stem}.png", png.tobytes())
+            records.append({"file_name": path.name, **outputs_to_record(o, cats)})
+            written.append(gpath)
+    atomic.write_text(out_dir / "predictions.json", json.dumps(
+        {"format": "sim2sg-predictions", "version": 1, "predicate_names": ["__background__", *preds],
+         "images": records}) + "\n")
+    return written
+
+
+def placeholder_camera(height: int, width: int) -> Camera:
+    """The stand-in camera of predicted graphs (module docstring): intrinsics from the image size
+    only; the pose is arbitrary and flagged by context["camera_known"] = False."""
+    f = float(max(width, height))
+    return Camera(int(width), int(height), f, f, width / 2.0, height / 2.0, (0.0, 0.0, 1.0), (0.0, 1.0, 1.0))
+
+
+def graph_from_prediction(pred: dict, categories, predicates, image_size, env: str,
+                          score_thresh: float = 0.5, rel_thresh: float = 0.5):
+    """A scene graph (networkx) of one prediction (numpy dict as `predict` returns, boxes in
+    pixels of an image of `image_size` = (H, W)) with the placeholders of the module docstring."""
+    keep, triplets = select_graph(pred, score_thresh, rel_thresh)
+    g = new_graph(env, placeholder_camera(int(image_size[0]), int(image_size[1])),
+                  {"predicted": True, "camera_known": False})
+    for i in keep:
+        add_object(g, i, categories[int(pred["labels"][i]) - 1], (0.0, 0.0, 0.0), 0.0, (1.0, 1.0, 1.0),
+                   attributes={"lifted": False}, box=[float(v) for v in pred["boxes"][i]],
+                   score=min(1.0, max(0.0, float(pred["scores"][i]))))
+    for s, p, o in triplets:
+        add_relation(g, s, predicates[p - 1], o)
+    return g

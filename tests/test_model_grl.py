@@ -1,0 +1,117 @@
+"""Gradient reversal, GRL schedules, relation targets/scores and the model's two modes (tiny CPU)."""
+
+import math
+
+import pytest
+import torch
+
+from sim2sg.model import ModelConfig, build_model, dann_lambda, grad_reverse, grl_schedule
+from sim2sg.model.relation import all_pairs, predicate_scores, relation_targets, spatial_encoding
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny tensors on a shared 2-core machine: extra intra-op threads only fight over the cores
+    # (measured 10x slower with 2 threads under load)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_grl_is_identity_forward_and_negates_and_scales_gradients():
+    x = torch.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    y = grad_reverse(x, 0.25)
+    assert torch.equal(y, x)
+    (y * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert torch.allclose(x.grad, torch.tensor([-0.25, -0.5, -0.75]))
+
+
+def test_grl_zero_weight_blocks_gradient_and_upstream_params_get_reversed_grad():
+    w = torch.nn.Parameter(torch.tensor(2.0))
+    loss = grad_reverse(w * 3.0, 1.0).sum()
+    loss.backward()
+    assert w.grad.item() == pytest.approx(-3.0)
+    w.grad = None
+    grad_reverse(w * 3.0, 0.0).sum().backward()
+    assert w.grad.item() == 0.0
+
+
+def test_dann_ramp_and_schedule():
+    assert dann_lambda(0.0) == 0.0
+    assert dann_lambda(1.0) == pytest.approx(2 / (1 + math.exp(-10)) - 1)
+    assert dann_lambda(0.5) == pytest.approx(2 / (1 + math.exp(-5)) - 1)
+    assert grl_schedule(4, 100, 0.1, warmup_steps=5, ramp="fixed") == 0.0
+    assert grl_schedule(5, 100, 0.1, warmup_steps=5, ramp="fixed") == 0.1
+    assert grl_schedule(5, 100, 0.1, warmup_steps=5, ramp="dann") == 0.0
+    assert grl_schedule(100, 100, 0.1, warmup_steps=0, ramp="dann") == pytest.approx(0.1 * dann_lambda(1.0))
+
+
+def test_relation_targets_are_multi_label_in_all_pairs_order():
+    rel = torch.tensor([[0, 1, 1], [0, 1, 3], [2, 0, 2], [2, 0, 2]])  # (0,1) holds two predicates
+    pairs, y = relation_targets(3, rel, num_predicates=4)
+    assert pairs.tolist() == all_pairs(3).tolist() == [[0, 1], [0, 2], [1, 0], [1, 2], [2, 0], [2, 1]]
+    assert y.tolist() == [[1, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0]]
+
+
+def test_predicate_scores_background_is_probability_that_none_holds():
+    logits = torch.tensor([[0.0, 0.0], [10.0, 10.0]])
+    s = predicate_scores(logits)
+    assert s.shape == (2, 3)
+    assert s[0].tolist() == pytest.approx([0.25, 0.5, 0.5])
+    assert s[1, 0] < 1e-8 and s[1, 1] > 0.999 and s[1, 2] > 0.999  # both predicates at once
+
+
+def test_spatial_encoding_signs():
+    bs = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    bo = torch.tensor([[20.0, 0.0, 30.0, 10.0]])  # object right of subject
+    e = spatial_encoding(bs, bo, (100, 200))
+    assert e.shape == (1, 15)
+    assert e[0, 8].item() == pytest.approx(2.0)  # dx / w_s
+    assert e[0, 12].item() == 0.0  # IoU
+    assert e[0, 13].item() == pytest.approx(20 / 200)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_classes=3, num_predicates=4, image_size=(64, 64))
+    images = [torch.rand(3, 64, 64) for _ in range(2)]
+    targets = [
+        {"boxes": torch.tensor([[5.0, 5, 20, 20], [30, 30, 50, 60], [40, 5, 60, 25]]), "labels": torch.tensor([1, 2, 3]),
+         "relations": torch.tensor([[0, 1, 1], [0, 1, 3], [1, 0, 2], [1, 0, 4]])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long), "relations": torch.zeros(0, 3, dtype=torch.long)},
+    ]
+    return build_model(cfg), images, targets
+
+
+@pytest.mark.parametrize("align,extra", [("none", set()), ("appearance", {"loss_domain_image"}),
+                                         ("prediction", {"loss_domain_pred"}),
+                                         ("both", {"loss_domain_image", "loss_domain_pred"})])
+def test_training_mode_returns_loss_dict(tiny, align, extra):
+    model, images, targets = tiny
+    model.train()
+    losses = model(images, targets, target_images=[torch.rand(3, 64, 64)], align=align, grl_lambda=0.1)
+    base = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_relation"}
+    assert set(losses) == base | extra
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    model.zero_grad()
+    total.backward()
+    if "loss_domain_image" in extra:
+        assert model.domain_image.net[0].weight.grad is not None
+
+
+def test_eval_mode_returns_per_image_graphs(tiny):
+    model, images, _ = tiny
+    model.eval()
+    out = model(images)
+    assert len(out) == 2
+    for o in out:
+        d, m = len(o["boxes"]), len(o["rel_pairs"])
+        assert o["boxes"].shape == (d, 4) and o["labels"].shape == (d,) and o["scores"].shape == (d,)
+        assert o["rel_scores"].shape == (m, 5)
+        assert m <= model.cfg.rel_max_pairs_test
+        if m:
+            assert int(o["rel_pairs"].max()) < min(d, model.cfg.rel_top_objects)
+            assert bool((o["rel_pairs"][:, 0] != o["rel_pairs"][:, 1]).all())

@@ -1,0 +1,153 @@
+"""`sim2sg train` / `sim2sg predict` through the CLI: bad inputs give one `error:` line and exit
+status 2; predict writes valid scene-graph JSON files, drawings and a predictions file."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from sim2sg.cli.app import app
+from sim2sg.graph import read_graph
+from sim2sg.model import ModelConfig, build_model
+from sim2sg.train.engine import TrainConfig, make_optimizer, save_checkpoint
+from sim2sg.train.predict import predict_dataset
+from sim2sg.train.toydata import CATEGORIES, PREDICATES, write_image_folder, write_toy_dataset
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(1)
+    src = write_toy_dataset(root / "src", 3, rng, size=(64, 64))
+    tgt = write_image_folder(root / "tgt", 2, rng, size=(64, 64))
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(num_classes=len(CATEGORIES), num_predicates=len(PREDICATES), image_size=(64, 64)))
+    cfg = TrainConfig(source=str(src), out=str(root / "run"))
+    ckpt = root / "run" / "checkpoint.pt"
+    meta = {"categories": list(CATEGORIES), "predicates": list(PREDICATES), "env": "toy", "image_size": [64, 64]}
+    save_checkpoint(ckpt, model, make_optimizer(model, cfg), 0, 0, cfg, meta)
+    return root, src, tgt, ckpt
+
+
+def _one_line_error(result, *words):
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for w in words:
+        assert w in lines[0]
+
+
+def test_train_missing_labels(setup, tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = runner.invoke(app, ["train", "--source", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--steps", "1"])
+    _one_line_error(r, "labels.json")
+
+
+def test_train_empty_target_folder(setup, tmp_path):
+    _, src, _, _ = setup
+    (tmp_path / "none").mkdir()
+    r = runner.invoke(app, ["train", "--source", str(src), "--target", str(tmp_path / "none"), "--align", "both",
+                            "--out", str(tmp_path / "o"), "--steps", "1", "--device", "cpu"])
+    _one_line_error(r, "no images")
+
+
+def test_train_align_without_target(setup, tmp_path):
+    _, src, _, _ = setup
+    r = runner.invoke(app, ["train", "--source", str(src), "--align", "appearance", "--out", str(tmp_path / "o")])
+    _one_line_error(r, "--target")
+
+
+def test_resume_without_checkpoint(setup, tmp_path):
+    _, src, _, _ = setup
+    r = runner.invoke(app, ["train", "--source", str(src), "--out", str(tmp_path / "o"), "--resume", "--device", "cpu"])
+    _one_line_error(r, "nothing to resume")
+
+
+@pytest.mark.parametrize("content", [b"", b"{\"not\": \"a checkpoint\"}", b"PK\x03\x04garbage"])
+def test_predict_bad_checkpoint(setup, tmp_path, content):
+    _, _, tgt, _ = setup
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(content)
+    r = runner.invoke(app, ["predict", str(tgt), "--checkpoint", str(bad), "--out", str(tmp_path / "p"), "--device", "cpu"])
+    _one_line_error(r, "bad.pt")
+
+
+def test_predict_foreign_torch_file(setup, tmp_path):
+    _, _, tgt, _ = setup
+    bad = tmp_path / "weights.pt"
+    torch.save({"w": torch.zeros(2)}, bad)
+    r = runner.invoke(app, ["predict", str(tgt), "--checkpoint", str(bad), "--out", str(tmp_path / "p"), "--device", "cpu"])
+    _one_line_error(r, "not a sim2sg checkpoint")
+
+
+def test_predict_empty_image_folder(setup, tmp_path):
+    _, _, _, ckpt = setup
+    (tmp_path / "none").mkdir()
+    r = runner.invoke(app, ["predict", str(tmp_path / "none"), "--checkpoint", str(ckpt), "--out", str(tmp_path / "p"), "--device", "cpu"])
+    _one_line_error(r, "no images")
+
+
+def test_predict_writes_valid_graphs(setup, tmp_path):
+    _, _, tgt, ckpt = setup
+    out = tmp_path / "pred"
+    # thresholds 0 so an untrained model still yields objects and relations to check
+    r = runner.invoke(app, ["predict", str(tgt), "--checkpoint", str(ckpt), "--out", str(out), "--device", "cpu",
+                            "--score-thresh", "0", "--rel-thresh", "0"])
+    assert r.exit_code == 0, r.output
+    graphs = sorted(out.glob("*.json"))
+    assert [p.name for p in graphs] == ["000000.json", "000001.json", "predictions.json"]
+    for p in graphs[:2]:
+        g = read_graph(p, categories=CATEGORIES, predicates=PREDICATES)
+        assert g.number_of_nodes() > 0
+        for _, a in g.nodes(data=True):
+            assert a["attributes"] == {"lifted": False} and a["box"] is not None and 0 <= a["score"] <= 1
+        assert (out / f"{p.stem}.png").is_file()
+    preds = json.loads((out / "predictions.json").read_text())
+    assert preds["predicate_names"] == ["__background__", *PREDICATES]
+
+
+def test_predict_dataset_matches_the_predictions_format(setup):
+    _, src, _, ckpt = setup
+    d = predict_dataset(ckpt, src, device="cpu")
+    assert d["format"] == "sim2sg-predictions" and len(d["images"]) == 3
+    im = d["images"][0]
+    assert im["image_id"] == 0 and im["file_name"] == "images/000000.png"
+    for rel in im["relations"]:
+        assert len(rel["scores"]) == len(PREDICATES) + 1
+        assert rel["subject"] != rel["object"] and max(rel["subject"], rel["object"]) < len(im["objects"])
+    try:
+        from sim2sg.eval import evaluate, load_ground_truth
+    except ImportError:
+        return
+    metrics = evaluate(load_ground_truth(src), d)  # the eval package accepts what we write
+    assert "detection" in metrics
+
+
+def test_load_weights_accepts_a_torchvision_resnet_state_dict(tmp_path):
+    import torchvision
+
+    from sim2sg.errors import InputError
+    from sim2sg.train.engine import load_weights
+
+    torch.manual_seed(1)
+    resnet = torchvision.models.resnet18(weights=None)
+    torch.save(resnet.state_dict(), tmp_path / "r18.pth")
+    model = build_model(ModelConfig(num_classes=3, num_predicates=4, image_size=(64, 64)))
+    n = load_weights(model, tmp_path / "r18.pth")
+    assert n == len([k for k in resnet.state_dict() if not k.startswith("fc.")])
+    assert torch.equal(model.detector.backbone.body.conv1.weight, resnet.conv1.weight)
+    torch.save({"unrelated": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(InputError, match="no tensor matches"):
+        load_weights(model, tmp_path / "other.pth")
