@@ -13,11 +13,7 @@ import typer
 from .common import fail, info, user_errors
 
 
-class Align(str, Enum):
-    none = "none"
-    appearance = "appearance"
-    prediction = "prediction"
-    both = "both"
+TRAIN_ALIGNS = ("none", "appearance", "prediction", "both")
 
 
 class Backbone(str, Enum):
@@ -38,10 +34,24 @@ class Optim(str, Enum):
 
 
 def train_cmd(
-    source: Path = typer.Option(..., "--source", help="Labelled sim2sg dataset folder (labels.json + images)."),
+    source: Optional[Path] = typer.Option(None, "--source", help="Labelled sim2sg dataset folder (labels.json + images)."),
     out: Path = typer.Option(..., "--out", help="Run folder: checkpoint.pt, config.json, tb/ (TensorBoard)."),
     target: Optional[Path] = typer.Option(None, "--target", help="Folder of unlabelled target images (e.g. KITTI image_2/)."),
-    align: Align = typer.Option(Align.none, "--align", help="Domain alignment: appearance (D^a), prediction (D^c), both."),
+    align: str = typer.Option("none", "--align", help="With --source: none, appearance (D^a), prediction (D^c), both. "
+                              "With --env (the Sim2SG loop): none (SDR), appearance, label, label+appearance, all."),
+    env: Optional[str] = typer.Option(None, "--env", help="Run the Sim2SG loop: the source environment (name or .toml); "
+                                      "synthetic data is generated and rendered in memory."),
+    loop: int = typer.Option(3, "--loop", min=0, help="Sim2SG: synthesis-analysis iterations after the SDR phase."),
+    method: str = typer.Option("sim2sg", "--method", help="Sim2SG: sim2sg, pseudo-label (self-training) or oracle."),
+    size: str = typer.Option("256x256", "--size", help="Sim2SG: rendered / training image size WxH."),
+    sdr_scenes: int = typer.Option(1000, "--sdr-scenes", min=1, help="Sim2SG: SDR scenes rendered for the first phase."),
+    sdr_steps: int = typer.Option(2000, "--sdr-steps", min=0, help="Sim2SG: optimizer steps on SDR data."),
+    iter_steps: int = typer.Option(1000, "--iter-steps", min=0, help="Sim2SG: optimizer steps per iteration."),
+    score_thresh: float = typer.Option(0.5, "--score-thresh", min=0.0, max=1.0, help="Sim2SG: detections lifted to 3D."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Sim2SG: labelled target data scored after each phase."),
+    target_graphs: Optional[Path] = typer.Option(None, "--target-graphs", help="Sim2SG: true target graphs (content gap)."),
+    oracle_data: Optional[Path] = typer.Option(None, "--oracle-data", help="Sim2SG: labelled target training data (--method oracle)."),
+    keep_usd: bool = typer.Option(False, "--keep-usd", help="Sim2SG: save every generated stage under OUT/usd/."),
     val: Optional[Path] = typer.Option(None, "--val", help="Labelled dataset to predict (and score) after training."),
     backbone: Backbone = typer.Option(Backbone.resnet18, "--backbone"),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Initial weights: a sim2sg checkpoint, a model or ResNet state dict."),
@@ -66,22 +76,36 @@ def train_cmd(
                                         "see sim2sg.model.ModelConfig."),
 ) -> None:
     """Train the scene-graph network on labelled synthetic data, optionally aligning it to
-    unlabelled target images through gradient reversal (Sim2SG section 4.2)."""
+    unlabelled target images through gradient reversal (Sim2SG section 4.2); with --env, run the
+    whole Sim2SG loop (Algorithm 1) against the --target images."""
+    if env is not None:
+        with user_errors():
+            from sim2sg.loop import LoopConfig, run
+
+            if target is None:
+                fail("--env (the Sim2SG loop) needs --target IMAGES")
+            w, h = _size(size)
+            cfg = LoopConfig(env=env, target=str(target), out=str(out), method=method, align=align,
+                             iterations=loop, sdr_scenes=sdr_scenes, width=w, height=h, sdr_steps=sdr_steps,
+                             iter_steps=iter_steps, batch_size=batch, lr=lr, backbone=backbone.value,
+                             grl_weight=grl_weight, score_threshold=score_thresh,
+                             eval_data=str(eval_data) if eval_data else None,
+                             target_graphs=str(target_graphs) if target_graphs else None,
+                             oracle_data=str(oracle_data) if oracle_data else None, keep_usd=keep_usd,
+                             device=device, amp=not no_amp, seed=seed, progress=progress, model=_overrides(model_set))
+            run(cfg, log=info)
+        return
+    if source is None:
+        fail("give --source DATASET (plain training) or --env ENV --target IMAGES (the Sim2SG loop)")
+    if align not in TRAIN_ALIGNS:
+        fail(f"--align {align!r}: with --source, one of {', '.join(TRAIN_ALIGNS)}")
     with user_errors():
         from sim2sg.train.engine import TrainConfig, fit
 
-        overrides = {}
-        for item in model_set:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                fail(f"--set {item!r}: expected KEY=VALUE")
-            try:
-                overrides[key.strip()] = json.loads(value)
-            except json.JSONDecodeError:
-                overrides[key.strip()] = value
+        overrides = _overrides(model_set)
         cfg = TrainConfig(
             source=str(source), out=str(out), target=str(target) if target else None, val=str(val) if val else None,
-            align=align.value, backbone=backbone.value, weights=str(weights) if weights else None,
+            align=align, backbone=backbone.value, weights=str(weights) if weights else None,
             epochs=epochs, steps=steps, batch_size=batch, lr=lr, optimizer=optimizer.value,
             grl_weight=grl_weight, grl_ramp=grl_ramp.value, align_warmup_steps=align_warmup,
             device=device, seed=seed, workers=workers, checkpoint_every=checkpoint_every,
@@ -89,6 +113,29 @@ def train_cmd(
         )
         path = fit(cfg, resume=resume)
         info(f"wrote {path}")
+
+
+def _overrides(model_set: list[str]) -> dict:
+    overrides = {}
+    for item in model_set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            overrides[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = value
+    return overrides
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+        if w > 0 and h > 0:
+            return w, h
+    except ValueError:
+        pass
+    fail(f"--size {text!r}: expected WxH, e.g. 256x256")
 
 
 def predict_cmd(

@@ -102,8 +102,9 @@ def _shader(layer: Sdf.Layer, path: str, shader_id: str) -> Sdf.PrimSpec:
     return spec
 
 
-def _author_material(layer: Sdf.Layer, path: str, s: Surface) -> str:
-    """A UsdPreviewSurface material at `path`; returns `path`."""
+def _author_material(layer: Sdf.Layer, path: str, s: Surface, texture_root: str) -> str:
+    """A UsdPreviewSurface material at `path`; returns `path`. Texture files are authored as
+    `texture_root/NAME.png` (relative "./textures" for stages written beside their textures)."""
     mat = _prim(layer, path, "Material")
     _attr(mat, "outputs:surface", _T.Token, connect=f"{path}/PBR.outputs:surface")
     pbr = _shader(layer, f"{path}/PBR", "UsdPreviewSurface")
@@ -125,7 +126,7 @@ def _author_material(layer: Sdf.Layer, path: str, s: Surface) -> str:
         _attr(xf, "outputs:result", _T.Float2)
         st_source = f"{path}/UVTransform.outputs:result"
     tex = _shader(layer, f"{path}/Texture", "UsdUVTexture")
-    _attr(tex, "inputs:file", _T.Asset, Sdf.AssetPath(f"./{TEXTURE_DIR}/{s.texture}.png"))
+    _attr(tex, "inputs:file", _T.Asset, Sdf.AssetPath(f"{texture_root}/{s.texture}.png"))
     _attr(tex, "inputs:st", _T.Float2, connect=st_source)
     _attr(tex, "inputs:wrapS", _T.Token, "repeat")
     _attr(tex, "inputs:wrapT", _T.Token, "repeat")
@@ -187,11 +188,13 @@ def _author_lights(layer: Sdf.Layer, look: Look) -> None:
 
 
 def build_stage(g: nx.MultiDiGraph, look: Look, mesh_of: dict[str, str],
-                categories: list[str], predicates: list[str]) -> Usd.Stage:
+                categories: list[str], predicates: list[str], texture_root: str = f"./{TEXTURE_DIR}") -> Usd.Stage:
     """An in-memory stage for graph `g` dressed by `look`.
 
     mesh_of: category -> object asset name (assets/objects/NAME.toml).
     categories, predicates: the environment's vocabularies, stored with the graph.
+    texture_root: folder of the texture files as authored; the default is relative to the stage
+    file; an in-memory stage that is rendered without being written needs an absolute folder.
     """
     layer = Sdf.Layer.CreateAnonymous(".usda")
     with Sdf.ChangeBlock():
@@ -212,7 +215,7 @@ def build_stage(g: nx.MultiDiGraph, look: Look, mesh_of: dict[str, str],
         _prim(layer, "/World/Looks", "Scope")
         _prim(layer, "/World/Context", "Xform")
         for name, role, m in context_meshes(g.graph["context"]):
-            mat = _author_material(layer, f"/World/Looks/{name}", look.context[role])
+            mat = _author_material(layer, f"/World/Looks/{name}", look.context[role], texture_root)
             _author_mesh(layer, f"/World/Context/{name}", _to_vt(m), mat)
         _prim(layer, "/World/Objects", "Xform")
         for oid, a in sg.objects(g):
@@ -229,7 +232,7 @@ def build_stage(g: nx.MultiDiGraph, look: Look, mesh_of: dict[str, str],
             # Legacy Omniverse semantics (Replicator before Isaac Sim 5) as plain attributes.
             _attr(xf, "semantic:Semantics:params:semanticType", _T.String, "class", custom=True)
             _attr(xf, "semantic:Semantics:params:semanticData", _T.String, cat, custom=True)
-            mat = _author_material(layer, f"/World/Looks/obj_{oid:04d}", look.objects[oid])
+            mat = _author_material(layer, f"/World/Looks/obj_{oid:04d}", look.objects[oid], texture_root)
             # Blender merges an Xform with its only Mesh and keeps the Mesh's name: carry the id.
             _author_mesh(layer, f"{path}/obj_{oid:04d}_mesh", _vt_mesh(mesh_of[cat]), mat)
     return Usd.Stage.Open(layer)

@@ -1,0 +1,436 @@
+"""Algorithm 1 of Sim2SG (synthesis-by-analysis), its ablations and baselines, in one framework.
+
+Sim2SG (`method="sim2sg"`): start from structured domain randomization (SDR) data; then, each
+iteration, predict scene graphs on the unlabelled target images, lift them to 3D (known camera, flat
+ground), re-derive relations in 3D, randomize what the graphs do not fix, render on the model's
+device (in memory) and train on the result. `align` picks the paper's ablations:
+
+- "none": SDR only, no gradient reversal (the SDR baseline);
+- "appearance": SDR + sigma_a (image-level domain classifier through a GRL; DA Faster R-CNN style);
+- "label": the loop (sigma_c,label), no GRL;
+- "label+appearance": the loop + sigma_a;
+- "all": the loop + sigma_a + sigma_c,pred (domain classifier on the outputs h(z)).
+
+GRLs stay off during a warm-up (SDR training and the first `align_from_iteration - 1` loop
+iterations): content is aligned first, as the paper prescribes.
+
+Baselines: `method="pseudo-label"` (self-training on the SDR model's confident target predictions,
+mixed with SDR data) and `method="oracle"` (trained on labelled target data). Every method gets the
+same number of optimizer steps.
+
+Everything is plain functions; the run writes `metrics.json` (per phase) and `history.json` to `out`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import torch
+
+from . import atomic
+from . import graph as sg
+from .camera import Camera
+from .env import Environment, load_env
+from .errors import InputError
+from .lift import lift_graph
+from .render.sample import Sample
+from .sample import sample_scene, scene_rng
+from .synth import render_options, synthesize, texture_library
+
+METHODS = ("sim2sg", "pseudo-label", "oracle")
+ALIGNS = ("none", "appearance", "label", "label+appearance", "all")
+_MODEL_ALIGN = {"none": "none", "appearance": "appearance", "label": "none",
+                "label+appearance": "appearance", "all": "both"}
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """One run. Sizes in pixels; steps are optimizer steps; scenes are rendered images.
+
+    env: source environment (name or .toml). target: folder of unlabelled target images.
+    eval_data: labelled target dataset (labels.json) for metrics after each phase (optional).
+    target_graphs: folder of the target's true scene graphs, to measure the content gap (optional).
+    oracle_data: labelled target training dataset (method "oracle").
+    """
+
+    env: str
+    target: str
+    out: str
+    method: str = "sim2sg"
+    align: str = "all"
+    iterations: int = 3
+    sdr_scenes: int = 1000
+    scenes_per_image: int = 1
+    width: int = 256
+    height: int = 256
+    sdr_steps: int = 2000
+    iter_steps: int = 1000
+    align_from_iteration: int = 2
+    batch_size: int = 16
+    lr: float = 1e-3
+    lr_warmup_steps: int = 100
+    backbone: str = "resnet18"
+    grl_weight: float = 0.1
+    grl_ramp: str = "dann"
+    score_threshold: float = 0.5
+    pseudo_threshold: float = 0.7
+    eval_data: str | None = None
+    target_graphs: str | None = None
+    oracle_data: str | None = None
+    keep_usd: bool = False
+    render_batch: int = 256
+    device: str = "auto"
+    amp: bool = True
+    seed: int = 0
+    progress: bool = True
+    model: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise InputError("--method", "method", f"expected one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.align not in ALIGNS:
+            raise InputError("--align", "align", f"expected one of {', '.join(ALIGNS)}, got {self.align!r}")
+        if self.method == "oracle" and not self.oracle_data:
+            raise InputError("--oracle-data", "oracle_data", "the oracle needs a labelled target dataset")
+        for name in ("iterations", "sdr_scenes", "scenes_per_image", "width", "height", "batch_size"):
+            if getattr(self, name) < (0 if name == "iterations" else 1):
+                raise InputError(f"--{name.replace('_', '-')}", name, "out of range")
+
+    @property
+    def loops(self) -> bool:
+        """Whether the run does synthesis iterations (content alignment, sigma_c,label)."""
+        return self.method == "sim2sg" and self.align in ("label", "label+appearance", "all")
+
+    def total_steps(self) -> int:
+        return self.sdr_steps + self.iterations * self.iter_steps
+
+
+# ---- data ------------------------------------------------------------------------------------------
+class SampleDataset(torch.utils.data.Dataset):
+    """Rendered samples as detector training items: (image (3, H, W) float in [0, 1], target with
+    boxes (N, 4) xyxy px, labels (N,) 1-based, relations (M, 3) (subject idx, object idx, predicate
+    id 1-based), image_id)."""
+
+    def __init__(self, samples: list[Sample], predicates: list[str], min_box: float = 1.0):
+        self.images, self.targets = [], []
+        pred_id = {p: k + 1 for k, p in enumerate(predicates)}
+        for i, s in enumerate(samples):
+            objs = [o for o in s.objects if o.box[2] - o.box[0] >= min_box and o.box[3] - o.box[1] >= min_box]
+            index = {o.object_id: k for k, o in enumerate(objs)}
+            trip = sorted({(index[a], index[b], pred_id[p]) for a, p, b in s.relations
+                           if a in index and b in index and p in pred_id})
+            self.images.append(torch.from_numpy(np.ascontiguousarray(s.image)).permute(2, 0, 1))
+            self.targets.append({
+                "boxes": torch.tensor([o.box for o in objs], dtype=torch.float32).reshape(-1, 4),
+                "labels": torch.tensor([o.category_id for o in objs], dtype=torch.int64),
+                "relations": torch.tensor(trip, dtype=torch.int64).reshape(-1, 3),
+                "image_id": i,
+            })
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i].float() / 255.0, {k: (v.clone() if torch.is_tensor(v) else v) for k, v in self.targets[i].items()}
+
+
+class ListDataset(torch.utils.data.Dataset):
+    """(image, target) pairs held in memory (pseudo labels)."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        im, t = self.items[i]
+        return im, {k: (v.clone() if torch.is_tensor(v) else v) for k, v in t.items()}
+
+
+def target_camera(env: Environment, width: int, height: int) -> Camera:
+    """The known camera of the target images: the environment's nominal camera (no jitter) at the
+    target image size."""
+    from .sample import sample_camera
+
+    spec = dataclasses.replace(env.camera, position_jitter=(0.0, 0.0, 0.0), look_at_jitter=(0.0, 0.0, 0.0))
+    env0 = dataclasses.replace(env, camera=spec)
+    ctx = {"kind": env.context["kind"]}
+    if env.context["kind"] == "road":  # the ego lane of the narrowest road the environment makes
+        road = env.context["road"]
+        ctx.update(lanes=road["lanes"][0], lane_width=float(np.mean(road["lane_width"])))
+    return sample_camera(env0, ctx, np.random.default_rng(0)).resized(width, height)
+
+
+# ---- training ------------------------------------------------------------------------------------
+@dataclass
+class Trainer:
+    """The model, its optimizer and the step counter of a run (plain state, no hooks)."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    cfg: object  # sim2sg.train.engine.TrainConfig
+    device: torch.device
+    step: int = 0
+    total: int = 1
+
+
+def make_trainer(cfg: LoopConfig, env: Environment) -> Trainer:
+    from .model import ModelConfig, build_model
+    from .train.engine import TrainConfig, make_optimizer, resolve_device, seed_everything
+
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    mcfg = ModelConfig.from_dict(dict(num_classes=len(env.categories), num_predicates=len(env.predicates),
+                                      image_size=(cfg.height, cfg.width), backbone=cfg.backbone, **cfg.model))
+    model = build_model(mcfg).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+        model.channels_last = True
+    tcfg = TrainConfig(source="<memory>", out=cfg.out, batch_size=cfg.batch_size, lr=cfg.lr,
+                       lr_warmup_steps=cfg.lr_warmup_steps, grl_weight=cfg.grl_weight, grl_ramp=cfg.grl_ramp,
+                       seed=cfg.seed, device=str(device), amp=cfg.amp, tensorboard=False, progress=False)
+    return Trainer(model, make_optimizer(model, tcfg), tcfg, device, 0, cfg.total_steps())
+
+
+def train_phase(tr: Trainer, source, target, steps: int, align: str, progress: bool = False,
+                desc: str = "train") -> dict:
+    """`steps` optimizer steps on `source` (paired with `target` batches when aligning); the GRL
+    weight follows the run-wide schedule over tr.total steps. Returns mean logged values."""
+    from .train.data import collate
+    from .train.engine import batch_indices, train_step
+
+    cfg = dataclasses.replace(tr.cfg, align=align)
+    tr.model.train()
+    sums: dict[str, float] = {}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=steps, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+    for _ in range(steps):
+        idx = batch_indices(len(source), cfg.batch_size, tr.step, cfg.seed, 0)
+        images, targets = collate([source[i] for i in idx])
+        timgs = None
+        if align != "none" and target is not None:
+            tidx = batch_indices(len(target), cfg.batch_size, tr.step, cfg.seed, 1)
+            timgs = [target[i][0] for i in tidx]
+        logs = train_step(tr.model, tr.optimizer, (images, targets, timgs), cfg, tr.step, tr.total, tr.device)
+        tr.step += 1
+        for k, v in logs.items():
+            sums[k] = sums.get(k, 0.0) + v
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{logs['loss']:.3f}", refresh=False)
+    if bar is not None:
+        bar.close()
+    return {k: v / max(1, steps) for k, v in sums.items()}
+
+
+def predict_target(tr: Trainer, target, batch: int = 32) -> list[dict]:
+    """Eval-mode model outputs (host tensors) on every target image."""
+    from .train.engine import predict
+
+    outs = []
+    for s in range(0, len(target), batch):
+        outs += predict(tr.model, [target[i][0] for i in range(s, min(len(target), s + batch))], tr.device)
+    return outs
+
+
+def predicted_graph(out: dict, env: Environment, camera: Camera, threshold: float) -> nx.MultiDiGraph:
+    """A 2D scene graph (boxes, classes, scores; placeholder 3D) from one model output."""
+    g = sg.new_graph(env.name, camera, {})
+    for k, (b, c, s) in enumerate(zip(out["boxes"].tolist(), out["labels"].tolist(), out["scores"].tolist())):
+        if s >= threshold:
+            b = [min(max(v, 0.0), lim) for v, lim in zip(b, (camera.width, camera.height) * 2)]
+            if b[2] > b[0] and b[3] > b[1]:
+                sg.add_object(g, k, env.categories[int(c) - 1], (0, 0, 0), 0.0, (1, 1, 1), box=b, score=float(s))
+    return g
+
+
+def evaluate_on(tr: Trainer, data_dir: str | None, env: Environment) -> dict | None:
+    """Metrics (sim2sg.eval) of the current model on a labelled dataset, or None."""
+    if not data_dir:
+        return None
+    from .train.data import LabelledDataset
+    from .train.engine import evaluate
+
+    res = evaluate(tr.model, LabelledDataset(data_dir), tr.device, batch_size=32, amp=tr.cfg.amp,
+                   categories=list(env.categories), predicates=list(env.predicates))
+    return res["metrics"]
+
+
+def summarize(metrics: dict | None, k: int = 20) -> dict:
+    """The table columns of a metrics dict: per-class AP, mAP@0.5, R@K (graph constraint), its
+    ceiling, R@K without graph constraint."""
+    if not metrics:
+        return {}
+    det = metrics.get("detection") or {}
+    rel = metrics.get("relations") or {}
+    gc, ngc = rel.get("graph_constraint") or {}, rel.get("no_graph_constraint") or {}
+    ceil = (rel.get("ceiling") or {}).get("graph_constraint") or {}
+    return {"mAP@0.5": det.get("mAP@0.5"), "AP@0.5": det.get("AP@0.5", {}),
+            f"R@{k}": gc.get(f"R@{k}"), f"R@{k} ceiling": ceil.get(f"R@{k}"), f"ngR@{k}": ngc.get(f"R@{k}")}
+
+
+def _read_graphs(folder: str | None, env: Environment) -> list[nx.MultiDiGraph] | None:
+    if not folder:
+        return None
+    files = sorted(Path(folder).glob("*.json"))
+    if not files:
+        raise InputError(folder, "", "no scene-graph *.json files (--target-graphs)")
+    return [sg.read_graph(p, env.categories, env.predicates) for p in files]
+
+
+# ---- the run ---------------------------------------------------------------------------------------
+def run(cfg: LoopConfig, log=print) -> dict:
+    """Run `cfg`; returns {"config", "phases": [{name, steps, seconds, metrics, content_gap}], ...}
+    and writes it to cfg.out/history.json (plus the last phase's metrics to metrics.json)."""
+    from .eval.content import content_gap
+    from .train.data import ImageFolder, LabelledDataset
+
+    cfg.validate()
+    env = load_env(cfg.env)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    textures = texture_library(out)
+    target = ImageFolder(cfg.target, size=(cfg.height, cfg.width))
+    true_graphs = _read_graphs(cfg.target_graphs, env)
+    tr = make_trainer(cfg, env)
+    options = render_options(env, cfg.width, cfg.height, seed=cfg.seed)
+    model_align = _MODEL_ALIGN[cfg.align] if cfg.method == "sim2sg" else "none"
+    cam = target_camera(env, cfg.width, cfg.height)
+    history = {"config": dataclasses.asdict(cfg), "phases": []}
+    t_run = time.perf_counter()
+
+    def record(name: str, seconds: float, extra: dict | None = None, gap: dict | None = None):
+        m = evaluate_on(tr, cfg.eval_data, env)
+        phase = {"name": name, "step": tr.step, "seconds": round(seconds, 2), "metrics": m,
+                 "summary": summarize(m), "content_gap": gap, **(extra or {})}
+        history["phases"].append(phase)
+        s = phase["summary"]
+        msg = f"[{name}] step {tr.step} ({seconds:.0f} s)"
+        if s:
+            msg += f"  mAP@0.5 {_fmt(s['mAP@0.5'])}  R@20 {_fmt(s['R@20'])} / ceiling {_fmt(s['R@20 ceiling'])}"
+        if gap:
+            msg += f"  content gap: count TV {gap['count_tv']:.3f}, position W1 {_fmt(gap['position_w1'])} m"
+        log(msg)
+        atomic.write_text(out / "history.json", json.dumps(history, indent=1, default=_json_default) + "\n")
+
+    def sdr_data(n: int, seed_offset: int = 0) -> list[Sample]:
+        graphs = [sample_scene(env, scene_rng(cfg.seed + seed_offset, i)) for i in range(n)]
+        if true_graphs is not None and seed_offset == 0:
+            history["sdr_content_gap"] = content_gap(graphs, true_graphs, env.categories, env.predicates)
+        return synthesize(graphs, [f"sdr_{i:06d}" for i in range(n)], env, options, tr.device,
+                          np.random.default_rng([cfg.seed, 1]), textures, batch=cfg.render_batch,
+                          keep_usd=(out / "usd" / "sdr") if cfg.keep_usd else None)
+
+    if cfg.method == "oracle":
+        t = time.perf_counter()
+        data = LabelledDataset(cfg.oracle_data)
+        train_phase(tr, data, None, cfg.total_steps(), "none", cfg.progress, "oracle")
+        record("oracle", time.perf_counter() - t)
+        return _finish(history, out, t_run)
+
+    # Phase 0: SDR. Warm-up: no gradient reversal unless the run never loops (SDR + sigma_a).
+    t = time.perf_counter()
+    sdr = SampleDataset(sdr_data(cfg.sdr_scenes), list(env.predicates))
+    first_align = model_align if not cfg.loops else "none"
+    steps0 = cfg.sdr_steps if (cfg.loops or cfg.method == "pseudo-label") else cfg.total_steps()
+    train_phase(tr, sdr, target, steps0, first_align, cfg.progress, "sdr")
+    record("sdr", time.perf_counter() - t, gap=history.get("sdr_content_gap"))
+
+    if cfg.method == "pseudo-label":
+        t = time.perf_counter()
+        pseudo = pseudo_labels(tr, target, cfg.pseudo_threshold)
+        mixed = torch.utils.data.ConcatDataset([pseudo, sdr]) if len(pseudo) else sdr
+        train_phase(tr, mixed, None, cfg.iterations * cfg.iter_steps, "none", cfg.progress, "pseudo-label")
+        record("pseudo-label", time.perf_counter() - t, {"pseudo_images": len(pseudo)})
+        return _finish(history, out, t_run)
+    if not cfg.loops:
+        return _finish(history, out, t_run)
+
+    rng = np.random.default_rng([cfg.seed, 2])
+    for it in range(1, cfg.iterations + 1):
+        t = time.perf_counter()
+        outs = predict_target(tr, target)
+        graphs, names = [], []
+        for k, o in enumerate(outs):
+            pred = predicted_graph(o, env, cam, cfg.score_threshold)
+            for r in range(cfg.scenes_per_image):
+                g = lift_graph(pred, env, cam, rng, score_threshold=cfg.score_threshold)
+                if len(g) == 0:  # nothing detected: fall back to an SDR scene
+                    g = sample_scene(env, scene_rng(cfg.seed + 1000 * it, k * cfg.scenes_per_image + r))
+                graphs.append(g)
+                names.append(f"it{it}_{k:06d}_{r}")
+        gap = content_gap(graphs, true_graphs, env.categories, env.predicates) if true_graphs else None
+        samples = synthesize(graphs, names, env, options, tr.device, rng, textures, batch=cfg.render_batch,
+                             keep_usd=(out / "usd" / f"iter{it}") if cfg.keep_usd else None)
+        t_synth = time.perf_counter() - t
+        align = model_align if it >= cfg.align_from_iteration else "none"
+        train_phase(tr, SampleDataset(samples, list(env.predicates)), target, cfg.iter_steps, align,
+                    cfg.progress, f"iteration {it}")
+        if it == cfg.iterations or gap is not None:
+            _save_examples(out, it, samples[:4])
+        record(f"iteration {it}", time.perf_counter() - t,
+               {"synthesis_seconds": round(t_synth, 2), "align": align, "graphs": len(graphs)}, gap)
+    return _finish(history, out, t_run)
+
+
+def pseudo_labels(tr: Trainer, target, threshold: float) -> ListDataset:
+    """Self-training data: target images with the model's confident detections (score >= threshold)
+    and relations (predicate score >= threshold) as labels; images with no detection are skipped."""
+    items = []
+    for k, o in enumerate(predict_target(tr, target)):
+        keep = (o["scores"] >= threshold).nonzero().flatten()
+        if len(keep) == 0:
+            continue
+        remap = {int(i): n for n, i in enumerate(keep.tolist())}
+        trip = set()
+        for (s, ob), sc in zip(o["rel_pairs"].tolist(), o["rel_scores"]):
+            if s in remap and ob in remap:
+                for p in (sc[1:] >= threshold).nonzero().flatten().tolist():
+                    trip.add((remap[s], remap[ob], p + 1))
+        boxes = o["boxes"][keep].float()
+        ok = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
+        if not bool(ok.all()):
+            continue
+        items.append((target[k][0], {"boxes": boxes, "labels": o["labels"][keep].long(),
+                                     "relations": torch.tensor(sorted(trip), dtype=torch.int64).reshape(-1, 3),
+                                     "image_id": k}))
+    return ListDataset(items)
+
+
+def _save_examples(out: Path, it: int, samples: list[Sample]) -> None:
+    import cv2
+
+    for k, s in enumerate(samples):
+        ok, buf = cv2.imencode(".png", cv2.cvtColor(s.image, cv2.COLOR_RGB2BGR))
+        atomic.write_bytes(out / "examples" / f"iter{it}_{k}.png", buf.tobytes())
+
+
+def _finish(history: dict, out: Path, t_run: float) -> dict:
+    history["seconds"] = round(time.perf_counter() - t_run, 2)
+    last = history["phases"][-1] if history["phases"] else {}
+    history["final"] = last.get("summary", {})
+    atomic.write_text(out / "history.json", json.dumps(history, indent=1, default=_json_default) + "\n")
+    if last.get("metrics") is not None:
+        atomic.write_text(out / "metrics.json", json.dumps(last["metrics"], indent=1, default=_json_default) + "\n")
+    return history
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _json_default(x):
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, float) and x != x:
+        return None
+    return str(x)
