@@ -288,3 +288,17 @@ def _render_isolating(render_fn: RenderFn, stages: Sequence[Path], items: list[t
     if len(samples) != len(items):
         raise RuntimeError(f"render_fn returned {len(samples)} samples for {len(items)} stages")
     yield from zip(items, samples)
+
+
+def write_samples(out_dir: str | Path, samples: Sequence[Sample], writers: Sequence[str] = ("coco", "sg"),
+                  split: str = "train", info: dict | None = None) -> Path:
+    """Write in-memory samples (e.g. rendered by `sim2sg.synth.synthesize`) as a sim2sg dataset
+    folder, image i named samples[i].name; returns the labels.json path."""
+    out = Path(out_dir)
+    writers = writers_mod.parse_writers(",".join(writers))
+    for i, s in enumerate(samples):
+        frag = writers_mod.write_sample(out, s, i, writers, split)
+        frag.update(writers=list(writers))
+        labels_mod.write_fragment(out, s.name, frag)
+    labels_mod.assemble(out, [s.name for s in samples], info or {})
+    return out / labels_mod.LABELS_FILE

@@ -1,0 +1,154 @@
+"""Experiments in the form of the paper's tables: domain data, method rows, the table itself.
+
+`make_domain(...)` renders a target domain from its environment file (unlabelled training images,
+labelled evaluation set, labelled training set for the oracle, and the true graphs for the
+content gap); `run_rows(...)` trains each configuration with `sim2sg.loop.run`; `format_table`
+prints per-class AP, mAP@0.5, R@K with its ceiling and without graph constraint, and the share of
+the SDR-to-oracle gap each row closes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from . import atomic
+from . import graph as sg
+from .dataset.render_job import write_samples
+from .env import load_env
+from .loop import LoopConfig, run
+from .sample import sample_scene, scene_rng
+from .synth import render_options, synthesize, texture_library
+
+# Table rows: name -> (method, align), in the paper's order.
+ROWS = {
+    "SDR": ("sim2sg", "none"),
+    "pseudo-label": ("pseudo-label", "none"),
+    "DA (sigma_a)": ("sim2sg", "appearance"),
+    "sigma_c,label": ("sim2sg", "label"),
+    "sigma_c,label + sigma_a": ("sim2sg", "label+appearance"),
+    "all (Sim2SG)": ("sim2sg", "all"),
+    "oracle": ("oracle", "none"),
+}
+ROW_KEYS = {"sdr": "SDR", "pseudo": "pseudo-label", "da": "DA (sigma_a)", "label": "sigma_c,label",
+            "label+appearance": "sigma_c,label + sigma_a", "all": "all (Sim2SG)", "oracle": "oracle"}
+
+
+@dataclass(frozen=True)
+class Domain:
+    """Folders of a rendered target domain."""
+
+    root: Path
+    train_images: Path  # unlabelled
+    train_labelled: Path  # the same images with labels (oracle only)
+    train_graphs: Path  # their true scene graphs (content gap only)
+    eval_data: Path  # labelled evaluation set
+
+
+def make_domain(env_name: str, root: Path, n_train: int, n_eval: int, width: int, height: int,
+                device, seed: int = 1000, batch: int = 256) -> Domain:
+    """Render target domain `env_name` (its own looks and post-processing) under `root`; skips the
+    work when `root/done.json` records the same request."""
+    root = Path(root)
+    request = {"env": env_name, "n_train": n_train, "n_eval": n_eval, "size": [width, height], "seed": seed}
+    dom = Domain(root, root / "train" / "images", root / "train", root / "train" / "graphs", root / "eval")
+    marker = root / "done.json"
+    if marker.is_file() and json.loads(marker.read_text()) == request:
+        return dom
+    env = load_env(env_name)
+    options = render_options(env, width, height, seed=seed)
+    textures = texture_library(root)
+    for split, n, offset, out in (("train", n_train, 0, dom.train_labelled), ("eval", n_eval, 10**6, dom.eval_data)):
+        graphs = [sample_scene(env, scene_rng(seed, offset + i)) for i in range(n)]
+        names = [f"{i:06d}" for i in range(n)]
+        samples = synthesize(graphs, names, env, options, device, np.random.default_rng([seed, offset]),
+                             textures, batch=batch)
+        write_samples(out, samples, ("coco", "sg"), split, {"env": env_name})
+        if split == "train":
+            for g, name in zip(graphs, names):
+                sg.write_graph(dom.train_graphs / f"{name}.json", g)
+    atomic.write_text(marker, json.dumps(request) + "\n")
+    return dom
+
+
+def run_rows(rows: list[str], source_env: str, domain: Domain, out: Path, base: LoopConfig, log=print) -> dict:
+    """Train every row (keys of ROWS) against `domain`; returns {row: history} (also in out/ROW/)."""
+    results = {}
+    for row in rows:
+        method, align = ROWS[row]
+        cfg = dataclasses.replace(
+            base, env=source_env, target=str(domain.train_images), out=str(Path(out) / _slug(row)),
+            method=method, align=align, eval_data=str(domain.eval_data),
+            target_graphs=str(domain.train_graphs), oracle_data=str(domain.train_labelled))
+        log(f"== {row}")
+        results[row] = run(cfg, log=log)
+    return results
+
+
+def _slug(row: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in row).strip("_").lower()
+
+
+def format_table(results: dict, categories: list[str], k: int = 20) -> str:
+    """Markdown table like the paper's: per-class AP, mAP@0.5, R@K (graph constraint) / ceiling,
+    R@K without graph constraint, gap closed (share of the SDR-to-oracle difference, per metric)."""
+    def val(row, key):
+        s = results.get(row, {}).get("final", {}) if row in results else {}
+        return s.get(key)
+
+    sdr_m, ora_m = val("SDR", "mAP@0.5"), val("oracle", "mAP@0.5")
+    sdr_r, ora_r = val("SDR", f"R@{k}"), val("oracle", f"R@{k}")
+    head = ["method", *[f"AP {c}" for c in categories], "mAP@0.5", f"R@{k}", f"R@{k} ceiling",
+            f"R@{k} no graph c.", "gap closed mAP", f"gap closed R@{k}", "minutes"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row, h in results.items():
+        s = h.get("final", {})
+        ap = s.get("AP@0.5", {}) or {}
+        cells = [row, *[_f(ap.get(c)) for c in categories], _f(s.get("mAP@0.5")), _f(s.get(f"R@{k}")),
+                 _f(s.get(f"R@{k} ceiling")), _f(s.get(f"ngR@{k}")),
+                 _gap(s.get("mAP@0.5"), sdr_m, ora_m), _gap(s.get(f"R@{k}"), sdr_r, ora_r),
+                 f"{h.get('seconds', 0) / 60:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _f(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _gap(x, lo, hi) -> str:
+    if x is None or lo is None or hi is None or abs(hi - lo) < 1e-9:
+        return "-"
+    return f"{(x - lo) / (hi - lo) * 100:.0f}%"
+
+
+def content_gap_table(results: dict) -> str:
+    """Markdown: content-gap distances of the generated graphs over the iterations of each loop row."""
+    lines = ["| method | phase | count TV | position W1 (m) | predicate TV |", "|---|---|---|---|---|"]
+    for row, h in results.items():
+        for p in h.get("phases", []):
+            g = p.get("content_gap")
+            if g:
+                lines.append(f"| {row} | {p['name']} | {g['count_tv']:.3f} | {_f(g['position_w1'])} | {g['predicate_tv']:.3f} |")
+    return "\n".join(lines)
+
+
+def figure(paths_by_column: list[tuple[str, Path]], out: Path, height: int = 160) -> None:
+    """A row of images with titles (like the paper's Fig. 3): SDR, iterations, target."""
+    tiles = []
+    for title, p in paths_by_column:
+        img = cv2.imread(str(p))
+        if img is None:
+            continue
+        img = cv2.resize(img, (int(img.shape[1] * height / img.shape[0]), height))
+        band = np.full((24, img.shape[1], 3), 255, np.uint8)
+        cv2.putText(band, title, (4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        tiles.append(np.vstack([band, img]))
+    if tiles:
+        ok, buf = cv2.imencode(".png", np.hstack(tiles))
+        atomic.write_bytes(out, buf.tobytes())

@@ -1,0 +1,185 @@
+"""The renderer's entry points: USD stages (or in-memory `SceneData`) -> labelled `Sample`s.
+
+    camera (`shade.view_triangles`) -> rasterize (`raster.rasterize` -> `Fragments`)
+      -> shade (`shade.shade`, with `shade.shadow_maps`) -> label (`labels.compute_labels`)
+      -> post-process (`post.apply_post`) -> host `Sample`s.
+
+Labels always come from a rasterization at the output resolution (pixel centres), also when the
+image is supersampled, so masks, boxes and depth are exact for the output pixels. Rendering takes no
+randomness; only post-processing does, from (options.seed, sample name).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .. import graph as graphlib
+from ..usd.read import SceneData, load_scene
+from .batch import SceneBatch, pack
+from .labels import Labels, compute_labels
+from .post import PostProcess, apply_post  # noqa: F401  (PostProcess: RenderOptions.post)
+from .raster import Fragments, kernel, rasterize
+from .sample import ObjectLabel, Sample
+from .shade import finish, shade, shadow_maps, view_triangles
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """width, height: output pixels. ssaa: supersampling factor per axis (1 = off). shadows: key
+    light shadow map. min_visible_pixels: objects with fewer visible pixels are dropped (with their
+    relations and their mask pixels). post: appearance post-processing or None. seed: its randomness
+    (per image from (seed, name)). shadow_size: shadow-map resolution, 0 = automatic
+    (sqrt(width * height) * ssaa rounded up to 32, at least 256). compile: run the arithmetic through `torch.compile`
+    (first call per shape family compiles for tens of seconds; several times faster afterwards)."""
+
+    width: int
+    height: int
+    ssaa: int = 1
+    shadows: bool = True
+    min_visible_pixels: int = 1
+    post: "PostProcess | None" = None
+    seed: int = 0
+    shadow_size: int = 0
+    compile: bool = False
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """Batched device tensors of one render (before the host copy): image (B, H, W, 3) float sRGB in
+    [0, 1]; labels (`Labels`); frag (output-resolution `Fragments`)."""
+
+    image: torch.Tensor
+    labels: Labels
+    frag: Fragments
+
+
+def _intrinsics(scenes: Sequence[SceneData], width: int, height: int, device) -> torch.Tensor:
+    return torch.tensor([s.rig.intrinsics(width, height) for s in scenes], dtype=torch.float32, device=device)
+
+
+@torch.no_grad()
+def render_batch(batch: SceneBatch, k: torch.Tensor, options: RenderOptions, names: Sequence[str] | None = None,
+                 timer=None) -> RenderResult:
+    """Render a packed batch with intrinsics k (B, 4) = (fx, fy, cx, cy) at the output size.
+
+    timer: optional callable(stage_name) called after each stage (the benchmark's breakdown; it may
+    synchronise the device).
+    """
+    tick = timer or (lambda name: None)
+    b, w, h, s = batch.batch, options.width, options.height, max(int(options.ssaa), 1)
+    c = bool(options.compile)
+    tris = view_triangles(batch, k)
+    frag = rasterize(tris, b, h, w, zmin=batch.near, zmax=batch.far, compiled=c)
+    ks = k * s
+    if s > 1:
+        tris_s = view_triangles(batch, ks)
+        frag_img = rasterize(tris_s, b, h * s, w * s, zmin=batch.near, zmax=batch.far, compiled=c)
+    else:
+        frag_img = frag
+    tick("rasterize")
+    shadows = None
+    if options.shadows and bool((batch.key_rgb > 0).any()):
+        # as many texels as image pixels (at least 256^2): cost scales like the main pass
+        size = options.shadow_size or max(256, int(math.ceil(math.sqrt(w * h) * s / 32.0)) * 32)
+        shadows = shadow_maps(batch, size, compiled=c)
+        tick("shadows")
+    textured = batch.tex_data.shape[0] > 1  # index 0 is the built-in white texel
+    color = kernel(shade, c)(batch, frag_img.pix_to_face, frag_img.bary_coords, frag_img.zbuf, ks, shadows, textured)
+    image = kernel(finish, c)(color, s)
+    tick("shade")
+    labels = compute_labels(batch, frag, tris, options.min_visible_pixels, compiled=c)
+    tick("labels")
+    if options.post is not None:
+        image = apply_post(image, names if names is not None else [str(i) for i in range(b)], options.post, options.seed)
+        tick("post")
+    return RenderResult(image, labels, frag)
+
+
+def _object_placement(scene: SceneData, inst: int):
+    """(position bottom-centre, yaw, size) of instance `inst` (0-based) from its graph node, else
+    from the world axis-aligned box of its triangles."""
+    oid = int(scene.inst_object_id[inst])
+    g = scene.graph
+    if g is not None and oid in g.nodes:
+        a = g.nodes[oid]
+        return tuple(a["position"]), float(a["yaw"]), tuple(a["size"])
+    pts = scene.tri_pos[scene.tri_instance == inst + 1].reshape(-1, 3)
+    lo, hi = pts.min(0).astype(float), pts.max(0).astype(float)
+    return ((lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2]), 0.0, tuple(hi - lo)
+
+
+def _scene_info(scene: SceneData):
+    """Per-instance constants of a scene: [(object_id, category, category_id, position, yaw, size)]."""
+    out = []
+    for j in range(scene.num_instances):
+        pos, yaw, size = _object_placement(scene, j)
+        cat_id = int(scene.inst_category_id[j])
+        out.append((int(scene.inst_object_id[j]), scene.categories[cat_id - 1], cat_id,
+                    tuple(float(v) for v in pos), float(yaw), tuple(float(v) for v in size)))
+    return out
+
+
+def to_samples(scenes: Sequence[SceneData], names: Sequence[str], result: RenderResult, options: RenderOptions) -> list[Sample]:
+    """Copy a `RenderResult` to the host and build one `Sample` per scene."""
+    lab = result.labels
+    image = (result.image * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
+    depth = lab.depth.cpu().numpy()
+    instance = lab.instance.cpu().numpy()
+    semantic = lab.semantic.cpu().numpy()
+    # one host copy and one list conversion per label array (per-element tensor access is slow)
+    visible = lab.visible.tolist()
+    box = lab.box.to(torch.float64).tolist()
+    occl = lab.occlusion.tolist()
+    trunc = lab.truncation.tolist()
+    kept = lab.kept.tolist()
+    info: dict[int, list] = {}  # batches often repeat a scene (tiling, training loops)
+    rel_cache: dict[int, list] = {}
+    out = []
+    g0 = 0
+    for i, (sc, name) in enumerate(zip(scenes, names)):
+        key = id(sc)
+        if key not in info:
+            info[key] = _scene_info(sc)
+            rel_cache[key] = graphlib.relations(sc.graph) if sc.graph is not None else []
+        objs = []
+        for j, (oid, cat, cat_id, pos, yaw, size) in enumerate(info[key]):
+            gi = g0 + j
+            if kept[gi]:
+                objs.append(ObjectLabel(j + 1, oid, cat, cat_id, tuple(box[gi]), visible[gi], occl[gi], trunc[gi],
+                                        pos, yaw, size))
+        g0 += sc.num_instances
+        ids = {o.object_id for o in objs}
+        rels = tuple((s_, p, o) for s_, p, o in rel_cache[key] if s_ in ids and o in ids)
+        out.append(Sample(image=image[i], depth=depth[i], instance=instance[i], semantic=semantic[i],
+                          objects=tuple(objs), relations=rels, camera=sc.camera(options.width, options.height),
+                          graph=sc.graph, categories=tuple(sc.categories), predicates=tuple(sc.predicates),
+                          name=str(name)))
+    return out
+
+
+@torch.no_grad()
+def render_scenes(scenes: Sequence[SceneData], names: Sequence[str], options: RenderOptions,
+                  device: torch.device | str = "cpu") -> list[Sample]:
+    """Render in-memory scenes (one batch) on `device`; no disk round trip. names: Sample names."""
+    if len(scenes) != len(names):
+        raise ValueError("scenes and names differ in length")
+    if not scenes:
+        return []
+    batch = pack(scenes, device)
+    k = _intrinsics(scenes, options.width, options.height, batch.cam_rot.device)
+    result = render_batch(batch, k, options, names)
+    return to_samples(scenes, names, result, options)
+
+
+def render_stages(paths: Sequence[Path], options: RenderOptions, device: "torch.device | str" = "cpu") -> list[Sample]:
+    """Load the USD stages at `paths` and render them as one batch. Sample.name = the file stem.
+
+    Raises `sim2sg.errors.InputError` for a bad stage (see `sim2sg.usd.read.load_scene`).
+    """
+    scenes = [load_scene(p) for p in paths]
+    return render_scenes(scenes, [Path(p).stem for p in paths], options, device)

@@ -1,0 +1,372 @@
+"""Batched triangle rasterization in plain torch (same code on CPU and CUDA).
+
+Scenes of a batch have different triangle counts, so triangles are *packed*: one (T, ...) tensor for
+the whole batch plus `tri_scene` (T,), the image each triangle belongs to.
+
+Method (no Python loop over pixels or triangles): every triangle enumerates, row by row of its
+screen bounding box, the pixel centres of its span on that row (see `candidates`); an edge-function
+test keeps those inside; depth and triangle index are packed
+into one int64 key (float32 depth bits, positive floats order like their bits, in the high word; the
+triangle index in the low word) and `scatter_reduce(amin)` keeps the nearest per pixel. amin over
+int64 is exact, so the result does not depend on the order the atomics run in: same input, same
+output, also on CUDA. Ties in depth go to the lower triangle index.
+
+Frames: screen coordinates are pixels (x right, y down, origin at the top-left image corner; pixel
+(i, j) is sampled at its centre (j + 0.5, i + 0.5)); depth is camera z in meters for perspective
+views, light-space depth for orthographic shadow maps.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+_NO_HIT = torch.iinfo(torch.int64).max
+
+
+@dataclass(frozen=True)
+class Fragments:
+    """One surface sample per pixel (the nearest).
+
+    pix_to_face: (B, H, W) int64 index of the visible triangle in the *original* packed triangle
+      list (before near-plane clipping), -1 where nothing is hit.
+    zbuf: (B, H, W) float32 depth of the visible surface (camera z, meters), +inf where nothing.
+    bary_coords: (B, H, W, 3) float32 barycentric weights of that triangle's three corners at the
+      pixel centre, perspective-correct for perspective views; 0 where nothing is hit.
+    """
+
+    pix_to_face: torch.Tensor
+    zbuf: torch.Tensor
+    bary_coords: torch.Tensor
+
+
+@dataclass(frozen=True)
+class ScreenTriangles:
+    """Triangles ready to rasterize, after projection and near-plane clipping.
+
+    xyz: (T', 3, 3) float32 per corner (x px, y px, depth). face: (T',) int64 original triangle.
+    bary: (T', 3, 3) float32, row k = weights of corner k over the original triangle's corners
+      (identity for unclipped triangles). scene: (T',) int64 image index.
+    """
+
+    xyz: torch.Tensor
+    face: torch.Tensor
+    bary: torch.Tensor
+    scene: torch.Tensor
+
+
+def clip_near(cam: torch.Tensor, near: torch.Tensor, tri_scene: torch.Tensor):
+    """Clip camera-space triangles against the plane z = near (per triangle).
+
+    cam: (T, 3, 3) camera-frame corners (OpenCV axes, meters). near: (T,) per-triangle near distance.
+    Returns (cam' (T', 3, 3), face (T',), bary (T', 3, 3), scene (T',)): triangles fully behind are
+    dropped, triangles with one corner behind become two, with two corners behind one. Winding is
+    kept. `bary` rows express each new corner over the original corners, so attributes are looked up
+    on the original triangle.
+    """
+    dev = cam.device
+    t = cam.shape[0]
+    behind = cam[..., 2] < near[:, None]
+    nb = behind.sum(1)
+    eye = torch.eye(3, device=dev, dtype=cam.dtype)
+    keep = nb == 0
+    out_cam = [cam[keep]]
+    out_face = [torch.nonzero(keep).squeeze(1)]
+    out_bary = [eye.expand(int(out_face[0].numel()), 3, 3)]
+    for count in (1, 2):
+        sel = torch.nonzero(nb == count).squeeze(1)
+        if sel.numel() == 0:
+            continue
+        c = cam[sel]
+        b = behind[sel]
+        # rotate the corners so that the odd one out (behind for count 1, in front for 2) is first
+        odd = b if count == 1 else ~b
+        first = odd.to(torch.int64).argmax(1)
+        perm = (first[:, None] + torch.arange(3, device=dev)[None, :]) % 3  # (n, 3)
+        cp = torch.gather(c, 1, perm[:, :, None].expand(-1, 3, 3))
+        wp = eye[perm]  # (n, 3, 3) one-hot weights of the rotated corners
+        n_ = near[sel][:, None]
+        za, zb, zc = cp[:, 0, 2:3], cp[:, 1, 2:3], cp[:, 2, 2:3]
+        tab = (n_ - za) / (zb - za)
+        tac = (n_ - za) / (zc - za)
+        pab = cp[:, 0] + tab * (cp[:, 1] - cp[:, 0])
+        pac = cp[:, 0] + tac * (cp[:, 2] - cp[:, 0])
+        wab = wp[:, 0] + tab * (wp[:, 1] - wp[:, 0])
+        wac = wp[:, 0] + tac * (wp[:, 2] - wp[:, 0])
+        if count == 1:  # corner a behind: quad (ab, b, c, ac) -> (ab, b, c) + (ab, c, ac)
+            out_cam += [torch.stack([pab, cp[:, 1], cp[:, 2]], 1), torch.stack([pab, cp[:, 2], pac], 1)]
+            out_bary += [torch.stack([wab, wp[:, 1], wp[:, 2]], 1), torch.stack([wab, wp[:, 2], wac], 1)]
+            out_face += [sel, sel]
+        else:  # only corner a in front: (a, ab, ac)
+            out_cam.append(torch.stack([cp[:, 0], pab, pac], 1))
+            out_bary.append(torch.stack([wp[:, 0], wab, wac], 1))
+            out_face.append(sel)
+    face = torch.cat(out_face)
+    return torch.cat(out_cam), face, torch.cat(out_bary), tri_scene[face]
+
+
+def _edge_coefficients(xyz: torch.Tensor, perspective: bool):
+    """Per-triangle linear forms over the screen: (T, 3, 3) rows [w0, w1, q] as (A, B, C), value at
+    (x, y) = A x + B y + C. w0, w1 are screen-space barycentrics (w2 = 1 - w0 - w1); q is 1/z for
+    perspective (linear in screen space) or z for orthographic. Also returns a (T,) validity mask
+    (non-degenerate on screen)."""
+    # float64: corners just past the near plane project far outside the image (1e5+ px), where the
+    # float32 products below would cancel badly; T is small, so this costs nothing
+    xyz64 = xyz.double()
+    x, y, z = xyz64[..., 0], xyz64[..., 1], xyz64[..., 2]
+    x0, x1, x2 = x.unbind(1)
+    y0, y1, y2 = y.unbind(1)
+    area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+    valid = area.abs() > 1e-9
+    inv = torch.where(valid, 1.0 / torch.where(valid, area, torch.ones_like(area)), torch.zeros_like(area))
+    a0, b0, c0 = (y1 - y2) * inv, (x2 - x1) * inv, (x1 * y2 - x2 * y1) * inv
+    a1, b1, c1 = (y2 - y0) * inv, (x0 - x2) * inv, (x2 * y0 - x0 * y2) * inv
+    q = 1.0 / z if perspective else z
+    q0, q1, q2 = q.unbind(1)
+    # q(x, y) = w0 q0 + w1 q1 + (1 - w0 - w1) q2
+    aq = a0 * (q0 - q2) + a1 * (q1 - q2)
+    bq = b0 * (q0 - q2) + b1 * (q1 - q2)
+    cq = c0 * (q0 - q2) + c1 * (q1 - q2) + q2
+    coef = torch.stack([torch.stack([a0, b0, c0], -1), torch.stack([a1, b1, c1], -1),
+                        torch.stack([aq, bq, cq], -1)], 1)
+    return coef.float(), valid
+
+
+def _owners(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`repeat_interleave(arange(len(counts)), counts)` and the start offsets, via one cumsum.
+
+    Each item marks its start position; the running count of marks at position k is 1 + the owner
+    of k (empty items mark the same position as their successor and are overtaken). Several times
+    faster than repeat_interleave on CPU, and integer index_add is exact on every device.
+    """
+    start = torch.cumsum(counts, 0) - counts
+    total = int(counts.sum()) if counts.numel() else 0
+    marks = torch.zeros(total + 1, dtype=torch.int64, device=counts.device)
+    marks.index_add_(0, start, torch.ones_like(start))
+    return torch.cumsum(marks[:total], 0) - 1, start
+
+
+def _row_spans(coef, row_tri, tri_start, lo_x, hi_x, lo_y, x0: int, y0: int):
+    """Per bounding-box row: (first candidate column, canvas row, candidate count)."""
+    row_y = lo_y[row_tri] + torch.arange(row_tri.shape[0], device=row_tri.device) - tri_start[row_tri]
+    c = coef[row_tri]
+    fy = (row_y + y0).to(torch.float32) + 0.5
+    a = torch.stack([c[:, 0, 0], c[:, 1, 0], -c[:, 0, 0] - c[:, 1, 0]], 1)
+    v = torch.stack([c[:, 0, 1] * fy + c[:, 0, 2], c[:, 1, 1] * fy + c[:, 1, 2],
+                     1.0 - (c[:, 0, 1] + c[:, 1, 1]) * fy - c[:, 0, 2] - c[:, 1, 2]], 1)
+    # edge i: a_i x + v_i >= 0 bounds x from below (a_i > 0) or above (a_i < 0)
+    eps = 1e-12
+    safe = torch.where(a.abs() > eps, a, torch.ones_like(a))
+    root = (-v / safe).clamp(-1e7, 1e7)
+    big = torch.full_like(root, 1e7)
+    lo = torch.where(a > eps, root, -big).amax(1)
+    hi = torch.where(a < -eps, root, big).amin(1)
+    never = ((a.abs() <= eps) & (v < 0)).any(1)
+    c_lo = torch.maximum(torch.ceil(lo - 0.5 - x0).to(torch.int64) - 1, lo_x[row_tri])
+    c_hi = torch.minimum(torch.floor(hi - 0.5 - x0).to(torch.int64) + 2, hi_x[row_tri])
+    row_w = torch.where(never, torch.zeros_like(c_lo), (c_hi - c_lo).clamp(min=0))
+    return c_lo, row_y, row_w
+
+
+def candidates(xyz: torch.Tensor, coef: torch.Tensor, valid: torch.Tensor, height: int, width: int,
+               x0: int = 0, y0: int = 0, compiled: bool = False):
+    """Pixel candidates of each triangle on the canvas [x0, x0+width) x [y0, y0+height) (image pixels).
+
+    Two levels, both vectorised: each triangle yields the rows of its bounding box, each row the
+    columns of the triangle's exact span on that row (from the edge functions, widened by one pixel
+    against rounding; the inside test decides). Thin or diagonal triangles (roads, walls in
+    perspective) thus cost about their area, not their bounding box.
+
+    xyz: (T, 3, 3) screen corners; coef: (T, 3, 3) from `_edge_coefficients`. Returns the tuple
+    `cand` = (row (N,), row_start, row_x, row_y, row_tri (R,)) that `_pixels` expands into
+    (tri, px, py) canvas indices. Triangles with `valid` False give none.
+    """
+    xs, ys = xyz[..., 0] - x0, xyz[..., 1] - y0
+    # pixel j is sampled at j + 0.5: the covered columns are ceil(xmin - 0.5) .. floor(xmax - 0.5)
+    lo_x = torch.ceil(xs.amin(1) - 0.5).clamp(0, width).to(torch.int64)
+    hi_x = (torch.floor(xs.amax(1) - 0.5) + 1).clamp(0, width).to(torch.int64)
+    lo_y = torch.ceil(ys.amin(1) - 0.5).clamp(0, height).to(torch.int64)
+    hi_y = (torch.floor(ys.amax(1) - 0.5) + 1).clamp(0, height).to(torch.int64)
+    nrow = torch.where(valid & (hi_x > lo_x), (hi_y - lo_y).clamp(min=0), torch.zeros_like(lo_y))
+    row_tri, tri_start = _owners(nrow)
+    c_lo, row_y, row_w = kernel(_row_spans, compiled)(coef, row_tri, tri_start, lo_x, hi_x, lo_y, x0, y0)
+    row, row_start = _owners(row_w)
+    return row, row_start, c_lo, row_y, row_tri
+
+
+def _pixels(row, row_start, row_x, row_y, row_tri):
+    """Expand `candidates` output: (tri (N,), px (N,), py (N,)) canvas pixel indices."""
+    k = torch.arange(row.shape[0], device=row.device) - row_start[row]
+    return row_tri[row], row_x[row] + k, row_y[row]
+
+
+_COMPILED: dict = {}
+_SCRATCH = 4096  # scratch cells for rejected candidates in `coverage`
+
+
+def kernel(fn, compiled: bool):
+    """`fn`, or its `torch.compile`d version (cached per function; shapes are dynamic).
+
+    If compilation fails (no C++ compiler / Triton on the machine), warn once and run `fn` eagerly
+    from then on; a genuine error in `fn` then surfaces from the eager call.
+    """
+    if not compiled:
+        return fn
+    k = _COMPILED.get(fn)
+    if k is None:
+        comp = torch.compile(fn, dynamic=True)
+
+        def k(*args):
+            if _COMPILED.get(fn) is fn:
+                return fn(*args)
+            try:
+                return comp(*args)
+            except Exception as e:  # any backend failure: fall back to eager
+                msg = str(e).splitlines()[0] if str(e) else ""
+                warnings.warn(f"torch.compile of {fn.__name__} failed ({type(e).__name__}: {msg}); running it eagerly")
+                _COMPILED[fn] = fn
+                return fn(*args)
+
+        _COMPILED[fn] = k
+    return k
+
+
+def _keys(coef, cand, tri_scene, zmin, zmax, height: int, width: int, perspective: bool):
+    """Candidate -> (int64 depth|triangle key or _NO_HIT, flat pixel index). Elementwise, fusable."""
+    tri, px, py = _pixels(*cand)
+    fx = px.to(torch.float32) + 0.5
+    fy = py.to(torch.float32) + 0.5
+    c = coef[tri]
+    w0 = c[:, 0, 0] * fx + c[:, 0, 1] * fy + c[:, 0, 2]
+    w1 = c[:, 1, 0] * fx + c[:, 1, 1] * fy + c[:, 1, 2]
+    q = c[:, 2, 0] * fx + c[:, 2, 1] * fy + c[:, 2, 2]
+    z = 1.0 / q if perspective else q
+    scene = tri_scene[tri]
+    ok = (w0 >= 0) & (w1 >= 0) & (1.0 - w0 - w1 >= 0) & (z > 0) & (z >= zmin[scene]) & (z <= zmax[scene])
+    zbits = z.view(torch.int32).to(torch.int64)
+    key = torch.where(ok, (zbits << 32) | tri, torch.full_like(tri, _NO_HIT))
+    return key, (scene * height + py) * width + px
+
+
+def _resolve(zb, coef, face_of, xyz, bary_of, height: int, width: int, perspective: bool, compute_bary: bool):
+    """Winning keys (P,) -> (face (P,), depth (P,), bary (P, 3) or empty)."""
+    hit = zb != _NO_HIT
+    win = torch.where(hit, zb & 0xFFFFFFFF, torch.zeros_like(zb))
+    depth = (zb >> 32).to(torch.int32).view(torch.float32)
+    depth = torch.where(hit, depth, torch.full_like(depth, float("inf")))
+    face = torch.where(hit, face_of[win], torch.full_like(win, -1))
+    if not compute_bary:
+        return face, depth, torch.empty(0, device=zb.device)
+    idx = torch.arange(zb.shape[0], device=zb.device)
+    cx = (idx % width).to(torch.float32) + 0.5
+    cy = (torch.div(idx, width, rounding_mode="floor") % height).to(torch.float32) + 0.5
+    c = coef[win]
+    w0 = c[:, 0, 0] * cx + c[:, 0, 1] * cy + c[:, 0, 2]
+    w1 = c[:, 1, 0] * cx + c[:, 1, 1] * cy + c[:, 1, 2]
+    w2 = 1.0 - w0 - w1
+    if perspective:  # perspective-correct: weight by 1/z of the corners, renormalise
+        zc = xyz[win, :, 2]
+        w0, w1, w2 = w0 / zc[:, 0], w1 / zc[:, 1], w2 / zc[:, 2]
+        s = w0 + w1 + w2
+        w0, w1, w2 = w0 / s, w1 / s, w2 / s
+    m = bary_of[win]  # (P, 3, 3): sub-triangle corners over the original triangle's corners
+    b = w0[:, None] * m[:, 0] + w1[:, None] * m[:, 1] + w2[:, None] * m[:, 2]
+    return face, depth, torch.where(hit[:, None], b, torch.zeros_like(b))
+
+
+def rasterize(tris: ScreenTriangles, batch: int, height: int, width: int, *, perspective: bool = True,
+              zmin: torch.Tensor | None = None, zmax: torch.Tensor | None = None,
+              compute_bary: bool = True, compiled: bool = False) -> Fragments:
+    """Z-buffer `tris` into `batch` images of `height` x `width`.
+
+    zmin, zmax: optional (batch,) depth range per image (clipping range); depths outside are
+    rejected. For orthographic views depths must be > 0 (the int64 key needs positive floats).
+    compute_bary: False skips barycentrics (shadow maps need depth only); bary_coords is then empty.
+    compiled: run the per-candidate and per-pixel arithmetic through `torch.compile`.
+    """
+    dev = tris.xyz.device
+    if tris.xyz.shape[0] == 0:  # nothing in front of the camera(s)
+        return Fragments(torch.full((batch, height, width), -1, dtype=torch.int64, device=dev),
+                         torch.full((batch, height, width), float("inf"), device=dev),
+                         torch.zeros((batch, height, width, 3), device=dev) if compute_bary else torch.empty(0, device=dev))
+    coef, valid = _edge_coefficients(tris.xyz, perspective)
+    cand = candidates(tris.xyz, coef, valid, height, width, compiled=compiled)
+    if zmin is None:
+        zmin = torch.zeros(batch, device=dev)
+    if zmax is None:
+        zmax = torch.full((batch,), float("inf"), device=dev)
+    key, pix = kernel(_keys, compiled)(coef, cand, tris.scene, zmin, zmax, height, width, perspective)
+    zb = torch.full((batch * height * width,), _NO_HIT, dtype=torch.int64, device=dev)
+    zb.scatter_reduce_(0, pix, key, reduce="amin", include_self=True)
+    face, depth, bary = kernel(_resolve, compiled)(zb, coef, tris.face, tris.xyz, tris.bary, height, width,
+                                                   perspective, compute_bary)
+    if compute_bary:
+        bary = bary.view(batch, height, width, 3)
+    return Fragments(face.view(batch, height, width), depth.view(batch, height, width), bary)
+
+
+def _cover_index(coef, cand, grp, g_lo_x, g_lo_y, g_w, g_off, margin_x: int, margin_y: int,
+                 height: int, width: int, dump: int):
+    """Candidate -> (cell index in the per-group bounding-box table or `dump`, cell value: 2 inside
+    the image, 1 outside it)."""
+    tri, px, py = _pixels(*cand)
+    fx = (px - margin_x).to(torch.float32) + 0.5
+    fy = (py - margin_y).to(torch.float32) + 0.5
+    c = coef[tri]
+    w0 = c[:, 0, 0] * fx + c[:, 0, 1] * fy + c[:, 0, 2]
+    w1 = c[:, 1, 0] * fx + c[:, 1, 1] * fy + c[:, 1, 2]
+    inside = (w0 >= 0) & (w1 >= 0) & (1.0 - w0 - w1 >= 0)
+    g = grp[tri]
+    cell = g_off[g] + (py - g_lo_y[g]) * g_w[g] + (px - g_lo_x[g])
+    in_img = (px >= margin_x) & (px < margin_x + width) & (py >= margin_y) & (py < margin_y + height)
+    # rejected candidates go to a spread-out scratch area after the table: on a GPU, millions of
+    # stores to one address would serialise
+    scratch = dump + (px + py * 131) % _SCRATCH
+    return torch.where(inside, cell, scratch), torch.where(in_img, 2, 1).to(torch.uint8)
+
+
+def coverage(tris: ScreenTriangles, tri_group: torch.Tensor, groups: int, height: int, width: int,
+             margin_x: int, margin_y: int, perspective: bool = True,
+             compiled: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixels each group of triangles covers *alone* (no depth test), on the image and on a canvas
+    enlarged by `margin_x` / `margin_y` pixels on every side.
+
+    tri_group: (T',) int64 group (instance) index per triangle in [0, groups), -1 = ignore.
+    Returns (in_image (groups,) int64, on_canvas (groups,) int64) pixel counts. A pixel covered by
+    several triangles of a group counts once: each group gets a byte table over its screen bounding
+    box (clamped to the canvas), candidates mark their cell with 2 (inside the image) or 1 (outside);
+    every write to a cell writes the same value, so no atomics are needed and the result is exact.
+    """
+    dev = tris.xyz.device
+    sel = tri_group >= 0
+    xyz, grp = tris.xyz[sel], tri_group[sel]
+    hc, wc = height + 2 * margin_y, width + 2 * margin_x
+    coef, valid = _edge_coefficients(xyz, perspective)
+    cand = candidates(xyz, coef, valid, hc, wc, -margin_x, -margin_y, compiled=compiled)
+    # per-group pixel bounding box on the canvas (same rounding as `candidates`)
+    xs, ys = xyz[..., 0] + margin_x, xyz[..., 1] + margin_y
+    inf = torch.full((groups,), float("inf"), device=dev)
+    lo_x = inf.scatter_reduce(0, grp, xs.amin(1), "amin")
+    hi_x = (-inf).scatter_reduce(0, grp, xs.amax(1), "amax")
+    lo_y = inf.scatter_reduce(0, grp, ys.amin(1), "amin")
+    hi_y = (-inf).scatter_reduce(0, grp, ys.amax(1), "amax")
+    empty = ~torch.isfinite(lo_x)
+    lo_x = torch.where(empty, 0.0, torch.ceil(lo_x - 0.5)).clamp(0, wc).to(torch.int64)
+    hi_x = torch.where(empty, 0.0, torch.floor(hi_x - 0.5) + 1).clamp(0, wc).to(torch.int64)
+    lo_y = torch.where(empty, 0.0, torch.ceil(lo_y - 0.5)).clamp(0, hc).to(torch.int64)
+    hi_y = torch.where(empty, 0.0, torch.floor(hi_y - 0.5) + 1).clamp(0, hc).to(torch.int64)
+    g_w = (hi_x - lo_x).clamp(min=0)
+    cells = g_w * (hi_y - lo_y).clamp(min=0)
+    g_off = torch.cumsum(cells, 0) - cells
+    total = int(cells.sum()) if groups else 0
+    flat, val = kernel(_cover_index, compiled)(coef, cand, grp, lo_x, lo_y, g_w, g_off,
+                                               margin_x, margin_y, height, width, total)
+    table = torch.zeros(total + _SCRATCH, dtype=torch.uint8, device=dev)
+    table[flat] = val
+    cell_group = torch.repeat_interleave(torch.arange(groups, device=dev), cells)
+    t = table[:total]
+    on_canvas = torch.zeros(groups, dtype=torch.int64, device=dev).index_add_(0, cell_group, (t > 0).to(torch.int64))
+    in_image = torch.zeros(groups, dtype=torch.int64, device=dev).index_add_(0, cell_group, (t == 2).to(torch.int64))
+    return in_image, on_canvas

@@ -1,0 +1,711 @@
+"""Read any valid USD stage into plain numpy scene arrays for the rasterizer.
+
+`load_scene(path) -> SceneData`. Everything in a `SceneData` is in sim2sg's world frame: right-handed,
++Z up, meters. Stages with `upAxis = "Y"` are rotated +90 degrees about X (Y-up -> Z-up) and every
+length is multiplied by the stage's `metersPerUnit`, so depth comes out in meters for any stage.
+
+What is read:
+- Geometry: UsdGeom.Mesh (polygons fan-triangulated; `primvars:st` and normals with constant,
+  uniform, vertex/varying or faceVarying interpolation, indexed or not), and the primitive shapes
+  Cube, Sphere, Cylinder, Cone, Capsule (tessellated; size/radius/height/axis respected). World-space
+  triangles through `UsdGeom.XformCache`. Invisible prims and purposes `proxy`/`guide` are skipped.
+- Materials: the bound UsdPreviewSurface (`ComputeBoundMaterial`): diffuseColor constant or from a
+  UsdUVTexture (file resolved relative to its layer, `scale` as a tint, wrapS/wrapT, optional
+  UsdTransform2d on st, UsdPrimvarReader_float2 varname), roughness, metallic. Unbound gprims use
+  `primvars:displayColor` (else grey 0.5).
+- Lights: DistantLight (direction = local -Z in world), DomeLight (uniform ambient; its texture is
+  ignored), SphereLight (position, radius). Radiance = color * intensity * 2^exposure. A stage without
+  lights gets a default head light plus ambient (see `_DEFAULT_*`).
+- Camera: the first UsdGeom.Camera in traversal order (or the one named by `camera=`).
+- Instances: every prim with a class label (UsdSemantics.LabelsAPI `class` or legacy Omniverse
+  `semantic:*:params:semanticData` with semanticType "class") is one instance with all gprims below
+  it; unlabelled gprims are background (instance 0).
+
+Degenerate triangles (zero area, e.g. repeated indices) are dropped silently; a stage whose
+geometry is empty after that is an `InputError` ("no geometry"). NaN/inf points are an `InputError`
+naming the prim, as are a missing camera and a missing texture file.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pxr import Gf, Sdf, Usd, UsdGeom, UsdLux, UsdShade
+
+from ..camera import Camera
+from ..errors import InputError
+
+# Tessellation of the primitive shapes: segments around the axis, rings from pole to pole.
+SEGMENTS = 32
+RINGS = 16
+
+_DEFAULT_COLOR = (0.5, 0.5, 0.5)
+_DEFAULT_ROUGHNESS = 0.5
+_DEFAULT_METALLIC = 0.0
+_DEFAULT_LIGHT = 1.0  # head light radiance when a stage has no light at all
+_DEFAULT_AMBIENT = 0.3
+
+WRAP_REPEAT, WRAP_CLAMP, WRAP_MIRROR = 0, 1, 2
+_WRAP = {"repeat": WRAP_REPEAT, "clamp": WRAP_CLAMP, "black": WRAP_CLAMP, "mirror": WRAP_MIRROR,
+         "useMetadata": WRAP_REPEAT}
+
+
+@dataclass(frozen=True)
+class CameraRig:
+    """A stage camera in the world frame (+Z up, meters), independent of the image size.
+
+    rotation: (3, 3) world-to-camera rotation, rows = camera x (right), y (down), z (forward) axes
+    in world coordinates (OpenCV convention; USD cameras look down local -Z with +Y up).
+    position: (3,) eye in world meters. focal_length, h_aperture, v_aperture, h_offset, v_offset:
+    USD lens values (same unit, only ratios matter). near, far: clipping range in meters.
+    """
+
+    rotation: np.ndarray
+    position: np.ndarray
+    focal_length: float
+    h_aperture: float
+    v_aperture: float
+    h_offset: float
+    v_offset: float
+    near: float
+    far: float
+
+    def intrinsics(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """(fx, fy, cx, cy) in pixels for a `width` x `height` image (aspect from the apertures)."""
+        fx = self.focal_length / self.h_aperture * width
+        fy = self.focal_length / self.v_aperture * height
+        cx = width / 2.0 - self.h_offset * width / self.h_aperture
+        cy = height / 2.0 + self.v_offset * height / self.v_aperture
+        return fx, fy, cx, cy
+
+    def camera(self, width: int, height: int) -> Camera:
+        """The `sim2sg.camera.Camera` of this rig (look_at = 1 m along the optical axis).
+
+        `Camera` has no roll: a rolled USD camera renders correctly (the rasterizer uses `rotation`)
+        but its `Camera` is the unrolled one.
+        """
+        fx, fy, cx, cy = self.intrinsics(width, height)
+        eye = self.position.astype(np.float64)
+        look = eye + self.rotation[2].astype(np.float64)
+        return Camera(int(width), int(height), float(fx), float(fy), float(cx), float(cy),
+                      tuple(float(v) for v in eye), tuple(float(v) for v in look),
+                      float(self.near), float(self.far))
+
+
+@dataclass(frozen=True)
+class SceneData:
+    """One stage as world-space triangle soup plus materials, lights, camera and instances.
+
+    Triangles (F of them), world frame +Z up, meters:
+      tri_pos (F, 3, 3) float32 corner positions; tri_normal (F, 3, 3) float32 unit corner normals
+      (flat face normals where the stage has none); tri_uv (F, 3, 2) float32 texture coordinates
+      (after any UsdTransform2d; zeros where absent); tri_material (F,) int32 index into mat_*;
+      tri_instance (F,) int32, 0 = background, k = instance k (row k - 1 of inst_*).
+    Materials (M):
+      mat_color (M, 3) float32 linear diffuse colour (the texture tint when textured);
+      mat_roughness, mat_metallic (M,) float32 in [0, 1]; mat_texture (M,) int32 index into
+      `textures` or -1; mat_wrap (M, 2) int32 (s, t) wrap modes WRAP_REPEAT/CLAMP/MIRROR.
+    textures: tuple of (h, w, 3) float32 linear-RGB images (row 0 = top, i.e. v = 1);
+      texture_keys: their resolved file paths (cache keys).
+    Lights: distant_dir (L, 3) unit direction the light travels; distant_rgb (L, 3) radiance;
+      sphere_pos (S, 3) meters, sphere_radius (S,) meters, sphere_rgb (S, 3); ambient (3,) dome
+      radiance (also the background colour).
+    rig: the camera. Instances (N): inst_path (prim paths), inst_label (class names),
+      inst_category_id (N,) int32 1-based into `categories`, inst_object_id (N,) int64 graph node id
+      (instance index for foreign stages).
+    categories, predicates: vocabularies (the stage's sim2sg lists, else sorted label names / ()).
+    graph: the stage's scene graph (networkx) or None; env: environment name or None.
+    source: the stage path.
+    """
+
+    tri_pos: np.ndarray
+    tri_normal: np.ndarray
+    tri_uv: np.ndarray
+    tri_material: np.ndarray
+    tri_instance: np.ndarray
+    mat_color: np.ndarray
+    mat_roughness: np.ndarray
+    mat_metallic: np.ndarray
+    mat_texture: np.ndarray
+    mat_wrap: np.ndarray
+    textures: tuple
+    texture_keys: tuple
+    distant_dir: np.ndarray
+    distant_rgb: np.ndarray
+    sphere_pos: np.ndarray
+    sphere_radius: np.ndarray
+    sphere_rgb: np.ndarray
+    ambient: np.ndarray
+    rig: CameraRig
+    inst_path: tuple
+    inst_label: tuple
+    inst_category_id: np.ndarray
+    inst_object_id: np.ndarray
+    categories: tuple
+    predicates: tuple
+    graph: object = None
+    env: str | None = None
+    source: str = ""
+
+    @property
+    def num_instances(self) -> int:
+        return len(self.inst_path)
+
+    def camera(self, width: int, height: int) -> Camera:
+        return self.rig.camera(width, height)
+
+
+# ---- primitive tessellation (unit shapes about the Z axis, numpy) ---------------------------------
+def _grid_tris(rows: int, cols: int, closed_u: bool = True) -> np.ndarray:
+    """Triangles of a (rows+1) x (cols+1) vertex grid, (2 * rows * cols, 3) vertex indices."""
+    r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    a = r * (cols + 1) + c
+    b = a + 1
+    d = a + (cols + 1)
+    e = d + 1
+    return np.concatenate([np.stack([a, d, b], -1).reshape(-1, 3), np.stack([b, d, e], -1).reshape(-1, 3)])
+
+
+def _revolve(profile_r: np.ndarray, profile_z: np.ndarray, n_r: np.ndarray, n_z: np.ndarray):
+    """Surface of revolution about +Z: profile (K,) radii/heights with profile normals (K,) in the
+    (r, z) plane. Returns (V, 3) points, (V, 3) normals, (V, 2) uv, (T, 3) triangles."""
+    k = len(profile_r)
+    phi = np.linspace(0.0, 2 * np.pi, SEGMENTS + 1)
+    cp, sp = np.cos(phi)[None, :], np.sin(phi)[None, :]
+    pts = np.stack([profile_r[:, None] * cp, profile_r[:, None] * sp, np.broadcast_to(profile_z[:, None], (k, SEGMENTS + 1))], -1)
+    nrm = np.stack([n_r[:, None] * cp, n_r[:, None] * sp, np.broadcast_to(n_z[:, None], (k, SEGMENTS + 1))], -1)
+    u = np.broadcast_to((phi / (2 * np.pi))[None, :], (k, SEGMENTS + 1))
+    v = np.broadcast_to(np.linspace(0.0, 1.0, k)[:, None], (k, SEGMENTS + 1))
+    uv = np.stack([u, v], -1)
+    tris = _grid_tris(k - 1, SEGMENTS)
+    return pts.reshape(-1, 3), nrm.reshape(-1, 3), uv.reshape(-1, 2), tris
+
+
+def _disc(z: float, radius: float, up: bool):
+    phi = np.linspace(0.0, 2 * np.pi, SEGMENTS, endpoint=False)
+    rim = np.stack([radius * np.cos(phi), radius * np.sin(phi), np.full(SEGMENTS, z)], -1)
+    pts = np.concatenate([[[0.0, 0.0, z]], rim])
+    nrm = np.tile([0.0, 0.0, 1.0 if up else -1.0], (SEGMENTS + 1, 1))
+    uv = np.concatenate([[[0.5, 0.5]], 0.5 + 0.5 * np.stack([np.cos(phi), np.sin(phi)], -1)])
+    i = np.arange(SEGMENTS)
+    tris = np.stack([np.zeros(SEGMENTS, int), 1 + i, 1 + (i + 1) % SEGMENTS], -1)
+    if not up:
+        tris = tris[:, [0, 2, 1]]
+    return pts, nrm, uv, tris
+
+
+def _merge(parts):
+    pts, nrm, uv, tris, off = [], [], [], [], 0
+    for p, n, u, t in parts:
+        pts.append(p); nrm.append(n); uv.append(u); tris.append(t + off); off += len(p)
+    return np.concatenate(pts), np.concatenate(nrm), np.concatenate(uv), np.concatenate(tris)
+
+
+def _cube(size: float):
+    h = size / 2.0
+    parts = []
+    for axis in range(3):
+        for sgn in (-1.0, 1.0):
+            n = np.zeros(3); n[axis] = sgn
+            a1, a2 = [(axis + 1) % 3, (axis + 2) % 3]
+            p = np.zeros((4, 3))
+            p[:, axis] = sgn * h
+            p[:, a1] = [-h, h, h, -h]
+            p[:, a2] = [-h, -h, h, h]
+            tris = np.array([[0, 1, 2], [0, 2, 3]]) if sgn > 0 else np.array([[0, 2, 1], [0, 3, 2]])
+            parts.append((p, np.tile(n, (4, 1)), np.array([[0, 0], [1, 0], [1, 1], [0, 1]], float), tris))
+    return _merge(parts)
+
+
+def _sphere(radius: float):
+    lat = np.linspace(-np.pi / 2, np.pi / 2, RINGS + 1)
+    return _revolve(radius * np.cos(lat), radius * np.sin(lat), np.cos(lat), np.sin(lat))
+
+
+def _cylinder(radius: float, height: float):
+    h = height / 2.0
+    side = _revolve(np.array([radius, radius]), np.array([-h, h]), np.ones(2), np.zeros(2))
+    return _merge([side, _disc(-h, radius, False), _disc(h, radius, True)])
+
+
+def _cone(radius: float, height: float):
+    h = height / 2.0
+    s = math.hypot(radius, height)
+    # apex ring at radius 0 (several vertices so each segment gets its own apex normal)
+    side = _revolve(np.array([radius, 0.0]), np.array([-h, h]), np.full(2, height / s), np.full(2, radius / s))
+    return _merge([side, _disc(-h, radius, False)])
+
+
+def _capsule(radius: float, height: float):
+    h = height / 2.0
+    lat_lo = np.linspace(-np.pi / 2, 0.0, RINGS // 2 + 1)
+    lat_hi = np.linspace(0.0, np.pi / 2, RINGS // 2 + 1)
+    r = np.concatenate([radius * np.cos(lat_lo), radius * np.cos(lat_hi)])
+    z = np.concatenate([-h + radius * np.sin(lat_lo), h + radius * np.sin(lat_hi)])
+    nr = np.concatenate([np.cos(lat_lo), np.cos(lat_hi)])
+    nz = np.concatenate([np.sin(lat_lo), np.sin(lat_hi)])
+    return _revolve(r, z, nr, nz)
+
+
+def _axis_matrix(axis: str) -> np.ndarray:
+    """Maps the unit shapes' +Z axis onto the prim's `axis` (rows: new coordinates)."""
+    if axis == "X":
+        return np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]], float)  # z -> x, x -> y, y -> z
+    if axis == "Y":
+        return np.array([[0, 1, 0], [0, 0, 1], [1, 0, 0]], float)  # z -> y
+    return np.eye(3)
+
+
+# ---- the reader ------------------------------------------------------------------------------
+class _Reader:
+    def __init__(self, path: Path, camera_name: str | None, stage: "Usd.Stage | None" = None):
+        self.path = path
+        self.camera_name = camera_name
+        self.stage = stage if stage is not None else Usd.Stage.Open(str(path))
+        if self.stage is None:
+            raise InputError(path, "", "cannot open as a USD stage")
+        up = UsdGeom.GetStageUpAxis(self.stage)
+        mpu = float(UsdGeom.GetStageMetersPerUnit(self.stage))
+        rot = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], float) if up == "Y" else np.eye(3)
+        self.rot = rot  # stage axes -> Z-up axes
+        self.mpu = mpu
+        self.conv = rot * mpu  # stage coordinates -> world meters (column vectors: conv @ p)
+        self.xc = UsdGeom.XformCache(Usd.TimeCode.Default())
+        self.materials: dict[str, int] = {}
+        self.mat_rows: list[tuple] = []
+        self.textures: list[np.ndarray] = []
+        self.texture_index: dict[str, int] = {}
+        self.owner_cache: dict[str, int] = {}
+        self.inst_paths: list[str] = []
+        self.inst_labels: list[str] = []
+        self.inst_ids: list[int | None] = []
+
+    # -- helpers
+    def world(self, prim) -> np.ndarray:
+        """(4, 4) row-vector local-to-world matrix of `prim` in stage units (USD convention)."""
+        return np.array(self.xc.GetLocalToWorldTransform(prim), dtype=np.float64)
+
+    def to_world_points(self, m: np.ndarray, p: np.ndarray) -> np.ndarray:
+        ph = p @ m[:3, :3] + m[3, :3]
+        return ph @ self.conv.T
+
+    def to_world_normals(self, m: np.ndarray, n: np.ndarray) -> np.ndarray:
+        inv_t = np.linalg.inv(m[:3, :3]).T
+        out = n @ inv_t @ self.rot.T
+        return out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+
+    @staticmethod
+    def class_label(prim) -> str | None:
+        a = prim.GetAttribute("semantics:labels:class")
+        if a and a.HasValue():
+            v = a.Get()
+            if v is not None and len(v) > 0:
+                return str(v[0])
+        for attr in prim.GetAttributes():
+            name = attr.GetName()
+            if name.startswith("semantic:") and name.endswith(":params:semanticData"):
+                typ = prim.GetAttribute(name.replace(":semanticData", ":semanticType"))
+                if typ and typ.Get() == "class" and attr.Get():
+                    return str(attr.Get())
+        return None
+
+    def owner(self, prim) -> int:
+        """Instance index (1-based) of the nearest labelled ancestor-or-self, 0 = background."""
+        chain = []
+        p = prim
+        result = 0
+        while p and p.GetPath() != Sdf.Path.absoluteRootPath:
+            key = str(p.GetPath())
+            if key in self.owner_cache:
+                result = self.owner_cache[key]
+                break
+            label = self.class_label(p)
+            if label is not None:
+                self.inst_paths.append(key)
+                self.inst_labels.append(label)
+                sid = p.GetCustomDataByKey("sim2sg:id")
+                self.inst_ids.append(None if sid is None else int(sid))
+                result = len(self.inst_paths)
+                self.owner_cache[key] = result
+                break
+            chain.append(key)
+            p = p.GetParent()
+        for key in chain:
+            self.owner_cache[key] = result
+        return result
+
+    # -- materials
+    def texture(self, shader, field_name: str) -> int:
+        inp = shader.GetInput("file")
+        asset = inp.Get() if inp else None
+        if asset is None or not asset.path:
+            raise InputError(self.path, field_name, "UsdUVTexture without a file")
+        resolved = asset.resolvedPath
+        if not resolved:
+            # resolve relative to the layer that authored the attribute
+            for spec in inp.GetAttr().GetPropertyStack(Usd.TimeCode.Default()):
+                cand = Path(spec.layer.realPath).parent / asset.path if spec.layer.realPath else None
+                if cand is not None and cand.is_file():
+                    resolved = str(cand)
+                    break
+        if not resolved or not Path(resolved).is_file():
+            raise InputError(self.path, field_name, f"texture file not found: {asset.path}")
+        if resolved not in self.texture_index:
+            img = cv2.imread(resolved, cv2.IMREAD_UNCHANGED)
+            if img is None:
+                raise InputError(self.path, field_name, f"cannot read texture file: {resolved}")
+            if img.ndim == 2:
+                img = np.repeat(img[:, :, None], 3, axis=2)
+            img = img[:, :, :3][:, :, ::-1]  # BGR(A) -> RGB
+            scale = 255.0 if img.dtype == np.uint8 else 65535.0 if img.dtype == np.uint16 else 1.0
+            srgb = img.astype(np.float32) / scale
+            cs = shader.GetInput("sourceColorSpace")
+            space = cs.Get() if cs else None
+            if space != "raw" and img.dtype in (np.uint8, np.uint16):
+                srgb = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+            self.texture_index[resolved] = len(self.textures)
+            self.textures.append(np.ascontiguousarray(srgb, dtype=np.float32))
+        return self.texture_index[resolved]
+
+    def material(self, prim) -> tuple[int, str, tuple | None]:
+        """(material row, uv primvar name, UsdTransform2d (scale, rotation deg, translation) or None)."""
+        mat, _ = UsdShade.MaterialBindingAPI(prim).ComputeBoundMaterial()
+        if not mat:
+            pv = UsdGeom.PrimvarsAPI(prim).GetPrimvar("displayColor")
+            col = _DEFAULT_COLOR
+            if pv and pv.HasValue():
+                v = np.asarray(pv.ComputeFlattened(), dtype=np.float64).reshape(-1, 3)
+                if len(v):
+                    col = tuple(v.mean(0))
+            key = f"displayColor:{col}"
+            if key not in self.materials:
+                self.materials[key] = (len(self.mat_rows), "st", None)
+                self.mat_rows.append((col, _DEFAULT_ROUGHNESS, _DEFAULT_METALLIC, -1, (0, 0)))
+            return self.materials[key]
+        key = str(mat.GetPath())
+        cached = self.materials.get(key)
+        if cached is not None:
+            return cached
+        color, rough, metal, tex, wrap = _DEFAULT_COLOR, _DEFAULT_ROUGHNESS, _DEFAULT_METALLIC, -1, (0, 0)
+        varname, xform = "st", None
+        surf = mat.ComputeSurfaceSource()[0]
+        if surf:
+            def const(name, default):
+                inp = surf.GetInput(name)
+                if not inp:
+                    return default
+                if inp.HasConnectedSource():
+                    return default
+                v = inp.Get()
+                return default if v is None else v
+            d = surf.GetInput("diffuseColor")
+            if d and d.HasConnectedSource():
+                src = d.GetConnectedSource()[0]
+                tshader = UsdShade.Shader(src.GetPrim())
+                if tshader.GetIdAttr().Get() == "UsdUVTexture":
+                    fname = f"{key}.diffuseColor"
+                    tex = self.texture(tshader, fname)
+                    sc = tshader.GetInput("scale")
+                    s = sc.Get() if sc and sc.Get() is not None else (1, 1, 1, 1)
+                    color = (float(s[0]), float(s[1]), float(s[2]))
+                    ws, wt = tshader.GetInput("wrapS"), tshader.GetInput("wrapT")
+                    wrap = (_WRAP.get(ws.Get() if ws and ws.Get() else "repeat", 0),
+                            _WRAP.get(wt.Get() if wt and wt.Get() else "repeat", 0))
+                    st = tshader.GetInput("st")
+                    if st and st.HasConnectedSource():
+                        node = UsdShade.Shader(st.GetConnectedSource()[0].GetPrim())
+                        if node.GetIdAttr().Get() == "UsdTransform2d":
+                            def g(n, dflt):
+                                i = node.GetInput(n)
+                                v = i.Get() if i else None
+                                return dflt if v is None else v
+                            xform = (tuple(g("scale", (1.0, 1.0))), float(g("rotation", 0.0)),
+                                     tuple(g("translation", (0.0, 0.0))))
+                            inp = node.GetInput("in")
+                            node = UsdShade.Shader(inp.GetConnectedSource()[0].GetPrim()) if inp and inp.HasConnectedSource() else None
+                        if node is not None:
+                            vn = node.GetInput("varname")
+                            if vn and vn.Get():
+                                varname = str(vn.Get())
+                else:
+                    color = tuple(const("diffuseColor", _DEFAULT_COLOR))
+            else:
+                color = tuple(const("diffuseColor", _DEFAULT_COLOR))
+            rough = float(const("roughness", _DEFAULT_ROUGHNESS))
+            metal = float(const("metallic", _DEFAULT_METALLIC))
+        self.mat_rows.append((tuple(float(c) for c in color), rough, metal, tex, wrap))
+        result = (len(self.mat_rows) - 1, varname, xform)
+        self.materials[key] = result
+        return result
+
+    # -- geometry
+    def primvar_corners(self, gprim, name: str, corner_v: np.ndarray, corner_fv: np.ndarray,
+                        corner_face: np.ndarray, width: int) -> np.ndarray | None:
+        """Values of primvar `name` at the triangle corners, (T, 3, width), or None."""
+        pv = UsdGeom.PrimvarsAPI(gprim).GetPrimvar(name)
+        if not pv or not pv.HasValue():
+            return None
+        vals = pv.ComputeFlattened()
+        if vals is None:
+            return None
+        vals = np.asarray(vals, dtype=np.float64).reshape(-1, width)
+        return self.interp(vals, pv.GetInterpolation(), corner_v, corner_fv, corner_face)
+
+    @staticmethod
+    def interp(vals, interp, corner_v, corner_fv, corner_face):
+        if interp == UsdGeom.Tokens.constant or len(vals) == 1:
+            return np.broadcast_to(vals[0], corner_v.shape + vals.shape[1:]).copy()
+        idx = {UsdGeom.Tokens.uniform: corner_face, UsdGeom.Tokens.faceVarying: corner_fv}.get(interp, corner_v)
+        if idx.max(initial=-1) >= len(vals):
+            return None
+        return vals[idx]
+
+    def mesh(self, prim):
+        """(P (V,3) local points, tris (T,3) vertex idx, corner fv idx (T,3), corner face (T,3),
+        normals (T,3,3) local or None, uv (T,3,2) or None) of a UsdGeom.Mesh."""
+        m = UsdGeom.Mesh(prim)
+        pts = m.GetPointsAttr().Get()
+        counts = m.GetFaceVertexCountsAttr().Get()
+        idx = m.GetFaceVertexIndicesAttr().Get()
+        if pts is None or counts is None or idx is None or len(pts) == 0 or len(counts) == 0:
+            return None
+        pts = np.asarray(pts, dtype=np.float64).reshape(-1, 3)
+        counts = np.asarray(counts, dtype=np.int64)
+        idx = np.asarray(idx, dtype=np.int64)
+        if counts.sum() != len(idx) or (idx.size and (idx.min() < 0 or idx.max() >= len(pts))):
+            raise InputError(self.path, f"{prim.GetPath()}.faceVertexIndices", "indices do not match counts/points")
+        start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        ntri = np.maximum(counts - 2, 0)
+        face = np.repeat(np.arange(len(counts)), ntri)
+        k = np.arange(ntri.sum()) - np.repeat(np.cumsum(ntri) - ntri, ntri)  # fan index within face
+        s = start[face]
+        corner_fv = np.stack([s, s + k + 1, s + k + 2], -1)
+        if m.GetOrientationAttr().Get() == UsdGeom.Tokens.leftHanded:
+            corner_fv = corner_fv[:, [0, 2, 1]]
+        corner_v = idx[corner_fv]
+        corner_face = np.repeat(face[:, None], 3, 1)
+        normals = self.primvar_corners(m, "normals", corner_v, corner_fv, corner_face, 3)
+        if normals is None:
+            na = m.GetNormalsAttr()
+            nv = na.Get() if na else None
+            if nv is not None and len(nv):
+                normals = self.interp(np.asarray(nv, dtype=np.float64).reshape(-1, 3),
+                                      m.GetNormalsInterpolation(), corner_v, corner_fv, corner_face)
+        return pts, corner_v, corner_fv, corner_face, normals
+
+    def shape(self, prim):
+        """Tessellated primitive shape: (points (V,3), tris (T,3), normals (V,3), uv (V,2))."""
+        tn = prim.GetTypeName()
+        g = lambda name, d: (lambda v: d if v is None else v)(prim.GetAttribute(name).Get())
+        if tn == "Cube":
+            p, n, uv, t = _cube(float(g("size", 2.0)))
+            return p, t, n, uv
+        if tn == "Sphere":
+            p, n, uv, t = _sphere(float(g("radius", 1.0)))
+            return p, t, n, uv
+        if tn == "Cylinder":
+            p, n, uv, t = _cylinder(float(g("radius", 1.0)), float(g("height", 2.0)))
+        elif tn == "Cone":
+            p, n, uv, t = _cone(float(g("radius", 1.0)), float(g("height", 2.0)))
+        elif tn == "Capsule":
+            p, n, uv, t = _capsule(float(g("radius", 0.5)), float(g("height", 1.0)))
+        else:
+            return None
+        a = _axis_matrix(str(g("axis", "Z")))
+        return p @ a.T, t, n @ a.T, uv
+
+    def read(self) -> SceneData:
+        stage = self.stage
+        tri_pos, tri_nrm, tri_uv, tri_mat, tri_inst = [], [], [], [], []
+        distant_dir, distant_rgb, sphere_pos, sphere_rad, sphere_rgb = [], [], [], [], []
+        ambient = np.zeros(3)
+        cam_prim = None
+        has_dome = False
+        it = iter(Usd.PrimRange(stage.GetPseudoRoot(), Usd.TraverseInstanceProxies()))
+        for prim in it:
+            if prim.IsPseudoRoot():
+                continue
+            if prim.IsA(UsdGeom.Imageable):
+                img = UsdGeom.Imageable(prim)
+                vis = img.GetVisibilityAttr().Get()
+                purpose = img.GetPurposeAttr().Get()
+                if vis == UsdGeom.Tokens.invisible or purpose in (UsdGeom.Tokens.proxy, UsdGeom.Tokens.guide):
+                    it.PruneChildren()
+                    continue
+            if prim.IsA(UsdGeom.Camera):
+                if cam_prim is None and (self.camera_name is None or prim.GetName() == self.camera_name
+                                         or str(prim.GetPath()) == self.camera_name):
+                    cam_prim = prim
+                continue
+            if prim.HasAPI(UsdLux.LightAPI) or prim.IsA(UsdLux.BoundableLightBase) or prim.IsA(UsdLux.NonboundableLightBase):
+                light = UsdLux.LightAPI(prim)
+                def lv(getter, d):
+                    a = getter()
+                    v = a.Get() if a else None
+                    return d if v is None else v
+                rgb = (np.asarray(lv(light.GetColorAttr, (1, 1, 1)), float)
+                       * float(lv(light.GetIntensityAttr, 1.0)) * 2.0 ** float(lv(light.GetExposureAttr, 0.0)))
+                m = self.world(prim)
+                if prim.IsA(UsdLux.DistantLight):
+                    d = (np.array([0.0, 0.0, -1.0]) @ m[:3, :3]) @ self.rot.T
+                    distant_dir.append(d / np.linalg.norm(d)); distant_rgb.append(rgb)
+                elif prim.IsA(UsdLux.DomeLight):
+                    ambient = ambient + rgb; has_dome = True
+                elif prim.IsA(UsdLux.SphereLight):
+                    sphere_pos.append(self.to_world_points(m, np.zeros((1, 3)))[0])
+                    r = UsdLux.SphereLight(prim).GetRadiusAttr().Get()
+                    sphere_rad.append((0.5 if r is None else float(r)) * self.mpu); sphere_rgb.append(rgb)
+                continue
+            if not prim.IsA(UsdGeom.Gprim):
+                continue
+            pth = str(prim.GetPath())
+            m = self.world(prim)
+            if prim.IsA(UsdGeom.Mesh):
+                got = self.mesh(prim)
+                if got is None:
+                    continue
+                pts, cv, cfv, cface, nrm = got
+                if not np.isfinite(pts).all():
+                    raise InputError(self.path, f"{pth}.points", "NaN or infinite point coordinates")
+                mat, varname, xform = self.material(prim)
+                uv = self.primvar_corners(prim, varname, cv, cfv, cface, 2)
+                local = pts[cv]
+            else:
+                got = self.shape(prim)
+                if got is None:
+                    continue  # other gprims (curves, points, ...) are not rendered
+                pts, t, n, uvv = got
+                mat, varname, xform = self.material(prim)
+                local, nrm, uv = pts[t], n[t], uvv[t]
+            wp = self.to_world_points(m, local.reshape(-1, 3)).reshape(-1, 3, 3)
+            e1, e2 = wp[:, 1] - wp[:, 0], wp[:, 2] - wp[:, 0]
+            fn = np.cross(e1, e2)
+            area = np.linalg.norm(fn, axis=-1)
+            scale = max(float(np.abs(wp).max(initial=0.0)), 1e-6)
+            keep = area > 1e-12 * scale * scale  # drop degenerate triangles (zero area)
+            if nrm is None or not np.isfinite(nrm).all():
+                wn = np.repeat((fn / np.maximum(area, 1e-30)[:, None])[:, None, :], 3, 1)
+            else:
+                wn = self.to_world_normals(m, nrm.reshape(-1, 3)).reshape(-1, 3, 3)
+            if uv is None:
+                uv = np.zeros((len(wp), 3, 2))
+            if xform is not None:
+                (sx, sy), rot_deg, (tx, ty) = xform
+                r = math.radians(rot_deg)
+                u, v = uv[..., 0] * sx, uv[..., 1] * sy
+                uv = np.stack([math.cos(r) * u - math.sin(r) * v + tx, math.sin(r) * u + math.cos(r) * v + ty], -1)
+            inst = self.owner(prim)
+            tri_pos.append(wp[keep]); tri_nrm.append(wn[keep]); tri_uv.append(uv[keep])
+            tri_mat.append(np.full(int(keep.sum()), mat)); tri_inst.append(np.full(int(keep.sum()), inst))
+
+        if cam_prim is None:
+            raise InputError(self.path, "camera", "no UsdGeom.Camera in the stage" if self.camera_name is None
+                             else f"no camera named {self.camera_name!r}")
+        rig = self.rig(cam_prim)
+        n_tri = sum(len(t) for t in tri_pos)
+        if n_tri == 0:
+            raise InputError(self.path, "geometry", "no renderable geometry (no non-degenerate triangles of a visible gprim)")
+        if not distant_dir and not sphere_pos and not has_dome:
+            # an unlit stage: light from the camera so that something is visible
+            distant_dir.append(rig.rotation[2].astype(np.float64)); distant_rgb.append(np.full(3, _DEFAULT_LIGHT))
+            ambient = np.full(3, _DEFAULT_AMBIENT)
+
+        meta = self.stage.GetRootLayer().customLayerData.get("sim2sg")
+        graph, env, categories, predicates = None, None, None, ()
+        if meta is not None:
+            from .. import graph as graphlib
+            categories = tuple(str(c) for c in meta.get("categories", ()))
+            predicates = tuple(str(p) for p in meta.get("predicates", ()))
+            env = meta.get("env")
+            if meta.get("graph"):
+                graph = graphlib.from_json(str(meta["graph"]), source=f"{self.path}:customLayerData.sim2sg.graph")
+        if not categories:
+            categories = tuple(sorted(set(self.inst_labels)))
+        missing = sorted(set(self.inst_labels) - set(categories))
+        if missing:
+            categories = categories + tuple(missing)  # labels outside the vocabulary get ids after it
+        cat_index = {c: i + 1 for i, c in enumerate(categories)}
+        obj_ids = [i if sid is None else sid for i, sid in enumerate(self.inst_ids)]
+
+        f32 = lambda a, shape: np.ascontiguousarray(np.asarray(a, dtype=np.float32).reshape(shape))
+        mats = self.mat_rows
+        arrays = dict(
+            tri_pos=f32(np.concatenate(tri_pos), (-1, 3, 3)),
+            tri_normal=f32(np.concatenate(tri_nrm), (-1, 3, 3)),
+            tri_uv=f32(np.concatenate(tri_uv), (-1, 3, 2)),
+            tri_material=np.concatenate(tri_mat).astype(np.int32),
+            tri_instance=np.concatenate(tri_inst).astype(np.int32),
+            mat_color=f32([r[0] for r in mats], (-1, 3)),
+            mat_roughness=f32([r[1] for r in mats], (-1,)),
+            mat_metallic=f32([r[2] for r in mats], (-1,)),
+            mat_texture=np.asarray([r[3] for r in mats], dtype=np.int32),
+            mat_wrap=np.asarray([r[4] for r in mats], dtype=np.int32).reshape(-1, 2),
+            distant_dir=f32(distant_dir, (-1, 3)), distant_rgb=f32(distant_rgb, (-1, 3)),
+            sphere_pos=f32(sphere_pos, (-1, 3)), sphere_radius=f32(sphere_rad, (-1,)),
+            sphere_rgb=f32(sphere_rgb, (-1, 3)), ambient=f32(ambient, (3,)),
+            inst_category_id=np.asarray([cat_index[l] for l in self.inst_labels], dtype=np.int32),
+            inst_object_id=np.asarray(obj_ids, dtype=np.int64),
+        )
+        if not np.isfinite(arrays["tri_pos"]).all():
+            raise InputError(self.path, "points", "NaN or infinite world coordinates (check the transforms)")
+        for a in arrays.values():
+            a.setflags(write=False)
+        for t in self.textures:
+            t.setflags(write=False)
+        return SceneData(**arrays, textures=tuple(self.textures),
+                         texture_keys=tuple(sorted(self.texture_index, key=self.texture_index.get)),
+                         rig=rig, inst_path=tuple(self.inst_paths), inst_label=tuple(self.inst_labels),
+                         categories=categories, predicates=predicates, graph=graph, env=env,
+                         source=str(self.path))
+
+    def rig(self, prim) -> CameraRig:
+        cam = UsdGeom.Camera(prim)
+        g = lambda a, d: (lambda v: d if v is None else float(v))(a.Get())
+        m = self.world(prim)
+        eye = self.to_world_points(m, np.zeros((1, 3)))[0]
+        axes = (np.eye(3) @ m[:3, :3]) @ self.rot.T  # local x, y, z axes in world (rows)
+        right = axes[0] / np.linalg.norm(axes[0])
+        up = axes[1] / np.linalg.norm(axes[1])
+        fwd = -axes[2] / np.linalg.norm(axes[2])
+        rng = cam.GetClippingRangeAttr().Get() or Gf.Vec2f(1.0, 1e6)
+        h_ap = g(cam.GetHorizontalApertureAttr(), 20.955)
+        v_ap = g(cam.GetVerticalApertureAttr(), 15.2908)
+        focal = g(cam.GetFocalLengthAttr(), 50.0)
+        if not (h_ap > 0 and v_ap > 0 and focal > 0):
+            raise InputError(self.path, f"{prim.GetPath()}.focalLength", "focal length and apertures must be > 0")
+        if cam.GetProjectionAttr().Get() == UsdGeom.Tokens.orthographic:
+            raise InputError(self.path, f"{prim.GetPath()}.projection", "orthographic cameras are not supported")
+        return CameraRig(
+            rotation=np.stack([right, -up, fwd]).astype(np.float64), position=eye.astype(np.float64),
+            focal_length=focal, h_aperture=h_ap, v_aperture=v_ap,
+            h_offset=g(cam.GetHorizontalApertureOffsetAttr(), 0.0),
+            v_offset=g(cam.GetVerticalApertureOffsetAttr(), 0.0),
+            near=float(rng[0]) * self.mpu, far=float(rng[1]) * self.mpu)
+
+
+def load_scene(path: "str | Path | Usd.Stage", camera: str | None = None) -> SceneData:
+    """Read the USD stage at `path` (any valid stage; see the module docstring) into a `SceneData`.
+
+    path: a stage file, or an open (e.g. in-memory) `Usd.Stage`, whose texture paths must then
+    resolve on their own (absolute).
+    camera: name or path of the UsdGeom.Camera to use; None = the first in traversal order.
+    Raises `InputError(path, field, message)` for unreadable stages, no camera, no geometry, missing
+    texture files and NaN points.
+    """
+    if isinstance(path, Usd.Stage):
+        return _Reader(Path(path.GetRootLayer().identifier), camera, stage=path).read()
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "", "file not found")
+    try:
+        return _Reader(path, camera).read()
+    except InputError:
+        raise
+    except Exception as e:  # pxr raises Tf errors as RuntimeError with long messages
+        if isinstance(e, (RuntimeError,)) and "Failed to open" in str(e) or "Cannot open" in str(e):
+            raise InputError(path, "", f"cannot open as a USD stage: {str(e).splitlines()[0]}") from None
+        raise
