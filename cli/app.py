@@ -3,7 +3,13 @@ library never imports this package. Heavy imports (torch, pxr) happen inside the
 
 from __future__ import annotations
 
+import os
+
 import typer
+
+# torch's OpenMP threads spin-wait by default; on a busy 2-core machine that slows rendering and
+# training tens of times. Must be set before torch is first imported (the commands import it lazily).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import cmd_eval, cmd_render, cmd_scene, cmd_train
 

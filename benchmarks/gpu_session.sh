@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Every GPU run of a session, by part, each printing a short table last:
+#   bash benchmarks/gpu_session.sh bench     # render + train throughput (H100)
+#   bash benchmarks/gpu_session.sh issue4    # clevr 1000 train / 200 val, train <= 10 min, eval
+#   bash benchmarks/gpu_session.sh table ENV TARGET_ENV K [extra tables.py args]
+# Needs (carried, since the GPU machine has no network): .whl/ (usd-core, pycocotools, moderngl,
+# glcontext cp312 wheels) and .gl/ (EGL/GL loader debs). Writes logs under $OUT (or out/gpu).
+set -uo pipefail
+export PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=PASSIVE
+OUTDIR=${OUT:-out/gpu}
+mkdir -p "$OUTDIR"
+if [ -d .gl ]; then for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig; fi
+export __EGL_VENDOR_LIBRARY_FILENAMES=${__EGL_VENDOR_LIBRARY_FILENAMES:-/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json}
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site
+python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || { echo "editable install failed"; exit 1; }
+S="python3 -m sim2sg"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+part=${1:-bench}
+shift || true
+
+case "$part" in
+bench)
+  python3 benchmarks/render.py --device cuda --batch 1024 --scenes 16 --iters 5 --compile 2>&1 | tee "$OUTDIR/render_cuda_compiled.txt" | tail -25
+  python3 benchmarks/render.py --device cuda --batch 1024 --scenes 16 --iters 5 --no-gl 2>&1 | tee "$OUTDIR/render_cuda_eager.txt" | tail -12
+  python3 benchmarks/train.py --device cuda --size 256 --batch 32 --steps 30 --backbone resnet18 resnet50 --align none both 2>&1 | tee "$OUTDIR/train_cuda.txt" | tail -12
+  ;;
+issue4)
+  D=/tmp/clevr4
+  t0=$(date +%s)
+  $S sample --env clevr --count 1000 --seed 0 --out $D/train >/dev/null
+  $S sample --env clevr --count 200 --seed 1 --out $D/val >/dev/null
+  $S graph2usd $D/train/graphs --out $D/train/usd >/dev/null
+  $S graph2usd $D/val/graphs --out $D/val/usd >/dev/null
+  $S render $D/train/usd --out $D/train/data --size 256x256 --device cuda --batch 256 --no-progress 2>&1 | tail -1
+  $S render $D/val/usd --out $D/val/data --size 256x256 --device cuda --batch 256 --no-progress 2>&1 | tail -1
+  t1=$(date +%s); echo "data: $((t1 - t0)) s"
+  STEPS=${STEPS:-1800}
+  timeout 560 $S train --source $D/train/data --val $D/val/data --out $D/run --steps $STEPS --batch 32 --lr 2e-3 \
+      --device cuda --no-progress --checkpoint-every 100000 --image-every 0 2>&1 | tail -3
+  t2=$(date +%s); echo "train+val: $((t2 - t1)) s for $STEPS steps"
+  cp $D/run/val_metrics.json "$OUTDIR/issue4_val_metrics.json" 2>/dev/null
+  $S eval --predictions $D/run/val_predictions.json --data $D/val/data --out "$OUTDIR/issue4_eval.json" 2>&1 | tail -30
+  ;;
+table)
+  SRC=${1:-clevr}; TGT=${2:-clevr-target}; K=${3:-20}; shift 3 || true
+  python3 benchmarks/tables.py --source "$SRC" --target "$TGT" --k "$K" --out /tmp/table_$SRC --device cuda "$@" \
+      > "$OUTDIR/table_${SRC}_log.txt" 2>&1
+  cp /tmp/table_$SRC/table.md "$OUTDIR/table_$SRC.md" 2>/dev/null
+  cp /tmp/table_$SRC/results.json "$OUTDIR/table_${SRC}_results.json" 2>/dev/null
+  tail -5 "$OUTDIR/table_${SRC}_log.txt"
+  cat "$OUTDIR/table_$SRC.md" 2>/dev/null
+  ;;
+esac
