@@ -46,6 +46,8 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=20, help="Recall@K column (20 for clevr, 50 for dining/driving)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--parallel", type=int, default=1)
+    ap.add_argument("--collect", action="store_true",
+                    help="only build the table from the rows' OUT/<row>/history.json (e.g. after a timeout)")
     ap.add_argument("--row", default=None, help=argparse.SUPPRESS)  # one row, in a child process
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
@@ -54,9 +56,21 @@ def main() -> None:
                       width=w, height=h, sdr_steps=args.sdr_steps, iter_steps=args.iter_steps,
                       batch_size=args.batch, lr=args.lr, backbone=args.backbone, device=args.device,
                       seed=args.seed, progress=False)
+    rows = [ROW_KEYS[r.strip()] for r in args.rows.split(",") if r.strip()]
+    if args.collect:
+        results = {}
+        for r in rows:
+            f = out / _slug(r) / "history.json"
+            if f.is_file():
+                h = json.loads(f.read_text())
+                h.setdefault("final", (h["phases"][-1].get("summary", {}) if h.get("phases") else {}))
+                if "seconds" not in h:
+                    h["final"] = dict(h["final"], partial=True)
+                results[r] = h
+        _report(results, args, out, time.perf_counter(), suffix="_collected")
+        return
     domain = make_domain(args.target, out / "domain", args.n_target, args.n_eval, w, h,
                          "cuda" if args.device in ("auto", "cuda") and _cuda() else "cpu")
-    rows = [ROW_KEYS[r.strip()] for r in args.rows.split(",") if r.strip()]
     if args.row is not None:  # child: one row, its history to out/<row>.json
         res = run_rows([args.row], args.source, domain, out, base, log=lambda m: print(f"[{args.row}] {m}", flush=True))
         (out / f"{_slug(args.row)}.json").write_text(json.dumps(res[args.row], default=str))
@@ -79,6 +93,10 @@ def main() -> None:
         results = {r: results[r] for r in rows}
     else:
         results = run_rows(rows, args.source, domain, out, base)
+    _report(results, args, out, t0)
+
+
+def _report(results: dict, args, out: Path, t0: float, suffix: str = "") -> None:
     cats = list(load_env(args.source).categories)
     table = format_table(results, cats, args.k)
     gap = content_gap_table(results)
@@ -87,8 +105,8 @@ def main() -> None:
     dev = torch.cuda.get_device_name(0) if _cuda() else platform.processor() or platform.machine()
     text = (f"command: python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}\n"
             f"device: {dev}; wall {time.perf_counter() - t0:.0f} s\n\n{table}\n\ncontent gap (generated vs target graphs):\n{gap}\n")
-    (out / "table.md").write_text(text)
-    (out / "results.json").write_text(json.dumps(results, default=str))
+    (out / f"table{suffix}.md").write_text(text)
+    (out / f"results{suffix}.json").write_text(json.dumps(results, default=str))
     print(text)
 
 

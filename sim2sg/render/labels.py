@@ -68,38 +68,42 @@ def compute_labels(batch: SceneBatch, frag: Fragments, tris: ScreenTriangles, mi
                                  compiled=compiled)
         alone_img = torch.where(crossing, img2, alone_img)
         alone_canvas = torch.where(crossing, canvas2, alone_canvas)
-    out = kernel(_pixel_labels, compiled)(frag.pix_to_face, batch.tri_instance, batch.inst_local, batch.inst_category,
+    gd, row_slot, col_slot = kernel(_label_slots, compiled)(frag.pix_to_face, batch.tri_instance, g)
+    # per (instance, row) and (instance, column) pixel counts: integer scatter-adds, exact and
+    # order-independent; background pixels go to one dump row per image (spread, no hot address)
+    n = row_slot.numel()
+    one = torch.ones(1, dtype=torch.int64, device=gd.device).expand(n)
+    rows = torch.zeros((g + b) * h, dtype=torch.int64, device=gd.device).scatter_add_(0, row_slot.view(-1), one)
+    cols = torch.zeros((g + b) * w, dtype=torch.int64, device=gd.device).scatter_add_(0, col_slot.view(-1), one)
+    out = kernel(_pixel_labels, compiled)(gd, rows, cols, batch.inst_local, batch.inst_category,
                                           alone_img, alone_canvas, g, int(min_visible_pixels))
     instance, semantic, visible, box, occl, trunc, kept = out
-    return Labels(frag.zbuf, instance.view(b, h, w), semantic.view(b, h, w), visible, box, occl, trunc, kept)
+    return Labels(frag.zbuf, instance, semantic, visible, box, occl, trunc, kept)
 
 
-def _pixel_labels(pix_to_face, tri_instance, inst_local, inst_category, alone_img, alone_canvas, g: int,
-                  min_visible_pixels: int):
+def _label_slots(pix_to_face, tri_instance, g: int):
+    """Per pixel (B, H, W): global instance or g for background (gd), and its slot in the
+    per-instance row table ((G + B) x H, background -> dump row G + image) and column table."""
     b, h, w = pix_to_face.shape
     dev = pix_to_face.device
-    f = pix_to_face.reshape(-1)
-    hit = f >= 0
-    gi = torch.where(hit, tri_instance[f.clamp(min=0)], torch.full_like(f, -1))  # global instance
+    f = pix_to_face
+    gi = torch.where(f >= 0, tri_instance[f.clamp(min=0)], torch.full_like(f, -1))  # global instance
     fg = gi >= 0
-    gic = gi.clamp(min=0)
-    idx = torch.arange(b * h * w, device=dev)
-    # background pixels add into 4096 spread scratch slots, not one hot address (GPU atomics)
-    visible = torch.zeros(g + 4096, dtype=torch.int64, device=dev)
-    visible.scatter_add_(0, torch.where(fg, gi, g + idx % 4096), torch.ones_like(gi))
-    visible = visible[:g]
-    col = idx % w
-    row = torch.div(idx, w, rounding_mode="floor") % h
-    # occupancy tables: G instance rows, then one dump row per image for background pixels (one
-    # shared dump row would take every background store of the batch: contention on a GPU)
-    gd = torch.where(fg, gi, torch.full_like(gi, g))
-    scene = torch.div(idx, h * w, rounding_mode="floor")
+    scene = torch.arange(b, device=dev).view(b, 1, 1)
     slot = torch.where(fg, gi, g + scene)
-    rows = torch.zeros((g + b) * h, dtype=torch.bool, device=dev)
-    rows[slot * h + row] = True
-    cols = torch.zeros((g + b) * w, dtype=torch.bool, device=dev)
-    cols[slot * w + col] = True
-    rows, cols = rows.view(g + b, h)[:g], cols.view(g + b, w)[:g]
+    row = torch.arange(h, device=dev).view(1, h, 1)
+    col = torch.arange(w, device=dev).view(1, 1, w)
+    return torch.where(fg, gi, torch.full_like(gi, g)), slot * h + row, slot * w + col
+
+
+def _pixel_labels(gd, rows, cols, inst_local, inst_category, alone_img, alone_canvas, g: int,
+                  min_visible_pixels: int):
+    b, h, w = gd.shape
+    dev = gd.device
+    rows = rows.view(g + b, h)[:g]
+    cols = cols.view(g + b, w)[:g]
+    visible = rows.sum(1)
+    rows, cols = rows > 0, cols > 0
     ar_h = torch.arange(h, device=dev)
     ar_w = torch.arange(w, device=dev)
     big = 1 << 30
@@ -121,6 +125,6 @@ def _pixel_labels(pix_to_face, tri_instance, inst_local, inst_category, alone_im
     local_x = torch.cat([inst_local, inst_local.new_zeros(1)])
     cat_x = torch.cat([inst_category, inst_category.new_zeros(1)])
     keep_px = kept_x[gd]
-    instance = torch.where(keep_px, local_x[gd], torch.zeros_like(gi)).to(torch.int32)
-    semantic = torch.where(keep_px, cat_x[gd], torch.zeros_like(gi)).to(torch.uint8)
+    instance = torch.where(keep_px, local_x[gd], torch.zeros_like(gd)).to(torch.int32)
+    semantic = torch.where(keep_px, cat_x[gd], torch.zeros_like(gd)).to(torch.uint8)
     return instance, semantic, visible, box, occl, trunc, kept

@@ -124,10 +124,15 @@ def _scene_info(scene: SceneData):
     return out
 
 
+def _to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """[0, 1] float image -> uint8 (round half up); one fused pass when compiled."""
+    return (image * 255.0 + 0.5).clamp(0, 255).to(torch.uint8)
+
+
 def to_samples(scenes: Sequence[SceneData], names: Sequence[str], result: RenderResult, options: RenderOptions) -> list[Sample]:
     """Copy a `RenderResult` to the host and build one `Sample` per scene."""
     lab = result.labels
-    image = (result.image * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
+    image = kernel(_to_uint8, bool(options.compile))(result.image).cpu().numpy()
     depth = lab.depth.cpu().numpy()
     instance = lab.instance.cpu().numpy()
     semantic = lab.semantic.cpu().numpy()

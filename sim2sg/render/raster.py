@@ -137,15 +137,16 @@ def _edge_coefficients(xyz: torch.Tensor, perspective: bool):
 def _owners(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`repeat_interleave(arange(len(counts)), counts)` and the start offsets, via one cumsum.
 
-    Each item marks its start position; the running count of marks at position k is 1 + the owner
-    of k (empty items mark the same position as their successor and are overtaken). Several times
+    Each item marks its start position; the running count of marks at position k, started at -1, is
+    the owner of k (empty items mark the same position as their successor and are overtaken). Several times
     faster than repeat_interleave on CPU, and integer index_add is exact on every device.
     """
     start = torch.cumsum(counts, 0) - counts
     total = int(counts.sum()) if counts.numel() else 0
     marks = torch.zeros(total + 1, dtype=torch.int64, device=counts.device)
+    marks[0] = -1  # the running count starts at -1: the cumsum is the owner itself (no extra pass)
     marks.index_add_(0, start, torch.ones_like(start))
-    return torch.cumsum(marks[:total], 0) - 1, start
+    return torch.cumsum(marks[:total], 0), start
 
 
 def _row_spans(coef, row_tri, tri_start, lo_x, hi_x, lo_y, x0: int, y0: int):
@@ -251,7 +252,10 @@ def _keys(coef, cand, tri_scene, zmin, zmax, height: int, width: int, perspectiv
 
 
 def _resolve(zb, coef, face_of, xyz, bary_of, height: int, width: int, perspective: bool, compute_bary: bool):
-    """Winning keys (P,) -> (face (P,), depth (P,), bary (P, 3) or empty)."""
+    """Winning keys (B, H, W) -> (face (B, H, W), depth (B, H, W), bary (B, H, W, 3) or empty).
+
+    Pixel coordinates come from broadcast row / column ranges (no per-pixel division), so the
+    compiled kernel is one loop vectorised along image rows."""
     hit = zb != _NO_HIT
     win = torch.where(hit, zb & 0xFFFFFFFF, torch.zeros_like(zb))
     depth = (zb >> 32).to(torch.int32).view(torch.float32)
@@ -259,21 +263,21 @@ def _resolve(zb, coef, face_of, xyz, bary_of, height: int, width: int, perspecti
     face = torch.where(hit, face_of[win], torch.full_like(win, -1))
     if not compute_bary:
         return face, depth, torch.empty(0, device=zb.device)
-    idx = torch.arange(zb.shape[0], device=zb.device)
-    cx = (idx % width).to(torch.float32) + 0.5
-    cy = (torch.div(idx, width, rounding_mode="floor") % height).to(torch.float32) + 0.5
+    cx = (torch.arange(width, device=zb.device).to(torch.float32) + 0.5).view(1, 1, width)
+    cy = (torch.arange(height, device=zb.device).to(torch.float32) + 0.5).view(1, height, 1)
     c = coef[win]
-    w0 = c[:, 0, 0] * cx + c[:, 0, 1] * cy + c[:, 0, 2]
-    w1 = c[:, 1, 0] * cx + c[:, 1, 1] * cy + c[:, 1, 2]
+    w0 = c[..., 0, 0] * cx + c[..., 0, 1] * cy + c[..., 0, 2]
+    w1 = c[..., 1, 0] * cx + c[..., 1, 1] * cy + c[..., 1, 2]
     w2 = 1.0 - w0 - w1
     if perspective:  # perspective-correct: weight by 1/z of the corners, renormalise
-        zc = xyz[win, :, 2]
-        w0, w1, w2 = w0 / zc[:, 0], w1 / zc[:, 1], w2 / zc[:, 2]
+        zc = xyz[win]
+        w0, w1, w2 = w0 / zc[..., 0, 2], w1 / zc[..., 1, 2], w2 / zc[..., 2, 2]
         s = w0 + w1 + w2
         w0, w1, w2 = w0 / s, w1 / s, w2 / s
-    m = bary_of[win]  # (P, 3, 3): sub-triangle corners over the original triangle's corners
-    b = w0[:, None] * m[:, 0] + w1[:, None] * m[:, 1] + w2[:, None] * m[:, 2]
-    return face, depth, torch.where(hit[:, None], b, torch.zeros_like(b))
+    m = bary_of[win]  # (B, H, W, 3, 3): sub-triangle corners over the original triangle's corners
+    b = [w0 * m[..., 0, j] + w1 * m[..., 1, j] + w2 * m[..., 2, j] for j in range(3)]
+    b = [torch.where(hit, bj, torch.zeros_like(bj)) for bj in b]
+    return face, depth, torch.stack(b, -1)
 
 
 def rasterize(tris: ScreenTriangles, batch: int, height: int, width: int, *, perspective: bool = True,
@@ -300,11 +304,9 @@ def rasterize(tris: ScreenTriangles, batch: int, height: int, width: int, *, per
     key, pix = kernel(_keys, compiled)(coef, cand, tris.scene, zmin, zmax, height, width, perspective)
     zb = torch.full((batch * height * width,), _NO_HIT, dtype=torch.int64, device=dev)
     zb.scatter_reduce_(0, pix, key, reduce="amin", include_self=True)
-    face, depth, bary = kernel(_resolve, compiled)(zb, coef, tris.face, tris.xyz, tris.bary, height, width,
-                                                   perspective, compute_bary)
-    if compute_bary:
-        bary = bary.view(batch, height, width, 3)
-    return Fragments(face.view(batch, height, width), depth.view(batch, height, width), bary)
+    face, depth, bary = kernel(_resolve, compiled)(zb.view(batch, height, width), coef, tris.face, tris.xyz,
+                                                   tris.bary, height, width, perspective, compute_bary)
+    return Fragments(face, depth, bary)
 
 
 def _cover_index(coef, cand, grp, g_lo_x, g_lo_y, g_w, g_off, margin_x: int, margin_y: int,
@@ -365,8 +367,11 @@ def coverage(tris: ScreenTriangles, tri_group: torch.Tensor, groups: int, height
                                                margin_x, margin_y, height, width, total)
     table = torch.zeros(total + _SCRATCH, dtype=torch.uint8, device=dev)
     table[flat] = val
-    cell_group = torch.repeat_interleave(torch.arange(groups, device=dev), cells)
+    # each group's cells are one contiguous range of the table: counts are differences of running
+    # sums (integer, exact) at the range ends
     t = table[:total]
-    on_canvas = torch.zeros(groups, dtype=torch.int64, device=dev).index_add_(0, cell_group, (t > 0).to(torch.int64))
-    in_image = torch.zeros(groups, dtype=torch.int64, device=dev).index_add_(0, cell_group, (t == 2).to(torch.int64))
-    return in_image, on_canvas
+    zero = torch.zeros(1, dtype=torch.int64, device=dev)
+    run_canvas = torch.cat([zero, torch.cumsum((t > 0).to(torch.int64), 0)])
+    run_image = torch.cat([zero, torch.cumsum((t == 2).to(torch.int64), 0)])
+    end = g_off + cells
+    return run_image[end] - run_image[g_off], run_canvas[end] - run_canvas[g_off]

@@ -77,18 +77,22 @@ def shadow_maps(batch: SceneBatch, size: int, compiled: bool = False):
     return frag.zbuf, frame, xf
 
 
-def _shadow_lookup(p: torch.Tensor, n: torch.Tensor, scene: torch.Tensor, smap, frame, xf) -> torch.Tensor:
-    """Lit fraction in [0, 1] of world points p (P, 3) with normals n (P, 3) of images `scene` (P,)."""
+def _shadow_lookup(p, n, scene: torch.Tensor, smap, frame, xf) -> torch.Tensor:
+    """Lit fraction in [0, 1] of world points p with normals n (each a list of three components x,
+    y, z, any shape S) of images `scene` (S, or broadcastable to it)."""
     size = smap.shape[-1]
-    scale = xf[scene, 0]
+    xf = xf[scene]  # (..., 4) per point, or broadcast (B, 1, 1, 4) per image
+    frame = frame[scene]
+    scale = xf[..., 0]
     # offset along the normal by ~1.5 texels and compare with a 1-texel bias: no acne, little peter-panning
     texel = 1.0 / scale
-    q = p + n * (1.5 * texel)[:, None]
-    fr = frame[scene]  # explicit dot products: fuses under torch.compile (einsum becomes a bmm)
-    l = torch.stack([(q * fr[:, 0]).sum(-1), (q * fr[:, 1]).sum(-1), (q * fr[:, 2]).sum(-1)], -1)
-    u = (l[:, 0] - xf[scene, 1]) * scale - 0.5
-    v = (l[:, 1] - xf[scene, 2]) * scale - 0.5
-    d = l[:, 2] - xf[scene, 3] - texel
+    off = 1.5 * texel
+    q = [p[c] + n[c] * off for c in range(3)]
+    fr = frame  # component-wise dot products: one fused per-pixel loop under torch.compile
+    l = [q[0] * fr[..., r, 0] + q[1] * fr[..., r, 1] + q[2] * fr[..., r, 2] for r in range(3)]
+    u = (l[0] - xf[..., 1]) * scale - 0.5
+    v = (l[1] - xf[..., 2]) * scale - 0.5
+    d = l[2] - xf[..., 3] - texel
     u0, v0 = torch.floor(u), torch.floor(v)
     fu, fv = u - u0, v - v0
     u0, v0 = u0.long(), v0.long()
@@ -111,21 +115,38 @@ def _wrap(i: torch.Tensor, n: torch.Tensor, mode: torch.Tensor) -> torch.Tensor:
     return torch.where(mode == 0, rep, torch.where(mode == 1, clamp, mirror))
 
 
+def _sample_texture_c(batch: SceneBatch, tex, wrap_u, wrap_v, u, v):
+    """`sample_texture` on components: (u, v) (P,) each -> three (P,) linear channels."""
+    w, h, off = batch.tex_width[tex], batch.tex_height[tex], batch.tex_offset[tex]
+    x = u * w - 0.5
+    y = (1.0 - v) * h - 0.5
+    x0, y0 = torch.floor(x), torch.floor(y)
+    fx, fy = x - x0, y - y0
+    x0, y0 = x0.long(), y0.long()
+    xa, xb = _wrap(x0, w, wrap_u), _wrap(x0 + 1, w, wrap_u)
+    ya, yb = _wrap(y0, h, wrap_v), _wrap(y0 + 1, h, wrap_v)
+    t = batch.tex_data
+    i00, i10, i01, i11 = off + ya * w + xa, off + ya * w + xb, off + yb * w + xa, off + yb * w + xb
+    out = []
+    for c in range(3):
+        c00, c10, c01, c11 = t[i00, c], t[i10, c], t[i01, c], t[i11, c]
+        out.append((c00 * (1 - fx) + c10 * fx) * (1 - fy) + (c01 * (1 - fx) + c11 * fx) * fy)
+    return out
+
+
 def sample_texture(batch: SceneBatch, tex: torch.Tensor, wrap: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     """Bilinear lookup: tex (P,) texture index (0 = white), wrap (P, 2), uv (P, 2) -> (P, 3) linear RGB.
     v = 1 is the top row of the image (USD convention)."""
-    w, h, off = batch.tex_width[tex], batch.tex_height[tex], batch.tex_offset[tex]
-    x = uv[:, 0] * w - 0.5
-    y = (1.0 - uv[:, 1]) * h - 0.5
-    x0, y0 = torch.floor(x), torch.floor(y)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    x0, y0 = x0.long(), y0.long()
-    xa, xb = _wrap(x0, w, wrap[:, 0]), _wrap(x0 + 1, w, wrap[:, 0])
-    ya, yb = _wrap(y0, h, wrap[:, 1]), _wrap(y0 + 1, h, wrap[:, 1])
-    t = batch.tex_data
-    c00, c10 = t[off + ya * w + xa], t[off + ya * w + xb]
-    c01, c11 = t[off + yb * w + xa], t[off + yb * w + xb]
-    return (c00 * (1 - fx) + c10 * fx) * (1 - fy) + (c01 * (1 - fx) + c11 * fx) * fy
+    return torch.stack(_sample_texture_c(batch, tex, wrap[:, 0], wrap[:, 1], uv[:, 0], uv[:, 1]), -1)
+
+
+def _dot(a, b):
+    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+
+
+def _normalize(a):
+    s = torch.sqrt(_dot(a, a)).clamp(min=1e-12)
+    return [a[0] / s, a[1] / s, a[2] / s]
 
 
 def shade(batch: SceneBatch, pix_to_face: torch.Tensor, bary: torch.Tensor, zbuf: torch.Tensor, k: torch.Tensor,
@@ -135,67 +156,90 @@ def shade(batch: SceneBatch, pix_to_face: torch.Tensor, bary: torch.Tensor, zbuf
     World positions come from the depth and the pixel ray (3 multiply-adds instead of gathering and
     blending the 9 corner coordinates).
 
+    Every per-pixel quantity is kept as separate (P,) x/y/z (or r/g/b) components, so that under
+    torch.compile the whole function becomes one loop over pixels, vectorised across pixels (a
+    (P, 3) layout gave 3-wide inner loops and several passes). The arithmetic and its order are the
+    same as the vector form.
+
     shadows: None or the output of `shadow_maps` (key-light shadowing). textured: False skips the
     texture lookups (a batch without textures).
     """
     b, h, w = pix_to_face.shape
-    f = pix_to_face.reshape(-1)
+    dev = pix_to_face.device
+    f = pix_to_face
     hit = f >= 0
     fc = f.clamp(min=0)
-    bc = bary.reshape(-1, 3, 1)
-    scene = torch.arange(b, device=f.device).repeat_interleave(h * w)
-    idx = torch.arange(b * h * w, device=f.device)
-    kk = k[scene]
-    rx = ((idx % w).to(torch.float32) + 0.5 - kk[:, 2]) / kk[:, 0]
-    ry = ((torch.div(idx, w, rounding_mode="floor") % h).to(torch.float32) + 0.5 - kk[:, 3]) / kk[:, 1]
-    rot = batch.cam_rot[scene]  # rows: camera axes in world; world ray = R^T (rx, ry, 1)
-    z = torch.where(hit, zbuf.reshape(-1), torch.zeros_like(rx))
-    p = batch.cam_pos[scene] + z[:, None] * (rot[:, 0] * rx[:, None] + rot[:, 1] * ry[:, None] + rot[:, 2])
-    n = (batch.tri_normal[fc] * bc).sum(1)
-    n = n / n.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    b0, b1, b2 = bary[..., 0], bary[..., 1], bary[..., 2]
+    # per-image values broadcast as (B, 1, 1): inside a compiled kernel they are loads with stride 0
+    # over the pixels of an image (no per-pixel division to find the image, vectorisable)
+    scene = torch.arange(b, device=dev).view(b, 1, 1)
+    img = lambda t: t.reshape(b, *([1] * 2), *t.shape[1:])  # (B, ...) -> (B, 1, 1, ...)
+    kk = img(k)
+    rx = ((torch.arange(w, device=dev).to(torch.float32) + 0.5).view(1, 1, w) - kk[..., 2]) / kk[..., 0]
+    ry = ((torch.arange(h, device=dev).to(torch.float32) + 0.5).view(1, h, 1) - kk[..., 3]) / kk[..., 1]
+    rot = img(batch.cam_rot)  # rows: camera axes in world; world ray = R^T (rx, ry, 1)
+    cpos = img(batch.cam_pos)
+    z = torch.where(hit, zbuf, torch.zeros_like(zbuf))
+    p = [cpos[..., c] + z * (rot[..., 0, c] * rx + rot[..., 1, c] * ry + rot[..., 2, c]) for c in range(3)]
+    tn = batch.tri_normal[fc]
+    n = _normalize([tn[..., 0, c] * b0 + tn[..., 1, c] * b1 + tn[..., 2, c] * b2 for c in range(3)])
     m = batch.tri_material[fc]
-    view = batch.cam_pos[scene] - p
-    view = view / view.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    view = _normalize([cpos[..., c] - p[c] for c in range(3)])
     # two-sided: a normal facing away from the camera is flipped (open meshes, planes)
-    n = torch.where(((n * view).sum(-1, keepdim=True) < 0), -n, n)
-    tex = batch.mat_texture[m]
-    albedo = batch.mat_color[m]
+    back = _dot(n, view) < 0
+    n = [torch.where(back, -n[c], n[c]) for c in range(3)]
+    mc = batch.mat_color[m]
+    albedo = [mc[..., c] for c in range(3)]
     if textured:
-        uv = (batch.tri_uv[fc] * bc).sum(1)
-        albedo = albedo * sample_texture(batch, tex.clamp(min=0), batch.mat_wrap[m], uv)
-    metal = batch.mat_metallic[m][:, None]
+        tuv = batch.tri_uv[fc]
+        u = tuv[..., 0, 0] * b0 + tuv[..., 1, 0] * b1 + tuv[..., 2, 0] * b2
+        v = tuv[..., 0, 1] * b0 + tuv[..., 1, 1] * b1 + tuv[..., 2, 1] * b2
+        wrap = batch.mat_wrap[m]
+        tc = _sample_texture_c(batch, batch.mat_texture[m].clamp(min=0), wrap[..., 0], wrap[..., 1], u, v)
+        albedo = [albedo[c] * tc[c] for c in range(3)]
+    metal = batch.mat_metallic[m]
     rough = batch.mat_roughness[m].clamp(0.05, 1.0)
     alpha = rough * rough
-    expo = (2.0 / (alpha * alpha) - 2.0).clamp(1.0, 4096.0)[:, None]
-    diffuse = albedo * (1.0 - metal)
-    f0 = 0.04 * (1.0 - metal) + albedo * metal
+    expo = (2.0 / (alpha * alpha) - 2.0).clamp(1.0, 4096.0)
+    diffuse = [albedo[c] * (1.0 - metal) for c in range(3)]
+    f0 = [0.04 * (1.0 - metal) + albedo[c] * metal for c in range(3)]
 
     def light(ldir_to_light, radiance, vis=None):
-        ndl = (n * ldir_to_light).sum(-1, keepdim=True).clamp(min=0.0)
-        hv = ldir_to_light + view
-        hv = hv / hv.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-        ndh = (n * hv).sum(-1, keepdim=True).clamp(min=0.0)
-        vdh = (view * hv).sum(-1, keepdim=True).clamp(min=0.0)
-        fres = f0 + (1.0 - f0) * (1.0 - vdh) ** 5
-        spec = fres * (expo + 8.0) / 8.0 * ndh ** expo
-        out = (diffuse + spec) * ndl * radiance
-        return out if vis is None else out * vis[:, None]
+        ndl = _dot(n, ldir_to_light).clamp(min=0.0)
+        hv = _normalize([ldir_to_light[c] + view[c] for c in range(3)])
+        ndh = _dot(n, hv).clamp(min=0.0)
+        vdh = _dot(view, hv).clamp(min=0.0)
+        out = []
+        for c in range(3):
+            fres = f0[c] + (1.0 - f0[c]) * (1.0 - vdh) ** 5
+            spec = fres * (expo + 8.0) / 8.0 * ndh ** expo
+            o = (diffuse[c] + spec) * ndl * radiance[c]
+            out.append(o if vis is None else o * vis)
+        return out
 
     vis = None
     if shadows is not None:
         vis = _shadow_lookup(p, n, scene, *shadows)
-    col = light(-batch.key_dir[scene], batch.key_rgb[scene], vis)
+    kd = img(batch.key_dir)
+    kr = img(batch.key_rgb)
+    col = light([-kd[..., c] for c in range(3)], [kr[..., c] for c in range(3)], vis)
     for i in range(batch.fill_dir.shape[1]):  # a few lights per scene, padded with zero radiance
-        col = col + light(-batch.fill_dir[scene, i], batch.fill_rgb[scene, i])
+        fd, fr = img(batch.fill_dir[:, i]), img(batch.fill_rgb[:, i])
+        add = light([-fd[..., c] for c in range(3)], [fr[..., c] for c in range(3)])
+        col = [col[c] + add[c] for c in range(3)]
     for i in range(batch.sph_pos.shape[1]):
-        to = batch.sph_pos[scene, i] - p
-        d2 = (to * to).sum(-1, keepdim=True).clamp(min=1e-8)
-        r = batch.sph_radius[scene, i][:, None]
-        col = col + light(to / d2.sqrt(), batch.sph_rgb[scene, i] * (torch.pi * r * r / d2))
-    amb = batch.ambient[scene]
-    col = col + amb * (diffuse + f0)
-    col = torch.where(hit[:, None], col, amb)
-    return col.view(b, h, w, 3)
+        sp = img(batch.sph_pos[:, i])
+        to = [sp[..., c] - p[c] for c in range(3)]
+        d2 = _dot(to, to).clamp(min=1e-8)
+        d = d2.sqrt()
+        r = img(batch.sph_radius[:, i])
+        sr = img(batch.sph_rgb[:, i])
+        att = torch.pi * r * r / d2
+        add = light([to[c] / d for c in range(3)], [sr[..., c] * att for c in range(3)])
+        col = [col[c] + add[c] for c in range(3)]
+    amb = img(batch.ambient)
+    col = [torch.where(hit, col[c] + amb[..., c] * (diffuse[c] + f0[c]), amb[..., c]) for c in range(3)]
+    return torch.stack(col, -1)
 
 
 def finish(color: torch.Tensor, ssaa: int) -> torch.Tensor:
