@@ -339,7 +339,10 @@ def run(cfg: LoopConfig, log=print) -> dict:
 
     # Phase 0: SDR. Warm-up: no gradient reversal unless the run never loops (SDR + sigma_a).
     t = time.perf_counter()
-    sdr = SampleDataset(sdr_data(cfg.sdr_scenes), list(env.predicates))
+    sdr_samples = sdr_data(cfg.sdr_scenes)
+    _save_examples(out, "sdr", sdr_samples[:4])
+    sdr = SampleDataset(sdr_samples, list(env.predicates))
+    del sdr_samples
     first_align = model_align if not cfg.loops else "none"
     steps0 = cfg.sdr_steps if (cfg.loops or cfg.method == "pseudo-label") else cfg.total_steps()
     train_phase(tr, sdr, target, steps0, first_align, cfg.progress, "sdr")
@@ -375,8 +378,7 @@ def run(cfg: LoopConfig, log=print) -> dict:
         align = model_align if it >= cfg.align_from_iteration else "none"
         train_phase(tr, SampleDataset(samples, list(env.predicates)), target, cfg.iter_steps, align,
                     cfg.progress, f"iteration {it}")
-        if it == cfg.iterations or gap is not None:
-            _save_examples(out, it, samples[:4])
+        _save_examples(out, it, samples[:4])
         record(f"iteration {it}", time.perf_counter() - t,
                {"synthesis_seconds": round(t_synth, 2), "align": align, "graphs": len(graphs)}, gap)
     return _finish(history, out, t_run)
@@ -406,12 +408,14 @@ def pseudo_labels(tr: Trainer, target, threshold: float) -> ListDataset:
     return ListDataset(items)
 
 
-def _save_examples(out: Path, it: int, samples: list[Sample]) -> None:
+def _save_examples(out: Path, it, samples: list[Sample]) -> None:
+    """A few rendered training images of a phase, for the report's figure."""
     import cv2
 
     for k, s in enumerate(samples):
         ok, buf = cv2.imencode(".png", cv2.cvtColor(s.image, cv2.COLOR_RGB2BGR))
-        atomic.write_bytes(out / "examples" / f"iter{it}_{k}.png", buf.tobytes())
+        stem = it if isinstance(it, str) else f"iter{it}"
+        atomic.write_bytes(out / "examples" / f"{stem}_{k}.png", buf.tobytes())
 
 
 def _finish(history: dict, out: Path, t_run: float) -> dict:
