@@ -12,7 +12,8 @@ device (in memory) and train on the result. `align` picks the paper's ablations:
 - "all": the loop + sigma_a + sigma_c,pred (domain classifier on the outputs h(z)).
 
 GRLs stay off during a warm-up (SDR training and the first `align_from_iteration - 1` loop
-iterations): content is aligned first, as the paper prescribes.
+iterations; for runs without the loop, the first `sdr_steps`): content is aligned first, as the
+paper prescribes.
 
 Baselines: `method="pseudo-label"` (self-training on the SDR model's confident target predictions,
 mixed with SDR data) and `method="oracle"` (trained on labelled target data). Every method gets the
@@ -343,10 +344,14 @@ def run(cfg: LoopConfig, log=print) -> dict:
     _save_examples(out, "sdr", sdr_samples[:4])
     sdr = SampleDataset(sdr_samples, list(env.predicates))
     del sdr_samples
-    first_align = model_align if not cfg.loops else "none"
-    steps0 = cfg.sdr_steps if (cfg.loops or cfg.method == "pseudo-label") else cfg.total_steps()
-    train_phase(tr, sdr, target, steps0, first_align, cfg.progress, "sdr")
+    # The SDR phase never aligns: content first (the paper's warm-up). A run that never loops
+    # (SDR, DA) spends the loop's steps on SDR data, with its GRLs on from then on.
+    train_phase(tr, sdr, target, cfg.sdr_steps, "none", cfg.progress, "sdr")
     record("sdr", time.perf_counter() - t, gap=history.get("sdr_content_gap"))
+    if not cfg.loops and cfg.method == "sim2sg" and cfg.iterations * cfg.iter_steps > 0:
+        t = time.perf_counter()
+        train_phase(tr, sdr, target, cfg.iterations * cfg.iter_steps, model_align, cfg.progress, "sdr, continued")
+        record("sdr (aligned)" if model_align != "none" else "sdr (continued)", time.perf_counter() - t)
 
     if cfg.method == "pseudo-label":
         t = time.perf_counter()
