@@ -107,12 +107,25 @@ def _shadow_lookup(p, n, scene: torch.Tensor, smap, frame, xf) -> torch.Tensor:
     return lit
 
 
-def _wrap(i: torch.Tensor, n: torch.Tensor, mode: torch.Tensor) -> torch.Tensor:
-    rep = torch.remainder(i, n)
-    clamp = i.clamp(min=0).minimum(n - 1)
-    m = torch.remainder(i, 2 * n)
-    mirror = torch.where(m < n, m, 2 * n - 1 - m)
-    return torch.where(mode == 0, rep, torch.where(mode == 1, clamp, mirror))
+def _wrap(i: torch.Tensor, n: torch.Tensor, mode: torch.Tensor, plus: int = 0) -> torch.Tensor:
+    """Texel index i + plus (i an integer-valued float) wrapped into [0, n): repeat (mode 0), clamp (1), mirror (2).
+
+    Exact integer arithmetic in float64 (|i| < 2^53): the quotient's rounding is corrected by one
+    step, so the result equals the int64 `remainder` form. Float division vectorises on CPUs where
+    int64 division does not (it was a scalar loop per pixel); the result is cast to int64 once.
+    Non-finite or huge i still give an index in [0, n) (NaN -> 0)."""
+    i = i.double() + plus
+    nf = n.double()
+    rep = i - nf * torch.floor(i / nf)
+    rep = torch.where(rep < 0, rep + nf, torch.where(rep >= nf, rep - nf, rep))
+    n2 = 2.0 * nf
+    m = i - n2 * torch.floor(i / n2)
+    m = torch.where(m < 0, m + n2, torch.where(m >= n2, m - n2, m))
+    clamp = i.clamp(min=0).minimum(nf - 1)
+    mirror = torch.where(m < nf, m, n2 - 1 - m)
+    out = torch.where(mode == 0, rep, torch.where(mode == 1, clamp, mirror))
+    out = torch.where(out == out, out, torch.zeros_like(out)).clamp(min=0).minimum(nf - 1)  # no-op unless NaN/huge
+    return out.long()
 
 
 def _sample_texture_c(batch: SceneBatch, tex, wrap_u, wrap_v, u, v):
@@ -122,9 +135,8 @@ def _sample_texture_c(batch: SceneBatch, tex, wrap_u, wrap_v, u, v):
     y = (1.0 - v) * h - 0.5
     x0, y0 = torch.floor(x), torch.floor(y)
     fx, fy = x - x0, y - y0
-    x0, y0 = x0.long(), y0.long()
-    xa, xb = _wrap(x0, w, wrap_u), _wrap(x0 + 1, w, wrap_u)
-    ya, yb = _wrap(y0, h, wrap_v), _wrap(y0 + 1, h, wrap_v)
+    xa, xb = _wrap(x0, w, wrap_u), _wrap(x0, w, wrap_u, 1)
+    ya, yb = _wrap(y0, h, wrap_v), _wrap(y0, h, wrap_v, 1)
     t = batch.tex_data
     i00, i10, i01, i11 = off + ya * w + xa, off + ya * w + xb, off + yb * w + xa, off + yb * w + xb
     out = []
