@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from sim2sg.env import load_env
-from sim2sg.experiment import ROW_KEYS, ROWS, content_gap_table, format_table, make_domain, run_rows
+from sim2sg.experiment import ROW_KEYS, content_gap_table, format_table, make_domain, run_rows, slug
 from sim2sg.loop import LoopConfig
 
 
@@ -60,7 +60,7 @@ def main() -> None:
     if args.collect:
         results = {}
         for r in rows:
-            f = out / _slug(r) / "history.json"
+            f = out / slug(r) / "history.json"
             if f.is_file():
                 h = json.loads(f.read_text())
                 h.setdefault("final", (h["phases"][-1].get("summary", {}) if h.get("phases") else {}))
@@ -73,7 +73,7 @@ def main() -> None:
                          "cuda" if args.device in ("auto", "cuda") and _cuda() else "cpu")
     if args.row is not None:  # child: one row, its history to out/<row>.json
         res = run_rows([args.row], args.source, domain, out, base, log=lambda m: print(f"[{args.row}] {m}", flush=True))
-        (out / f"{_slug(args.row)}.json").write_text(json.dumps(res[args.row], default=str))
+        (out / f"{slug(args.row)}.json").write_text(json.dumps(res[args.row], default=str))
         return
     t0 = time.perf_counter()
     if args.parallel > 1:
@@ -88,7 +88,7 @@ def main() -> None:
             for r, p in list(procs):
                 if p.poll() is not None:
                     procs.remove((r, p))
-                    f = out / f"{_slug(r)}.json"
+                    f = out / f"{slug(r)}.json"
                     results[r] = json.loads(f.read_text()) if f.is_file() else {"final": {}, "seconds": 0}
         results = {r: results[r] for r in rows}
     else:
@@ -108,10 +108,6 @@ def _report(results: dict, args, out: Path, t0: float, suffix: str = "") -> None
     (out / f"table{suffix}.md").write_text(text)
     (out / f"results{suffix}.json").write_text(json.dumps(results, default=str))
     print(text)
-
-
-def _slug(row: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in row).strip("_").lower()
 
 
 def _cuda() -> bool:

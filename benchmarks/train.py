@@ -76,7 +76,7 @@ def bench(backbone: str, size, batch: int, align: str, coco: bool, device, steps
         sync(device)
         t = time.perf_counter()
         for _ in range(steps):
-            out = model(dev_images)
+            model(dev_images)
         sync(device)
     infer_ips = steps * batch / (time.perf_counter() - t)
     mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import atomic
 from .env import load_env
-from .experiment import content_gap_table, figure, format_table, make_domain, run_rows
+from .experiment import content_gap_table, figure, format_table, make_domain, run_rows, slug
 from .loop import LoopConfig
 
 
@@ -73,7 +73,7 @@ def run_demo(out: Path, device: str = "auto", preset: str | None = None, seed: i
     _curves(results, report / "curves.png")
     sim = next((r for r in results if r.startswith("all")), None)
     if sim is not None:
-        ex = out / "runs" / "all__sim2sg" / "examples"
+        ex = out / "runs" / slug(sim) / "examples"
         cols = [("SDR", ex / "sdr_0.png")] + [(f"iteration {i}", ex / f"iter{i}_0.png") for i in range(1, p.iterations + 1)]
         target_img = sorted(Path(domain.train_images).glob("*.png"))[:1]
         figure(cols + [("target", t) for t in target_img], report / "figure.png")

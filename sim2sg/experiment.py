@@ -82,7 +82,7 @@ def run_rows(rows: list[str], source_env: str, domain: Domain, out: Path, base: 
     for row in rows:
         method, align = ROWS[row]
         cfg = dataclasses.replace(
-            base, env=source_env, target=str(domain.train_images), out=str(Path(out) / _slug(row)),
+            base, env=source_env, target=str(domain.train_images), out=str(Path(out) / slug(row)),
             method=method, align=align, eval_data=str(domain.eval_data),
             target_graphs=str(domain.train_graphs), oracle_data=str(domain.train_labelled))
         log(f"== {row}")
@@ -90,7 +90,8 @@ def run_rows(rows: list[str], source_env: str, domain: Domain, out: Path, base: 
     return results
 
 
-def _slug(row: str) -> str:
+def slug(row: str) -> str:
+    """Folder name of a table row: "all (Sim2SG)" -> "all__sim2sg"."""
     return "".join(c if c.isalnum() else "_" for c in row).strip("_").lower()
 
 

@@ -41,6 +41,7 @@ import networkx as nx
 
 from . import atomic
 from .camera import Camera
+from .checks import Checker
 from .errors import InputError
 
 FORMAT = "sim2sg-scene-graph"
@@ -210,7 +211,7 @@ def from_dict(
 ) -> nx.MultiDiGraph:
     """Validate a parsed version-1 object and build the graph (see `read_graph`)."""
     v = _Validator(source)
-    v.expect_type(data, dict, "", "a JSON object")
+    v.type(data, dict, "", "a JSON object")
     unknown = sorted(set(data) - _TOP_FIELDS)
     if unknown:
         raise InputError(source, unknown[0], f"unknown field (allowed: {', '.join(sorted(_TOP_FIELDS))})")
@@ -222,7 +223,7 @@ def from_dict(
     env = v.string(v.required(data, "env", ""), "env")
     camera = v.camera(v.required(data, "camera", ""), "camera")
     context = data.get("context", {})
-    v.expect_type(context, dict, "context", "a JSON object")
+    v.type(context, dict, "context", "a JSON object")
     v.finite_tree(context, "context")
 
     cat_set = None if categories is None else set(categories)
@@ -230,10 +231,10 @@ def from_dict(
     g = new_graph(env, camera, context)
 
     objs = v.required(data, "objects", "")
-    v.expect_type(objs, list, "objects", "a list")
+    v.type(objs, list, "objects", "a list")
     for k, o in enumerate(objs):
         f = f"objects[{k}]"
-        v.expect_type(o, dict, f, "a JSON object")
+        v.type(o, dict, f, "a JSON object")
         unknown = sorted(set(o) - _OBJECT_FIELDS)
         if unknown:
             raise InputError(source, f"{f}.{unknown[0]}", "unknown field")
@@ -247,15 +248,15 @@ def from_dict(
         cat = v.string(o["category"], f"{f}.category")
         if cat_set is not None and cat not in cat_set:
             raise InputError(source, f"{f}.category", f"unknown category {cat!r} (known: {', '.join(sorted(cat_set))})")
-        pos = v.vector(o["position"], 3, f"{f}.position")
+        pos = tuple(v.numbers(o["position"], 3, f"{f}.position"))
         yaw = v.number(o["yaw"], f"{f}.yaw")
-        size = v.vector(o["size"], 3, f"{f}.size")
+        size = tuple(v.numbers(o["size"], 3, f"{f}.size"))
         for j, s in enumerate(size):
             if s <= 0:
                 raise InputError(source, f"{f}.size[{j}]", f"must be positive, got {s}")
         color = o.get("color")
         if color is not None:
-            color = v.vector(color, 3, f"{f}.color")
+            color = tuple(v.numbers(color, 3, f"{f}.color"))
             for j, c in enumerate(color):
                 if not 0.0 <= c <= 1.0:
                     raise InputError(source, f"{f}.color[{j}]", f"must be in [0, 1], got {c}")
@@ -266,11 +267,11 @@ def from_dict(
         if texture is not None:
             texture = v.string(texture, f"{f}.texture")
         attributes = o.get("attributes", {})
-        v.expect_type(attributes, dict, f"{f}.attributes", "a JSON object")
+        v.type(attributes, dict, f"{f}.attributes", "a JSON object")
         v.finite_tree(attributes, f"{f}.attributes")
         box = o.get("box")
         if box is not None:
-            box = v.vector(box, 4, f"{f}.box")
+            box = tuple(v.numbers(box, 4, f"{f}.box"))
             if box[2] < box[0] or box[3] < box[1]:
                 raise InputError(source, f"{f}.box", f"expected [x1, y1, x2, y2] with x2 >= x1 and y2 >= y1, got {box}")
         score = o.get("score")
@@ -282,10 +283,10 @@ def from_dict(
                    attributes=attributes, box=box, score=score)
 
     rels = data.get("relationships", [])
-    v.expect_type(rels, list, "relationships", "a list")
+    v.type(rels, list, "relationships", "a list")
     for k, r in enumerate(rels):
         f = f"relationships[{k}]"
-        v.expect_type(r, dict, f, "a JSON object")
+        v.type(r, dict, f, "a JSON object")
         unknown = sorted(set(r) - {"subject", "predicate", "object"})
         if unknown:
             raise InputError(source, f"{f}.{unknown[0]}", "unknown field")
@@ -305,59 +306,11 @@ def from_dict(
     return g
 
 
-class _Validator:
-    """Type checks that raise `InputError(source, field, ...)`."""
-
-    def __init__(self, source: str | Path):
-        self.source = source
-
-    def fail(self, field: str, msg: str):
-        raise InputError(self.source, field, msg)
-
-    def required(self, d: dict, name: str, parent: str):
-        if name not in d:
-            self.fail(f"{parent}.{name}" if parent else name, "missing required field")
-        return d[name]
-
-    def expect_type(self, x, typ, field: str, what: str):
-        if not isinstance(x, typ):
-            self.fail(field, f"expected {what}, got {_json_type(x)}")
-
-    def number(self, x, field: str) -> float:
-        if isinstance(x, bool) or not isinstance(x, (int, float)):
-            self.fail(field, f"expected a number, got {_json_type(x)}")
-        if not math.isfinite(x):
-            self.fail(field, f"must be finite, got {x}")
-        return float(x)
-
-    def integer(self, x, field: str) -> int:
-        if isinstance(x, bool) or not isinstance(x, int):
-            self.fail(field, f"expected an integer, got {_json_type(x)}")
-        return int(x)
-
-    def string(self, x, field: str) -> str:
-        if not isinstance(x, str) or not x:
-            self.fail(field, f"expected a non-empty string, got {_json_type(x)}")
-        return x
-
-    def vector(self, x, n: int, field: str) -> tuple[float, ...]:
-        if not isinstance(x, list) or len(x) != n:
-            self.fail(field, f"expected a list of {n} numbers, got {_json_type(x)}"
-                      + (f" of length {len(x)}" if isinstance(x, list) else ""))
-        return tuple(self.number(c, f"{field}[{i}]") for i, c in enumerate(x))
-
-    def finite_tree(self, x, field: str):
-        if isinstance(x, float) and not math.isfinite(x):
-            self.fail(field, f"must be finite, got {x}")
-        if isinstance(x, dict):
-            for k, val in x.items():
-                self.finite_tree(val, f"{field}.{k}")
-        elif isinstance(x, list):
-            for i, val in enumerate(x):
-                self.finite_tree(val, f"{field}[{i}]")
+class _Validator(Checker):
+    """`Checker` plus the camera object of a scene graph."""
 
     def camera(self, x, field: str) -> Camera:
-        self.expect_type(x, dict, field, "a JSON object")
+        self.type(x, dict, field, "a JSON object")
         for name in _CAMERA_FIELDS:
             self.required(x, name, field)
         w = self.integer(x["width"], f"{field}.width")
@@ -369,8 +322,8 @@ class _Validator:
         for k in ("fx", "fy"):
             if nums[k] <= 0:
                 self.fail(f"{field}.{k}", f"must be positive, got {nums[k]}")
-        pos = self.vector(x["position"], 3, f"{field}.position")
-        at = self.vector(x["look_at"], 3, f"{field}.look_at")
+        pos = tuple(self.numbers(x["position"], 3, f"{field}.position"))
+        at = tuple(self.numbers(x["look_at"], 3, f"{field}.look_at"))
         if math.dist(pos, at) < 1e-9:
             self.fail(f"{field}.look_at", "must differ from camera.position")
         near = self.number(x.get("near", 0.1), f"{field}.near")
@@ -378,19 +331,3 @@ class _Validator:
         if not 0 < near < far:
             self.fail(f"{field}.near", f"need 0 < near < far, got near={near}, far={far}")
         return Camera(w, h, nums["fx"], nums["fy"], nums["cx"], nums["cy"], pos, at, near, far)
-
-
-def _json_type(x) -> str:
-    if x is None:
-        return "null"
-    if isinstance(x, bool):
-        return "boolean"
-    if isinstance(x, (int, float)):
-        return "number"
-    if isinstance(x, str):
-        return "string"
-    if isinstance(x, list):
-        return "list"
-    if isinstance(x, dict):
-        return "object"
-    return type(x).__name__

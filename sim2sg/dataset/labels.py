@@ -9,7 +9,6 @@ make a render resumable: an image is done when its fragment exists and every fil
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 
 from .. import atomic
+from ..checks import Checker
 from ..errors import InputError
 
 FORMAT = "sim2sg-labels"
@@ -279,53 +279,8 @@ def validate_labels(data: Any, source: str | Path = "<labels>") -> None:
         seen_triplets.add(triplet)
 
 
-class _Check:
-    """Type and range checks raising `InputError(source, field, ...)`."""
-
-    def __init__(self, source: str | Path):
-        self.source = source
-
-    def fail(self, field: str, message: str):
-        raise InputError(self.source, field, message)
-
-    def required(self, d: dict, key: str, parent: str):
-        if key not in d:
-            self.fail(f"{parent}.{key}" if parent else key, "missing required field")
-        return d[key]
-
-    def type(self, x, typ, field: str, what: str):
-        if not isinstance(x, typ):
-            self.fail(field, f"expected {what}, got {type(x).__name__ if x is not None else 'null'}")
-
-    def list(self, x, field: str) -> list:
-        self.type(x, list, field, "a list")
-        return x
-
-    def integer(self, x, field: str, minimum: int | None = None, maximum: int | None = None) -> int:
-        if isinstance(x, bool) or not isinstance(x, int):
-            self.fail(field, f"expected an integer, got {x!r}")
-        if minimum is not None and x < minimum:
-            self.fail(field, f"must be >= {minimum}, got {x}")
-        if maximum is not None and x > maximum:
-            self.fail(field, f"must be <= {maximum}, got {x}")
-        return x
-
-    def number(self, x, field: str) -> float:
-        if isinstance(x, bool) or not isinstance(x, (int, float)):
-            self.fail(field, f"expected a number, got {x!r}")
-        if not math.isfinite(x):
-            self.fail(field, f"must be finite, got {x}")
-        return float(x)
-
-    def numbers(self, x, n: int, field: str) -> list[float]:
-        if not isinstance(x, list) or len(x) != n:
-            self.fail(field, f"expected a list of {n} numbers, got {x!r}")
-        return [self.number(c, f"{field}[{i}]") for i, c in enumerate(x)]
-
-    def string(self, x, field: str) -> str:
-        if not isinstance(x, str) or not x:
-            self.fail(field, f"expected a non-empty string, got {x!r}")
-        return x
+class _Check(Checker):
+    """`Checker` plus the [{id, name}] vocabularies of labels.json."""
 
     def vocabulary(self, x, field: str, extra: tuple[str, ...] = ()) -> set[int]:
         """[{id, name}] with ids 1..n in order and unique names; returns the ids."""

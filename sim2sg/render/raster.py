@@ -67,7 +67,6 @@ def clip_near(cam: torch.Tensor, near: torch.Tensor, tri_scene: torch.Tensor):
     on the original triangle.
     """
     dev = cam.device
-    t = cam.shape[0]
     behind = cam[..., 2] < near[:, None]
     nb = behind.sum(1)
     eye = torch.eye(3, device=dev, dtype=cam.dtype)

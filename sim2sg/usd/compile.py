@@ -33,16 +33,15 @@ def look_rng(seed: int, name: str) -> np.random.Generator:
 
 
 def compile_graph(g: nx.MultiDiGraph, env: Environment, rng: np.random.Generator,
-                  texture_root: str | None = None) -> tuple[Usd.Stage, list[str]]:
+                  texture_root: str = f"./{TEXTURE_DIR}") -> tuple[Usd.Stage, list[str]]:
     """Dress graph `g` with a random look from `env` and build its in-memory stage; returns the
-    stage and the texture names it uses. texture_root: see `build_stage` (None: beside the stage)."""
+    stage and the texture names it uses. texture_root: see `build_stage` (default: beside the stage)."""
     look = randomize_look(g, env, rng)
     mesh_of = {c: env.spec(c).mesh for c in env.categories}
     missing = sorted({a["category"] for _, a in g.nodes(data=True)} - set(mesh_of))
     if missing:
         raise InputError(env.source, "categories", f"no mesh for categories {missing} used by the graph")
-    extra = {} if texture_root is None else {"texture_root": str(texture_root)}
-    stage = build_stage(g, look, mesh_of, list(env.categories), list(env.predicates), **extra)
+    stage = build_stage(g, look, mesh_of, list(env.categories), list(env.predicates), str(texture_root))
     return stage, look.textures()
 
 

@@ -1,0 +1,91 @@
+"""Typed checks of parsed JSON that raise one `InputError(source, field, message)` each.
+
+Shared by the file readers (scene graphs, labels.json); fields are dotted/indexed paths such as
+``objects[3].size[1]``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .errors import InputError
+
+
+def json_type(x) -> str:
+    """The JSON name of a Python value's type, for messages."""
+    if x is None:
+        return "null"
+    if isinstance(x, bool):
+        return "boolean"
+    if isinstance(x, (int, float)):
+        return "number"
+    if isinstance(x, str):
+        return "string"
+    if isinstance(x, list):
+        return "list"
+    if isinstance(x, dict):
+        return "object"
+    return type(x).__name__
+
+
+class Checker:
+    """Checks that raise `InputError(source, field, ...)` on the first problem."""
+
+    def __init__(self, source: str | Path):
+        self.source = source
+
+    def fail(self, field: str, message: str):
+        raise InputError(self.source, field, message)
+
+    def required(self, d: dict, key: str, parent: str):
+        if key not in d:
+            self.fail(f"{parent}.{key}" if parent else key, "missing required field")
+        return d[key]
+
+    def type(self, x, typ, field: str, what: str):
+        if not isinstance(x, typ):
+            self.fail(field, f"expected {what}, got {json_type(x)}")
+
+    def list(self, x, field: str) -> list:
+        self.type(x, list, field, "a list")
+        return x
+
+    def number(self, x, field: str) -> float:
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            self.fail(field, f"expected a number, got {json_type(x)}")
+        if not math.isfinite(x):
+            self.fail(field, f"must be finite, got {x}")
+        return float(x)
+
+    def integer(self, x, field: str, minimum: int | None = None, maximum: int | None = None) -> int:
+        if isinstance(x, bool) or not isinstance(x, int):
+            self.fail(field, f"expected an integer, got {json_type(x)}")
+        if minimum is not None and x < minimum:
+            self.fail(field, f"must be >= {minimum}, got {x}")
+        if maximum is not None and x > maximum:
+            self.fail(field, f"must be <= {maximum}, got {x}")
+        return int(x)
+
+    def string(self, x, field: str) -> str:
+        if not isinstance(x, str) or not x:
+            self.fail(field, f"expected a non-empty string, got {json_type(x)}")
+        return x
+
+    def numbers(self, x, n: int, field: str) -> list[float]:
+        """A list of exactly n finite numbers."""
+        if not isinstance(x, list) or len(x) != n:
+            self.fail(field, f"expected a list of {n} numbers, got {json_type(x)}"
+                      + (f" of length {len(x)}" if isinstance(x, list) else ""))
+        return [self.number(c, f"{field}[{i}]") for i, c in enumerate(x)]
+
+    def finite_tree(self, x, field: str):
+        """Every float inside nested lists/objects is finite."""
+        if isinstance(x, float) and not math.isfinite(x):
+            self.fail(field, f"must be finite, got {x}")
+        if isinstance(x, dict):
+            for k, val in x.items():
+                self.finite_tree(val, f"{field}.{k}")
+        elif isinstance(x, list):
+            for i, val in enumerate(x):
+                self.finite_tree(val, f"{field}[{i}]")
