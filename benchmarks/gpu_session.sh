@@ -25,6 +25,9 @@ bench)
   python3 benchmarks/render.py --device cuda --batch 1024 --scenes 16 --iters 5 --no-gl 2>&1 | tee "$OUTDIR/render_cuda_eager.txt" | tail -12
   python3 benchmarks/train.py --device cuda --size 256 --batch 32 --steps 30 --backbone resnet18 resnet50 --align none both 2>&1 | tee "$OUTDIR/train_cuda.txt" | tail -12
   ;;
+profile)  # training step: batch scaling and where the time goes
+  python3 benchmarks/train.py --device cuda --size 256 --batch 16 32 64 --steps 10 --profile 2>&1 | tee "$OUTDIR/train_profile.txt" | head -8
+  ;;
 issue4)
   D=/tmp/clevr4
   t0=$(date +%s)
@@ -45,12 +48,14 @@ issue4)
 table)
   SRC=${1:-clevr}; TGT=${2:-clevr-target}; K=${3:-20}; shift 3 || true
   T=${TABLE_TIMEOUT:-540}
-  timeout "$T" python3 benchmarks/tables.py --source "$SRC" --target "$TGT" --k "$K" --out /tmp/table_$SRC \
-      --device cuda "$@" > "$OUTDIR/table_${SRC}_log.txt" 2>&1
+  D=${TABLE_DIR:-/tmp/table_$SRC}  # on a warm machine a later call can add rows to the same folder
+  timeout "$T" python3 benchmarks/tables.py --source "$SRC" --target "$TGT" --k "$K" --out $D \
+      --domain /tmp/domain_$TGT --device cuda "$@" > "$OUTDIR/table_${SRC}_log.txt" 2>&1
   # Whatever finished (or got as far as it could before the timeout) goes into the table.
-  python3 benchmarks/tables.py --source "$SRC" --target "$TGT" --k "$K" --out /tmp/table_$SRC --collect "$@" \
+  python3 benchmarks/tables.py --source "$SRC" --target "$TGT" --k "$K" --out $D --collect "$@" \
       > "$OUTDIR/table_${SRC}.md" 2>&1
-  cp /tmp/table_$SRC/results_collected.json "$OUTDIR/table_${SRC}_results.json" 2>/dev/null
+  cp $D/results_collected.json "$OUTDIR/table_${SRC}_results.json" 2>/dev/null
+  (cd $D && tar czf "$OUTDIR/table_${SRC}_histories.tgz" */history.json 2>/dev/null)
   grep -v "^\[" "$OUTDIR/table_${SRC}_log.txt" | tail -5
   cat "$OUTDIR/table_${SRC}.md"
   ;;

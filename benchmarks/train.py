@@ -102,6 +102,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     ap.add_argument("--objects", type=int, default=8, help="at most this many objects per image")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--profile", action="store_true",
+                    help="also profile 5 training steps of the first configuration (torch.profiler): top ops")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -123,6 +125,39 @@ def main():
     print("-" * len(hdr))
     for b, n, a, h, tr, inf, loss, mem in rows:
         print(f"{b:<10} {n:>5} {a:<10} {h:<6} {tr:>11.1f} {inf:>11.1f} {loss:>7.3f} {mem:>7.2f}")
+    if args.profile:
+        profile(args.backbone[0], size, args.batch[0], args.align[0], device, args.objects)
+
+
+def profile(backbone: str, size, batch: int, align: str, device, objects: int, steps: int = 5) -> None:
+    """Where a training step's time goes: torch.profiler over `steps` steps, top ops by self CPU
+    time (launch and host-sync overhead shows up here) and by device time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as tprofile
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(num_classes=len(CATEGORIES), num_predicates=len(PREDICATES), image_size=size,
+                                    backbone=backbone)).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+        model.channels_last = True
+    cfg = TrainConfig(source="-", out="-", align=align, target="-" if align != "none" else None, lr=1e-4,
+                      lr_warmup_steps=1, grl_weight=0.1)
+    opt = make_optimizer(model, cfg)
+    images, targets = make_batch(batch, size, objects, 0)
+    tgt = make_batch(batch, size, objects, 1)[0] if align != "none" else None
+    model.train()
+    for s in range(2):
+        train_step(model, opt, (images, targets, tgt), cfg, s, 10, device)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with tprofile(activities=acts) as prof:
+        for s in range(2, 2 + steps):
+            train_step(model, opt, (images, targets, tgt), cfg, s, 10, device)
+        sync(device)
+    ka = prof.key_averages()
+    print(ka.table(sort_by="self_cpu_time_total", row_limit=25))
+    if device.type == "cuda":
+        print(ka.table(sort_by="self_cuda_time_total", row_limit=15))
 
 
 if __name__ == "__main__":

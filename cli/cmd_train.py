@@ -63,6 +63,9 @@ def train_cmd(
     grl_weight: float = typer.Option(0.1, "--grl-weight", min=0.0, help="GRL lambda (DA Faster R-CNN uses 0.1)."),
     grl_ramp: Ramp = typer.Option(Ramp.fixed, "--grl-ramp", help="fixed, or DANN's 2/(1+exp(-10p))-1 ramp."),
     align_warmup: int = typer.Option(0, "--align-warmup", min=0, help="Steps before the GRLs switch on."),
+    augment: Optional[str] = typer.Option(None, "--augment", help="Photometric augmentation of the labelled images: "
+                                          "none or photometric (colour, blur, noise; boxes unchanged). "
+                                          "Default: photometric with --env, none with --source."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
     seed: int = typer.Option(0, "--seed"),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
@@ -88,7 +91,7 @@ def train_cmd(
             cfg = LoopConfig(env=env, target=str(target), out=str(out), method=method, align=align,
                              iterations=loop, sdr_scenes=sdr_scenes, width=w, height=h, sdr_steps=sdr_steps,
                              iter_steps=iter_steps, batch_size=batch, lr=lr, backbone=backbone.value,
-                             grl_weight=grl_weight, score_threshold=score_thresh,
+                             grl_weight=grl_weight, score_threshold=score_thresh, augment=augment or "photometric",
                              eval_data=str(eval_data) if eval_data else None,
                              target_graphs=str(target_graphs) if target_graphs else None,
                              oracle_data=str(oracle_data) if oracle_data else None, keep_usd=keep_usd,
@@ -108,7 +111,7 @@ def train_cmd(
             align=align, backbone=backbone.value, weights=str(weights) if weights else None,
             epochs=epochs, steps=steps, batch_size=batch, lr=lr, optimizer=optimizer.value,
             grl_weight=grl_weight, grl_ramp=grl_ramp.value, align_warmup_steps=align_warmup,
-            device=device, seed=seed, workers=workers, checkpoint_every=checkpoint_every,
+            augment=augment or "none", device=device, seed=seed, workers=workers, checkpoint_every=checkpoint_every,
             image_every=image_every, amp=not no_amp, progress=progress, model=overrides,
         )
         path = fit(cfg, resume=resume)

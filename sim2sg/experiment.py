@@ -90,6 +90,18 @@ def run_rows(rows: list[str], source_env: str, domain: Domain, out: Path, base: 
     return results
 
 
+def train_sdr_phase(source_env: str, domain: Domain, out: Path, base: LoopConfig, log=print) -> None:
+    """Train the SDR phase that every row but the oracle starts with, once, into
+    `base.sdr_checkpoint` (nothing to do when the file exists or no path is set)."""
+    if not base.sdr_checkpoint or Path(base.sdr_checkpoint).is_file():
+        return
+    cfg = dataclasses.replace(base, env=source_env, target=str(domain.train_images), out=str(Path(out) / "sdr_phase"),
+                              method="sim2sg", align="none", eval_data=str(domain.eval_data),
+                              target_graphs=str(domain.train_graphs))
+    log("== SDR phase (shared by every row but the oracle)")
+    run(cfg, log=log, sdr_only=True)
+
+
 def slug(row: str) -> str:
     """Folder name of a table row: "all (Sim2SG)" -> "all__sim2sg"."""
     return "".join(c if c.isalnum() else "_" for c in row).strip("_").lower()

@@ -58,6 +58,9 @@ class LoopConfig:
     eval_data: labelled target dataset (labels.json) for metrics after each phase (optional).
     target_graphs: folder of the target's true scene graphs, to measure the content gap (optional).
     oracle_data: labelled target training dataset (method "oracle").
+    sdr_checkpoint: every method but the oracle starts with the same SDR phase (same data, same
+    steps, same seed); with this path the first run saves its end state (model, optimizer, step,
+    RNG states) and later runs with the same settings start from it instead of retraining it.
     """
 
     env: str
@@ -80,11 +83,13 @@ class LoopConfig:
     grl_weight: float = 0.1
     grl_ramp: str = "dann"
     score_threshold: float = 0.5
+    augment: str = "photometric"  # on every labelled batch of every method (sim2sg.train.augment)
     pseudo_threshold: float = 0.7
     eval_data: str | None = None
     target_graphs: str | None = None
     oracle_data: str | None = None
     keep_usd: bool = False
+    sdr_checkpoint: str | None = None  # the SDR phase's end state: loaded when the file exists, else saved there
     render_batch: int = 256
     device: str = "auto"
     amp: bool = True
@@ -99,6 +104,10 @@ class LoopConfig:
             raise InputError("--align", "align", f"expected one of {', '.join(ALIGNS)}, got {self.align!r}")
         if self.method == "oracle" and not self.oracle_data:
             raise InputError("--oracle-data", "oracle_data", "the oracle needs a labelled target dataset")
+        from .train.augment import MODES
+
+        if self.augment not in MODES:
+            raise InputError("--augment", "augment", f"expected one of {', '.join(MODES)}, got {self.augment!r}")
         for name in ("iterations", "sdr_scenes", "scenes_per_image", "width", "height", "batch_size"):
             if getattr(self, name) < (0 if name == "iterations" else 1):
                 raise InputError(f"--{name.replace('_', '-')}", name, "out of range")
@@ -196,7 +205,8 @@ def make_trainer(cfg: LoopConfig, env: Environment) -> Trainer:
         model.channels_last = True
     tcfg = TrainConfig(source="<memory>", out=cfg.out, batch_size=cfg.batch_size, lr=cfg.lr,
                        lr_warmup_steps=cfg.lr_warmup_steps, grl_weight=cfg.grl_weight, grl_ramp=cfg.grl_ramp,
-                       seed=cfg.seed, device=str(device), amp=cfg.amp, tensorboard=False, progress=False)
+                       seed=cfg.seed, device=str(device), amp=cfg.amp, augment=cfg.augment,
+                       tensorboard=False, progress=False)
     return Trainer(model, make_optimizer(model, tcfg), tcfg, device, 0, cfg.total_steps())
 
 
@@ -231,6 +241,49 @@ def train_phase(tr: Trainer, source, target, steps: int, align: str, progress: b
     if bar is not None:
         bar.close()
     return {k: v / max(1, steps) for k, v in sums.items()}
+
+
+def _sdr_key(cfg: LoopConfig) -> dict:
+    """What makes two runs' SDR phases the same (the method and alignment do not: the SDR phase
+    never aligns)."""
+    keys = ("env", "sdr_scenes", "width", "height", "sdr_steps", "batch_size", "lr", "lr_warmup_steps",
+            "backbone", "augment", "amp", "seed", "model", "render_batch")
+    d = dataclasses.asdict(cfg)
+    return {k: d[k] for k in keys} | {"total_steps": cfg.total_steps()}
+
+
+def save_sdr_phase(tr: Trainer, cfg: LoopConfig) -> None:
+    """Write the trainer's state after the SDR phase to `cfg.sdr_checkpoint` (atomically)."""
+    if not cfg.sdr_checkpoint:
+        return
+    import io
+
+    from .train.engine import rng_state
+
+    buf = io.BytesIO()
+    torch.save({"key": json.dumps(_sdr_key(cfg), sort_keys=True), "model": tr.model.state_dict(),
+                "optimizer": tr.optimizer.state_dict(), "step": tr.step, "rng": rng_state()}, buf)
+    atomic.write_bytes(cfg.sdr_checkpoint, buf.getvalue())
+
+
+def load_sdr_phase(tr: Trainer, cfg: LoopConfig) -> bool:
+    """Restore the SDR phase's end state from `cfg.sdr_checkpoint` when it exists; False when there
+    is none. A file saved with other settings is an `InputError` (it would silently mix runs)."""
+    path = Path(cfg.sdr_checkpoint) if cfg.sdr_checkpoint else None
+    if path is None or not path.is_file():
+        return False
+    from .train.engine import set_rng_state
+
+    # on the host: the RNG states must stay CPU tensors; load_state_dict moves the rest
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("key") != json.dumps(_sdr_key(cfg), sort_keys=True):
+        raise InputError(path, "key", "this SDR checkpoint was saved with other settings (env, sizes, steps, "
+                                      "seed, ...); delete it or pick another path")
+    tr.model.load_state_dict(state["model"])
+    tr.optimizer.load_state_dict(state["optimizer"])
+    tr.step = int(state["step"])
+    set_rng_state(state["rng"])
+    return True
 
 
 def predict_target(tr: Trainer, target, batch: int = 32) -> list[dict]:
@@ -289,9 +342,10 @@ def _read_graphs(folder: str | None, env: Environment) -> list[nx.MultiDiGraph] 
 
 
 # ---- the run ---------------------------------------------------------------------------------------
-def run(cfg: LoopConfig, log=print) -> dict:
+def run(cfg: LoopConfig, log=print, sdr_only: bool = False) -> dict:
     """Run `cfg`; returns {"config", "phases": [{name, steps, seconds, metrics, content_gap}], ...}
-    and writes it to cfg.out/history.json (plus the last phase's metrics to metrics.json)."""
+    and writes it to cfg.out/history.json (plus the last phase's metrics to metrics.json).
+    sdr_only: stop after the SDR phase (to save it once to `cfg.sdr_checkpoint` for other runs)."""
     from .eval.content import content_gap
     from .train.data import ImageFolder, LabelledDataset
 
@@ -346,8 +400,12 @@ def run(cfg: LoopConfig, log=print) -> dict:
     del sdr_samples
     # The SDR phase never aligns: content first (the paper's warm-up). A run that never loops
     # (SDR, DA) spends the loop's steps on SDR data, with its GRLs on from then on.
-    train_phase(tr, sdr, target, cfg.sdr_steps, "none", cfg.progress, "sdr")
+    if not load_sdr_phase(tr, cfg):
+        train_phase(tr, sdr, target, cfg.sdr_steps, "none", cfg.progress, "sdr")
+        save_sdr_phase(tr, cfg)
     record("sdr", time.perf_counter() - t, gap=history.get("sdr_content_gap"))
+    if sdr_only:
+        return _finish(history, out, t_run)
     if not cfg.loops and cfg.method == "sim2sg" and cfg.iterations * cfg.iter_steps > 0:
         t = time.perf_counter()
         train_phase(tr, sdr, target, cfg.iterations * cfg.iter_steps, model_align, cfg.progress, "sdr, continued")

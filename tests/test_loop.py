@@ -68,3 +68,32 @@ def test_bad_config_is_one_clear_error(tmp_path):
 
     with pytest.raises(InputError, match="align"):
         run(LoopConfig(env="clevr", target=str(tmp_path), out=str(tmp_path / "o"), align="everything"))
+
+
+def test_rows_fork_from_one_shared_sdr_phase(target, tmp_path, monkeypatch):
+    """A run that loads the saved SDR phase ends exactly where an unbroken run ends; a checkpoint
+    saved with other settings is refused."""
+    import dataclasses
+
+    from sim2sg import loop
+    from sim2sg.errors import InputError
+
+    torch.set_num_threads(1)
+    root, _ = target
+    trainers, phases = [], []
+    make = loop.make_trainer
+    monkeypatch.setattr(loop, "make_trainer", lambda *a: trainers.append(make(*a)) or trainers[-1])
+    phase = loop.train_phase
+    monkeypatch.setattr(loop, "train_phase", lambda tr, src, tgt, steps, *a: phases.append(steps) or phase(tr, src, tgt, steps, *a))
+    base = LoopConfig(env="clevr", target=str(root / "images"), out="", align="none", iterations=1, sdr_scenes=4,
+                      width=64, height=64, sdr_steps=2, iter_steps=2, batch_size=2, lr_warmup_steps=1,
+                      progress=False, sdr_checkpoint=str(tmp_path / "sdr.pt"))
+    run(dataclasses.replace(base, out=str(tmp_path / "a"), sdr_checkpoint=None), log=lambda m: None)
+    run(dataclasses.replace(base, out=str(tmp_path / "b")), log=lambda m: None)  # trains and saves
+    assert (tmp_path / "sdr.pt").is_file() and phases == [2, 2, 2, 2]
+    run(dataclasses.replace(base, out=str(tmp_path / "c")), log=lambda m: None)  # loads
+    assert phases == [2, 2, 2, 2, 2]
+    a, c = trainers[0].model.state_dict(), trainers[2].model.state_dict()
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    with pytest.raises(InputError, match="other settings"):
+        run(dataclasses.replace(base, out=str(tmp_path / "d"), lr=5e-3), log=lambda m: None)

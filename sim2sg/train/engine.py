@@ -35,6 +35,8 @@ from sim2sg import atomic
 from sim2sg.errors import InputError
 from sim2sg.model import ALIGN_MODES, BACKBONES, ModelConfig, build_model, grl_schedule
 
+from .augment import MODES as AUGMENT_MODES
+from .augment import augment_images
 from .data import ImageFolder, LabelledDataset, collate
 
 CHECKPOINT_FORMAT = "sim2sg-checkpoint"
@@ -50,7 +52,8 @@ class TrainConfig:
     len(source) // batch_size steps). lr: peak learning rate after `lr_warmup_steps` linear warm-up,
     then cosine decay to `min_lr_ratio * lr`. grl_weight / grl_ramp ("fixed" | "dann") /
     align_warmup_steps: the GRL schedule (`sim2sg.model.grl_schedule`); domain_loss_weight scales
-    both domain losses. amp: bf16 autocast on CUDA (ignored on CPU). deterministic:
+    both domain losses. augment: "none" or "photometric" (`sim2sg.train.augment`: colour, blur and
+    noise on the labelled images only; seeded by (seed, step)). amp: bf16 autocast on CUDA (ignored on CPU). deterministic:
     `torch.use_deterministic_algorithms(True, warn_only=True)`. model: overrides of
     `ModelConfig` fields (e.g. {"rpn_post_nms_train": 300}).
     """
@@ -73,6 +76,7 @@ class TrainConfig:
     lr_warmup_steps: int = 100
     min_lr_ratio: float = 0.05
     grad_clip: float = 10.0
+    augment: str = "none"
     grl_weight: float = 0.1
     grl_ramp: str = "fixed"
     align_warmup_steps: int = 0
@@ -102,6 +106,8 @@ class TrainConfig:
             bad("backbone", f"expected one of {', '.join(BACKBONES)}, got {self.backbone!r}")
         if self.optimizer not in ("adamw", "sgd"):
             bad("optimizer", f"expected adamw or sgd, got {self.optimizer!r}")
+        if self.augment not in AUGMENT_MODES:
+            bad("augment", f"expected one of {', '.join(AUGMENT_MODES)}, got {self.augment!r}")
         if self.grl_ramp not in ("fixed", "dann"):
             bad("grl_ramp", f"expected fixed or dann, got {self.grl_ramp!r}")
         for name in ("epochs", "batch_size", "checkpoint_every", "log_every"):
@@ -317,6 +323,7 @@ def train_step(model, optimizer, batch, cfg: TrainConfig, step: int, total_steps
     lam = grl_schedule(step, total_steps, cfg.grl_weight, cfg.align_warmup_steps, cfg.grl_ramp) if cfg.align != "none" else 0.0
     use_target = target_images is not None and lam > 0.0
     images, targets = to_device(images, targets, device)
+    images = augment_images(images, cfg.augment, (cfg.seed, step))
     if use_target:
         target_images, _ = to_device(target_images, None, device)
     amp = cfg.amp and device.type == "cuda"
