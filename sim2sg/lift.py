@@ -7,6 +7,12 @@ edge seen from the camera, so the object is pushed back along the ray's ground d
 its depth. Its size comes from the class prior (the environment's sizes) matched to the box height.
 What the graph cannot fix (yaw where no rule gives it, appearance) is randomized from the
 environment with the caller's generator; relations are re-derived in 3D.
+
+Two objects cannot share the same space: objects are lifted in decreasing score (supports first),
+and one whose footprint would sit deeply inside an already lifted object's on the same support
+(centre distance below half the sum of their footprint radii) is dropped as a duplicate detection -
+the detector's cross-class doubles and its ghosts on textured ground would otherwise become extra
+objects in the generated scenes.
 """
 
 from __future__ import annotations
@@ -85,8 +91,11 @@ def lift_graph(pred: nx.MultiDiGraph, env: Environment, camera: Camera, rng: np.
     dets = [(i, a) for i, a in sg.objects(pred)
             if a.get("box") is not None and a["category"] in env.category_specs
             and (a.get("score") is None or a["score"] >= score_threshold)]
-    # Anchors (tables) first so that objects on them can find their support.
-    dets.sort(key=lambda t: (order[t[1]["category"]], t[0]))
+    # Supports first (objects placed "on" another class need it lifted), then by decreasing score,
+    # so that of two colliding detections the more confident one stays.
+    dets.sort(key=lambda t: (env.category_specs[t[1]["category"]].placement == "on",
+                             -(t[1].get("score") if t[1].get("score") is not None else 1.0),
+                             order[t[1]["category"]], t[0]))
     out = sg.new_graph(env.name, camera, context)
     lifted: list[tuple[int, dict]] = []
     for _, a in dets:
@@ -108,6 +117,8 @@ def lift_graph(pred: nx.MultiDiGraph, env: Environment, camera: Camera, rng: np.
         if spec.placement == "on":
             sup = min(anchors, key=lambda b: math.dist(b["position"][:2], pos[:2]))
             pos[2] = sup["position"][2] + sup["size"][2]
+        if _collides(pos, size, lifted):
+            continue
         yaw = _yaw(spec, env, context, pos, lifted, rng)
         node = {"category": spec.name, "position": tuple(float(v) for v in pos), "yaw": yaw % 360.0,
                 "size": tuple(float(v) for v in size), "attributes": attrs}
@@ -118,6 +129,19 @@ def lift_graph(pred: nx.MultiDiGraph, env: Environment, camera: Camera, rng: np.
                                     env.on_tolerance, env.require_category):
         sg.add_relation(out, s, p, o)
     return out
+
+
+def _collides(pos: np.ndarray, size, lifted: list[tuple[int, dict]]) -> bool:
+    """Whether an object at `pos` (m) of `size` overlaps deeply (centre distance < half the sum of
+    the footprint radii) an already lifted object standing on the same support height."""
+    r = math.hypot(size[0], size[1]) / 2
+    for _, b in lifted:
+        if abs(b["position"][2] - pos[2]) > 1e-3:
+            continue
+        rb = math.hypot(b["size"][0], b["size"][1]) / 2
+        if math.dist(b["position"][:2], pos[:2]) < 0.5 * (r + rb):
+            return True
+    return False
 
 
 def _yaw(spec: CategorySpec, env: Environment, context: dict, pos, lifted, rng) -> float:

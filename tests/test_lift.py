@@ -67,3 +67,17 @@ def test_dining_laptops_land_on_tables():
         for _, a in sg.objects(lifted):
             if a["category"] == "laptop":
                 assert any(abs(a["position"][2] - (t["position"][2] + t["size"][2])) < 1e-9 for t in tables)
+
+
+def test_a_duplicate_detection_of_another_class_is_dropped_the_confident_one_stays():
+    env = load_env("clevr")
+    g = next(sample_scenes(env, seed=2, count=1))
+    cam = g.graph["camera"]
+    (_, a), = [next(iter(sg.objects(g)))]
+    box = _box_of(a, cam)
+    other = next(c for c in env.categories if c != a["category"])
+    pred = sg.new_graph("clevr", cam, {})
+    sg.add_object(pred, 0, other, (0, 0, 0), 0, (1, 1, 1), box=tuple(v + 1.5 for v in box), score=0.6)
+    sg.add_object(pred, 1, a["category"], (0, 0, 0), 0, (1, 1, 1), box=box, score=0.95)
+    lifted = lift_graph(pred, env, cam, np.random.default_rng(0))
+    assert [b["category"] for _, b in sg.objects(lifted)] == [a["category"]]
