@@ -133,15 +133,17 @@ def _edge_coefficients(xyz: torch.Tensor, perspective: bool):
     return coef.float(), valid
 
 
-def _owners(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _owners(counts: torch.Tensor, total: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """`repeat_interleave(arange(len(counts)), counts)` and the start offsets, via one cumsum.
 
     Each item marks its start position; the running count of marks at position k, started at -1, is
     the owner of k (empty items mark the same position as their successor and are overtaken). Several times
     faster than repeat_interleave on CPU, and integer index_add is exact on every device.
+    total: counts.sum() when the caller already has it on the host (saves a device sync).
     """
     start = torch.cumsum(counts, 0) - counts
-    total = int(counts.sum()) if counts.numel() else 0
+    if total is None:
+        total = int(counts.sum()) if counts.numel() else 0
     marks = torch.zeros(total + 1, dtype=torch.int64, device=counts.device)
     marks[0] = -1  # the running count starts at -1: the cumsum is the owner itself (no extra pass)
     marks.index_add_(0, start, torch.ones_like(start))
@@ -149,25 +151,48 @@ def _owners(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _row_spans(coef, row_tri, tri_start, lo_x, hi_x, lo_y, x0: int, y0: int):
-    """Per bounding-box row: (first candidate column, canvas row, candidate count)."""
+    """Per bounding-box row: (first candidate column, canvas row, candidate count).
+
+    The three edges are separate (R,) components combined with maximum / minimum (same values as
+    a stacked amax / amin): inductor then emits one vectorised loop over rows instead of 3-wide
+    inner reductions."""
     row_y = lo_y[row_tri] + torch.arange(row_tri.shape[0], device=row_tri.device) - tri_start[row_tri]
     c = coef[row_tri]
     fy = (row_y + y0).to(torch.float32) + 0.5
-    a = torch.stack([c[:, 0, 0], c[:, 1, 0], -c[:, 0, 0] - c[:, 1, 0]], 1)
-    v = torch.stack([c[:, 0, 1] * fy + c[:, 0, 2], c[:, 1, 1] * fy + c[:, 1, 2],
-                     1.0 - (c[:, 0, 1] + c[:, 1, 1]) * fy - c[:, 0, 2] - c[:, 1, 2]], 1)
+    a = [c[:, 0, 0], c[:, 1, 0], -c[:, 0, 0] - c[:, 1, 0]]
+    v = [c[:, 0, 1] * fy + c[:, 0, 2], c[:, 1, 1] * fy + c[:, 1, 2],
+         1.0 - (c[:, 0, 1] + c[:, 1, 1]) * fy - c[:, 0, 2] - c[:, 1, 2]]
     # edge i: a_i x + v_i >= 0 bounds x from below (a_i > 0) or above (a_i < 0)
     eps = 1e-12
-    safe = torch.where(a.abs() > eps, a, torch.ones_like(a))
-    root = (-v / safe).clamp(-1e7, 1e7)
-    big = torch.full_like(root, 1e7)
-    lo = torch.where(a > eps, root, -big).amax(1)
-    hi = torch.where(a < -eps, root, big).amin(1)
-    never = ((a.abs() <= eps) & (v < 0)).any(1)
+    lo, hi, never = None, None, None
+    for ai, vi in zip(a, v):
+        safe = torch.where(ai.abs() > eps, ai, torch.ones_like(ai))
+        root = (-vi / safe).clamp(-1e7, 1e7)
+        lo_i = torch.where(ai > eps, root, torch.full_like(root, -1e7))
+        hi_i = torch.where(ai < -eps, root, torch.full_like(root, 1e7))
+        nv_i = (ai.abs() <= eps) & (vi < 0)
+        lo = lo_i if lo is None else torch.maximum(lo, lo_i)
+        hi = hi_i if hi is None else torch.minimum(hi, hi_i)
+        never = nv_i if never is None else never | nv_i
     c_lo = torch.maximum(torch.ceil(lo - 0.5 - x0).to(torch.int64) - 1, lo_x[row_tri])
     c_hi = torch.minimum(torch.floor(hi - 0.5 - x0).to(torch.int64) + 2, hi_x[row_tri])
     row_w = torch.where(never, torch.zeros_like(c_lo), (c_hi - c_lo).clamp(min=0))
     return c_lo, row_y, row_w
+
+
+def _tri_rows(xyz, valid, height: int, width: int, x0: int, y0: int):
+    """Per triangle (T,) int64: clamped bounding box columns [lo_x, hi_x), first row lo_y and row
+    count (0 for `valid` False or an empty box) on the canvas at (x0, y0). One fused kernel
+    (min / max over the corners as separate components) instead of a dozen small eager ops."""
+    xs = [xyz[:, k, 0] - x0 for k in range(3)]
+    ys = [xyz[:, k, 1] - y0 for k in range(3)]
+    # pixel j is sampled at j + 0.5: the covered columns are ceil(xmin - 0.5) .. floor(xmax - 0.5)
+    lo_x = torch.ceil(torch.minimum(torch.minimum(xs[0], xs[1]), xs[2]) - 0.5).clamp(0, width).to(torch.int64)
+    hi_x = (torch.floor(torch.maximum(torch.maximum(xs[0], xs[1]), xs[2]) - 0.5) + 1).clamp(0, width).to(torch.int64)
+    lo_y = torch.ceil(torch.minimum(torch.minimum(ys[0], ys[1]), ys[2]) - 0.5).clamp(0, height).to(torch.int64)
+    hi_y = (torch.floor(torch.maximum(torch.maximum(ys[0], ys[1]), ys[2]) - 0.5) + 1).clamp(0, height).to(torch.int64)
+    nrow = torch.where(valid & (hi_x > lo_x), (hi_y - lo_y).clamp(min=0), torch.zeros_like(lo_y))
+    return lo_x, hi_x, lo_y, nrow
 
 
 def candidates(xyz: torch.Tensor, coef: torch.Tensor, valid: torch.Tensor, height: int, width: int,
@@ -188,30 +213,41 @@ def candidates(xyz: torch.Tensor, coef: torch.Tensor, valid: torch.Tensor, heigh
     seg: padding lanes never hit.
     Triangles with `valid` False give none.
     """
-    xs, ys = xyz[..., 0] - x0, xyz[..., 1] - y0
-    # pixel j is sampled at j + 0.5: the covered columns are ceil(xmin - 0.5) .. floor(xmax - 0.5)
-    lo_x = torch.ceil(xs.amin(1) - 0.5).clamp(0, width).to(torch.int64)
-    hi_x = (torch.floor(xs.amax(1) - 0.5) + 1).clamp(0, width).to(torch.int64)
-    lo_y = torch.ceil(ys.amin(1) - 0.5).clamp(0, height).to(torch.int64)
-    hi_y = (torch.floor(ys.amax(1) - 0.5) + 1).clamp(0, height).to(torch.int64)
-    nrow = torch.where(valid & (hi_x > lo_x), (hi_y - lo_y).clamp(min=0), torch.zeros_like(lo_y))
+    lo_x, hi_x, lo_y, nrow = kernel(_tri_rows, compiled)(xyz, valid, height, width, x0, y0)
     row_tri, tri_start = _owners(nrow)
     c_lo, row_y, row_w = kernel(_row_spans, compiled)(coef, row_tri, tri_start, lo_x, hi_x, lo_y, x0, y0)
+    total = None
     if seg == 0:
-        seg = _segment_width(row_w)
+        seg, total = _segment_width(row_w, compiled)
     nseg = row_w if seg == 1 else torch.div(row_w + (seg - 1), seg, rounding_mode="floor")
-    srow, seg_start = _owners(nseg)
+    srow, seg_start = _owners(nseg, total)
     return srow, seg_start, c_lo, row_y, row_tri, row_w, torch.arange(seg, device=xyz.device)
 
 
-def _segment_width(row_w: torch.Tensor) -> int:
-    """Segment width for spans of mean width m (pixels, over non-empty rows): 1 below 2, 4 below 6,
-    8 below 32, else 16. Wider segments waste padding lanes but load the per-row values once per
-    segment instead of once per pixel (gathers dominate the per-candidate cost). Measured on a
-    2-core CPU (clevr 256x256): main pass m ~ 9 -> 8, shadow map m ~ 62 -> 16, coverage m ~ 2.7 -> 4."""
-    total, rows = torch.stack([row_w.sum(), (row_w > 0).sum()]).tolist()
+_SEGMENTS = (1, 4, 8, 16)  # the segment widths `_segment_width` chooses from
+
+
+def _span_stats(row_w):
+    """(6,) int64: total span width, non-empty rows, and the segment count for each width in
+    `_SEGMENTS` (sum of ceil(row_w / seg)). One fused reduction over the rows."""
+    out = [row_w.sum(), (row_w > 0).sum()]
+    out += [torch.div(row_w + (s - 1), s, rounding_mode="floor").sum() for s in _SEGMENTS]
+    return torch.stack(out)
+
+
+def _segment_width(row_w: torch.Tensor, compiled: bool = False) -> tuple[int, int]:
+    """(seg, segment count) for spans of mean width m (pixels, over non-empty rows): seg 1 below
+    2, 4 below 6, 8 below 32, else 16. Wider segments waste padding lanes but load the per-row
+    values once per segment instead of once per pixel (gathers dominate the per-candidate cost).
+    Measured on a 2-core CPU (clevr 256x256): main pass m ~ 9 -> 8, shadow map m ~ 62 -> 16,
+    coverage m ~ 2.7 -> 4.
+
+    The segment counts of every candidate width come back with the mean in one host transfer, so
+    `_owners` needs no second device sync for its total (one sync per candidate pass less on CUDA)."""
+    total, rows, *counts = kernel(_span_stats, compiled)(row_w).tolist()
     m = total / max(rows, 1)
-    return 1 if m < 2 else (4 if m < 6 else (8 if m < 32 else 16))
+    seg = 1 if m < 2 else (4 if m < 6 else (8 if m < 32 else 16))
+    return seg, counts[_SEGMENTS.index(seg)]
 
 
 def _pixels(srow, seg_start, row_x, row_y, row_tri, row_w, lanes):
@@ -317,7 +353,7 @@ def rasterize(tris: ScreenTriangles, batch: int, height: int, width: int, *, per
         return Fragments(torch.full((batch, height, width), -1, dtype=torch.int64, device=dev),
                          torch.full((batch, height, width), float("inf"), device=dev),
                          torch.zeros((batch, height, width, 3), device=dev) if compute_bary else torch.empty(0, device=dev))
-    coef, valid = _edge_coefficients(tris.xyz, perspective)
+    coef, valid = kernel(_edge_coefficients, compiled)(tris.xyz, perspective)
     cand = candidates(tris.xyz, coef, valid, height, width, compiled=compiled, seg=0)
     if zmin is None:
         zmin = torch.zeros(batch, device=dev)
@@ -372,7 +408,7 @@ def coverage(tris: ScreenTriangles, tri_group: torch.Tensor, groups: int, height
     sel = tri_group >= 0
     xyz, grp = tris.xyz[sel], tri_group[sel]
     hc, wc = height + 2 * margin_y, width + 2 * margin_x
-    coef, valid = _edge_coefficients(xyz, perspective)
+    coef, valid = kernel(_edge_coefficients, compiled)(xyz, perspective)
     cand = candidates(xyz, coef, valid, hc, wc, -margin_x, -margin_y, compiled=compiled, seg=0)
     # per-group pixel bounding box on the canvas (same rounding as `candidates`)
     xs, ys = xyz[..., 0] + margin_x, xyz[..., 1] + margin_y
