@@ -7,7 +7,11 @@ model's device -> `Sample`s. Nothing is written except the (fixed, tiny) texture
 
 from __future__ import annotations
 
+import itertools
+import multiprocessing
+import os
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import networkx as nx
@@ -44,21 +48,48 @@ def texture_library(root: Path) -> Path:
 
 def synthesize(graphs: Sequence[nx.MultiDiGraph], names: Sequence[str], env: Environment,
                options: RenderOptions, device, rng: np.random.Generator, texture_dir: Path,
-               batch: int = 256, keep_usd: Path | None = None) -> list[Sample]:
+               batch: int = 256, keep_usd: Path | None = None, workers: int | None = None) -> list[Sample]:
     """Render `graphs` dressed with random looks from `env` (one look per graph from `rng`).
 
     Graph cameras are resized to the options' size. texture_dir: an absolute folder holding the
     texture library (`texture_library`). keep_usd: also save each stage as keep_usd/<name>.usdc.
+    workers: processes that build the scenes (look, USD stage, SceneData: CPU work, ~25 ms a
+    scene) while the renderer runs on `device`; None = min(8, CPUs - 1), 0 = in this process.
+    Each scene gets its own generator seeded from `rng` up front, so the output does not depend on
+    the number of workers.
     """
+    seeds = rng.integers(0, 2**63 - 1, size=len(graphs))
+    jobs = [(g, name, int(sd)) for g, name, sd in zip(graphs, names, seeds)]
+    if workers is None:
+        workers = min(8, (os.cpu_count() or 1) - 1)
+    workers = min(workers, max(0, len(jobs) // 16))  # a pool costs ~1 s to start: not for a few scenes
+    args = (env, options.width, options.height, str(texture_dir), str(keep_usd) if keep_usd is not None else None)
     samples: list[Sample] = []
-    for start in range(0, len(graphs), batch):
-        scenes = []
-        for g, name in zip(graphs[start:start + batch], names[start:start + batch]):
-            g = g.copy()
-            g.graph["camera"] = g.graph["camera"].resized(options.width, options.height)
-            stage, _ = compile_graph(g, env, rng, texture_root=str(texture_dir))
-            if keep_usd is not None:
-                write_stage(stage, keep_usd / f"{name}.usdc")  # textures by absolute path
-            scenes.append(load_scene(stage))
-        samples += render_scenes(scenes, list(names[start:start + batch]), options, device)
+    pool = None
+    if workers > 0:
+        # fork: the children only run numpy and USD (never CUDA), and start in milliseconds
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    try:
+        for start in range(0, len(jobs), batch):
+            chunk = jobs[start:start + batch]
+            if pool is None:
+                scenes = [_build_scene(j, *args) for j in chunk]
+            else:
+                scenes = list(pool.map(_build_scene, chunk, *(itertools.repeat(a) for a in args),
+                                       chunksize=max(1, len(chunk) // (4 * workers))))
+            samples += render_scenes(scenes, [j[1] for j in chunk], options, device)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return samples
+
+
+def _build_scene(job, env: Environment, width: int, height: int, texture_dir: str, keep_usd: str | None):
+    """One graph -> its look -> USD stage -> SceneData (and the .usdc when keep_usd is set)."""
+    g, name, seed = job
+    g = g.copy()
+    g.graph["camera"] = g.graph["camera"].resized(width, height)
+    stage, _ = compile_graph(g, env, np.random.default_rng(seed), texture_root=texture_dir)
+    if keep_usd is not None:
+        write_stage(stage, Path(keep_usd) / f"{name}.usdc")  # textures by absolute path
+    return load_scene(stage)

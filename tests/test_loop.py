@@ -97,3 +97,17 @@ def test_rows_fork_from_one_shared_sdr_phase(target, tmp_path, monkeypatch):
     assert all(torch.equal(a[k], c[k]) for k in a)
     with pytest.raises(InputError, match="other settings"):
         run(dataclasses.replace(base, out=str(tmp_path / "d"), lr=5e-3), log=lambda m: None)
+
+
+def test_synthesis_is_the_same_with_and_without_worker_processes(tmp_path):
+    env = load_env("clevr")
+    graphs = list(sample_scenes(env, seed=9, count=16))
+    names = [f"{i:06d}" for i in range(16)]
+    opts = render_options(env, 48, 48)
+    lib = texture_library(tmp_path)
+    a = synthesize(graphs, names, env, opts, "cpu", np.random.default_rng(3), lib, batch=8, workers=0)
+    b = synthesize(graphs, names, env, opts, "cpu", np.random.default_rng(3), lib, batch=8, workers=2)
+    assert [s.name for s in a] == names == [s.name for s in b]
+    for x, y in zip(a, b):
+        assert np.array_equal(x.image, y.image) and np.array_equal(x.instance, y.instance)
+        assert x.objects == y.objects and x.relations == y.relations
