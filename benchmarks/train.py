@@ -43,7 +43,9 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def bench(backbone: str, size, batch: int, align: str, coco: bool, device, steps: int, warmup: int, objects: int):
+def setup(backbone: str, size, batch: int, align: str, coco: bool, device, objects: int):
+    """(model, optimizer, config, images, targets, target images or None), seeded, in train mode,
+    as `fit` sets them up (channels_last on CUDA)."""
     torch.manual_seed(0)
     mcfg = ModelConfig(num_classes=len(CATEGORIES), num_predicates=len(PREDICATES), image_size=size, backbone=backbone,
                        **(COCO_HEADS if coco else {}))
@@ -57,6 +59,11 @@ def bench(backbone: str, size, batch: int, align: str, coco: bool, device, steps
     images, targets = make_batch(batch, size, objects, 0)
     tgt_images = make_batch(batch, size, objects, 1)[0] if align != "none" else None
     model.train()
+    return model, opt, cfg, images, targets, tgt_images
+
+
+def bench(backbone: str, size, batch: int, align: str, coco: bool, device, steps: int, warmup: int, objects: int):
+    model, opt, cfg, images, targets, tgt_images = setup(backbone, size, batch, align, coco, device, objects)
     total = warmup + steps
     for s in range(warmup):
         train_step(model, opt, (images, targets, tgt_images), cfg, s, total, device)
@@ -135,18 +142,7 @@ def profile(backbone: str, size, batch: int, align: str, device, objects: int, s
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as tprofile
 
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(num_classes=len(CATEGORIES), num_predicates=len(PREDICATES), image_size=size,
-                                    backbone=backbone)).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-        model.channels_last = True
-    cfg = TrainConfig(source="-", out="-", align=align, target="-" if align != "none" else None, lr=1e-4,
-                      lr_warmup_steps=1, grl_weight=0.1)
-    opt = make_optimizer(model, cfg)
-    images, targets = make_batch(batch, size, objects, 0)
-    tgt = make_batch(batch, size, objects, 1)[0] if align != "none" else None
-    model.train()
+    model, opt, cfg, images, targets, tgt = setup(backbone, size, batch, align, False, device, objects)
     for s in range(2):
         train_step(model, opt, (images, targets, tgt), cfg, s, 10, device)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
