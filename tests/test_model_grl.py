@@ -9,14 +9,7 @@ from sim2sg.model import ModelConfig, build_model, dann_lambda, grad_reverse, gr
 from sim2sg.model.relation import all_pairs, predicate_scores, relation_targets, spatial_encoding
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors on a shared 2-core machine: extra intra-op threads only fight over the cores
-    # (measured 10x slower with 2 threads under load)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_grl_is_identity_forward_and_negates_and_scales_gradients():

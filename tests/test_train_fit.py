@@ -13,14 +13,7 @@ from sim2sg.train.engine import TrainConfig, fit, load_checkpoint, train_step
 from sim2sg.train.toydata import write_image_folder, write_toy_dataset
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors on a shared 2-core machine: extra intra-op threads only fight over the cores
-    # (measured 10x slower with 2 threads under load)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
