@@ -319,17 +319,20 @@ def evaluate_on(tr: Trainer, data_dir: str | None, env: Environment) -> dict | N
     return res["metrics"]
 
 
-def summarize(metrics: dict | None, k: int = 20) -> dict:
-    """The table columns of a metrics dict: per-class AP, mAP@0.5, R@K (graph constraint), its
-    ceiling, R@K without graph constraint."""
+def summarize(metrics: dict | None, ks: tuple[int, ...] = (20, 50, 100)) -> dict:
+    """The table columns of a metrics dict: per-class AP, mAP@0.5, and for each K in `ks` R@K
+    (graph constraint), its ceiling and R@K without graph constraint (tables pick their K: 20 for
+    clevr, 50 for dining and driving)."""
     if not metrics:
         return {}
     det = metrics.get("detection") or {}
     rel = metrics.get("relations") or {}
     gc, ngc = rel.get("graph_constraint") or {}, rel.get("no_graph_constraint") or {}
     ceil = (rel.get("ceiling") or {}).get("graph_constraint") or {}
-    return {"mAP@0.5": det.get("mAP@0.5"), "AP@0.5": det.get("AP@0.5", {}),
-            f"R@{k}": gc.get(f"R@{k}"), f"R@{k} ceiling": ceil.get(f"R@{k}"), f"ngR@{k}": ngc.get(f"R@{k}")}
+    out = {"mAP@0.5": det.get("mAP@0.5"), "AP@0.5": det.get("AP@0.5", {})}
+    for k in ks:
+        out |= {f"R@{k}": gc.get(f"R@{k}"), f"R@{k} ceiling": ceil.get(f"R@{k}"), f"ngR@{k}": ngc.get(f"R@{k}")}
+    return out
 
 
 def _read_graphs(folder: str | None, env: Environment) -> list[nx.MultiDiGraph] | None:
@@ -371,7 +374,8 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False) -> dict:
         s = phase["summary"]
         msg = f"[{name}] step {tr.step} ({seconds:.0f} s)"
         if s:
-            msg += f"  mAP@0.5 {_fmt(s['mAP@0.5'])}  R@20 {_fmt(s['R@20'])} / ceiling {_fmt(s['R@20 ceiling'])}"
+            msg += (f"  mAP@0.5 {_fmt(s['mAP@0.5'])}  R@20 {_fmt(s['R@20'])} / ceiling {_fmt(s['R@20 ceiling'])}"
+                    f"  R@50 {_fmt(s['R@50'])} / {_fmt(s['R@50 ceiling'])}")
         if gap:
             msg += f"  content gap: count TV {gap['count_tv']:.3f}, position W1 {_fmt(gap['position_w1'])} m"
         log(msg)

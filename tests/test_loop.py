@@ -111,3 +111,16 @@ def test_synthesis_is_the_same_with_and_without_worker_processes(tmp_path):
     for x, y in zip(a, b):
         assert np.array_equal(x.image, y.image) and np.array_equal(x.instance, y.instance)
         assert x.objects == y.objects and x.relations == y.relations
+
+
+def test_summary_carries_every_recall_k():
+    """Tables pick R@20 (clevr) or R@50 (dining, driving) from the same phase summary."""
+    from sim2sg.loop import summarize
+
+    gc = {"R@20": 0.2, "R@50": 0.5, "R@100": 0.7}
+    m = {"detection": {"mAP@0.5": 0.9, "AP@0.5": {"cube": 0.9}},
+         "relations": {"graph_constraint": gc, "no_graph_constraint": {"R@50": 0.6},
+                       "ceiling": {"graph_constraint": {"R@50": 0.8}}}}
+    s = summarize(m)
+    assert (s["R@20"], s["R@50"], s["R@100"], s["R@50 ceiling"], s["ngR@50"]) == (0.2, 0.5, 0.7, 0.8, 0.6)
+    assert s["ngR@20"] is None and summarize(None) == {}
