@@ -53,6 +53,9 @@ def main() -> None:
     ap.add_argument("--grl-weight", type=float, default=0.1)
     ap.add_argument("--domain", default=None, help="folder of the rendered target domain (default OUT/domain; "
                     "reused when it holds the same request)")
+    ap.add_argument("--target-bn", action="store_true",
+                    help="every row predicts on target images with BatchNorm statistics of the unlabelled "
+                    "target images (AdaBN); the table of the training statistics is printed too")
     ap.add_argument("--parallel", type=int, default=1)
     ap.add_argument("--no-share-sdr", action="store_true",
                     help="train every row's SDR phase itself instead of forking all rows from one")
@@ -66,6 +69,7 @@ def main() -> None:
                       width=w, height=h, sdr_steps=args.sdr_steps, iter_steps=args.iter_steps,
                       batch_size=args.batch, lr=args.lr, backbone=args.backbone, device=args.device,
                       seed=args.seed, augment=args.augment, grl_weight=args.grl_weight, progress=False,
+                      target_bn=args.target_bn,
                       sdr_checkpoint=None if args.no_share_sdr else str(out / "sdr_phase.pt"))
     rows = [ROW_KEYS[r.strip()] for r in args.rows.split(",") if r.strip()]
     if args.collect:
@@ -75,6 +79,8 @@ def main() -> None:
             if f.is_file():
                 h = json.loads(f.read_text())
                 h.setdefault("final", (h["phases"][-1].get("summary", {}) if h.get("phases") else {}))
+                if h.get("phases") and "summary_source_bn" in h["phases"][-1]:
+                    h.setdefault("final_source_bn", h["phases"][-1]["summary_source_bn"])
                 if "seconds" not in h:
                     h["final"] = dict(h["final"], partial=True)
                 results[r] = h
@@ -113,6 +119,9 @@ def _report(results: dict, args, out: Path, t0: float, suffix: str = "") -> None
     cats = list(load_env(args.source).categories)
     table = format_table(results, cats, args.k)
     gap = content_gap_table(results)
+    if any("final_source_bn" in h for h in results.values()):
+        table += ("\n\nthe same rows, predicting on the target with the training BatchNorm statistics "
+                  "(no AdaBN):\n" + format_table(results, cats, args.k, final="final_source_bn"))
     import torch
 
     dev = torch.cuda.get_device_name(0) if _cuda() else platform.processor() or platform.machine()

@@ -107,11 +107,13 @@ def slug(row: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in row).strip("_").lower()
 
 
-def format_table(results: dict, categories: list[str], k: int = 20) -> str:
+def format_table(results: dict, categories: list[str], k: int = 20, final: str = "final") -> str:
     """Markdown table like the paper's: per-class AP, mAP@0.5, R@K (graph constraint) / ceiling,
-    R@K without graph constraint, gap closed (share of the SDR-to-oracle difference, per metric)."""
+    R@K without graph constraint, gap closed (share of the SDR-to-oracle difference, per metric).
+    `final`: which summary of each row's history ("final", or "final_source_bn" for the metrics
+    with the training BatchNorm statistics of runs with `target_bn`)."""
     def val(row, key):
-        s = results.get(row, {}).get("final", {}) if row in results else {}
+        s = results.get(row, {}).get(final, {}) if row in results else {}
         return s.get(key)
 
     sdr_m, ora_m = val("SDR", "mAP@0.5"), val("oracle", "mAP@0.5")
@@ -120,7 +122,7 @@ def format_table(results: dict, categories: list[str], k: int = 20) -> str:
             f"R@{k} no graph c.", "gap closed mAP", f"gap closed R@{k}", "minutes"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row, h in results.items():
-        s = h.get("final", {})
+        s = h.get(final, {}) or {}
         ap = s.get("AP@0.5", {}) or {}
         cells = [row, *[_f(ap.get(c)) for c in categories], _f(s.get("mAP@0.5")), _f(s.get(f"R@{k}")),
                  _f(s.get(f"R@{k} ceiling")), _f(s.get(f"ngR@{k}")),

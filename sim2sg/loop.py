@@ -58,6 +58,11 @@ class LoopConfig:
     eval_data: labelled target dataset (labels.json) for metrics after each phase (optional).
     target_graphs: folder of the target's true scene graphs, to measure the content gap (optional).
     oracle_data: labelled target training dataset (method "oracle").
+    target_bn: whenever the model predicts on target images (the synthesis step, pseudo labels,
+    the target evaluation) its BatchNorm layers use statistics re-estimated on the first
+    `target_bn_images` unlabelled target images (AdaBN, `sim2sg.train.adabn`); training is
+    untouched. The evaluation then also records the metrics with the training statistics
+    (phase "summary_source_bn"), so one run shows what the re-estimation alone changes.
     sdr_checkpoint: every method but the oracle starts with the same SDR phase (same data, same
     steps, same seed); with this path the first run saves its end state (model, optimizer, step,
     RNG states) and later runs with the same settings start from it instead of retraining it.
@@ -83,6 +88,8 @@ class LoopConfig:
     grl_weight: float = 0.1
     grl_ramp: str = "dann"
     score_threshold: float = 0.5
+    target_bn: bool = False  # AdaBN: BatchNorm statistics of the target images whenever predicting there
+    target_bn_images: int = 512
     augment: str = "photometric"  # on every labelled batch of every method (sim2sg.train.augment)
     pseudo_threshold: float = 0.7
     eval_data: str | None = None
@@ -108,7 +115,8 @@ class LoopConfig:
 
         if self.augment not in MODES:
             raise InputError("--augment", "augment", f"expected one of {', '.join(MODES)}, got {self.augment!r}")
-        for name in ("iterations", "sdr_scenes", "scenes_per_image", "width", "height", "batch_size"):
+        for name in ("iterations", "sdr_scenes", "scenes_per_image", "width", "height", "batch_size",
+                     "target_bn_images"):
             if getattr(self, name) < (0 if name == "iterations" else 1):
                 raise InputError(f"--{name.replace('_', '-')}", name, "out of range")
 
@@ -286,14 +294,48 @@ def load_sdr_phase(tr: Trainer, cfg: LoopConfig) -> bool:
     return True
 
 
-def predict_target(tr: Trainer, target, batch: int = 32) -> list[dict]:
-    """Eval-mode model outputs (host tensors) on every target image."""
+def predict_target(tr: Trainer, target, batch: int = 32, bn_images: int = 0) -> list[dict]:
+    """Eval-mode model outputs (host tensors) on every target image; with `bn_images` > 0 the
+    BatchNorm statistics come from the first `bn_images` target images (`target_statistics`)."""
     from .train.engine import predict
 
     outs = []
-    for s in range(0, len(target), batch):
-        outs += predict(tr.model, [target[i][0] for i in range(s, min(len(target), s + batch))], tr.device)
+    with target_statistics(tr, target, bn_images):
+        for s in range(0, len(target), batch):
+            outs += predict(tr.model, [target[i][0] for i in range(s, min(len(target), s + batch))], tr.device,
+                            tr.cfg.amp)
     return outs
+
+
+def target_statistics(tr: Trainer, target, n_images: int, batch: int = 32):
+    """Context: the model's BatchNorm layers normalise with statistics of the first `n_images`
+    target images (AdaBN, `sim2sg.train.adabn.target_batchnorm`; 0: unchanged). The backbone sees
+    the images exactly as in `predict` (the detector's transform, autocast on CUDA)."""
+    from .train.adabn import target_batchnorm
+
+    n = min(len(target), max(0, n_images))
+    model, dev = tr.model, tr.device
+
+    def forward(idx):
+        ims = [target[i][0].to(dev) for i in idx]
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=tr.cfg.amp and dev.type == "cuda"):
+            il, _ = model.detector.transform(ims)
+            model._backbone(il.tensors)
+
+    return target_batchnorm(model, forward, [range(s, min(n, s + batch)) for s in range(0, n, batch)])
+
+
+def save_model(tr: Trainer, cfg: LoopConfig, env: Environment, target, bn_images: int, path: Path) -> None:
+    """The run's current model as a `sim2sg train` checkpoint (`sim2sg eval --checkpoint` reads
+    it), written atomically after every phase. With `bn_images` > 0 its BatchNorm statistics
+    are the target's (what the run predicts with on the target); meta["target_batchnorm"] says so."""
+    from .train.engine import save_checkpoint
+
+    meta = {"categories": list(env.categories), "predicates": list(env.predicates), "env": env.name,
+            "image_size": [cfg.height, cfg.width], "target_batchnorm": bn_images > 0, "method": cfg.method,
+            "align": cfg.align}
+    with target_statistics(tr, target, bn_images):
+        save_checkpoint(path, tr.model, tr.optimizer, tr.step, 0, tr.cfg, meta)
 
 
 def predicted_graph(out: dict, env: Environment, camera: Camera, threshold: float) -> nx.MultiDiGraph:
@@ -307,15 +349,18 @@ def predicted_graph(out: dict, env: Environment, camera: Camera, threshold: floa
     return g
 
 
-def evaluate_on(tr: Trainer, data_dir: str | None, env: Environment) -> dict | None:
-    """Metrics (sim2sg.eval) of the current model on a labelled dataset, or None."""
+def evaluate_on(tr: Trainer, data_dir: str | None, env: Environment, target=None, bn_images: int = 0) -> dict | None:
+    """Metrics (sim2sg.eval) of the current model on a labelled dataset, or None; with
+    `bn_images` > 0, BatchNorm statistics from the first `bn_images` of the unlabelled `target`
+    images (never from the evaluation images themselves)."""
     if not data_dir:
         return None
     from .train.data import LabelledDataset
     from .train.engine import evaluate
 
-    res = evaluate(tr.model, LabelledDataset(data_dir), tr.device, batch_size=32, amp=tr.cfg.amp,
-                   categories=list(env.categories), predicates=list(env.predicates))
+    with target_statistics(tr, target if target is not None else [], bn_images):
+        res = evaluate(tr.model, LabelledDataset(data_dir), tr.device, batch_size=32, amp=tr.cfg.amp,
+                       categories=list(env.categories), predicates=list(env.predicates))
     return res["metrics"]
 
 
@@ -365,11 +410,15 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False) -> dict:
     cam = target_camera(env, cfg.width, cfg.height)
     history = {"config": dataclasses.asdict(cfg), "phases": []}
     t_run = time.perf_counter()
+    bn = cfg.target_bn_images if cfg.target_bn else 0
 
     def record(name: str, seconds: float, extra: dict | None = None, gap: dict | None = None):
-        m = evaluate_on(tr, cfg.eval_data, env)
+        m = evaluate_on(tr, cfg.eval_data, env, target, bn)
         phase = {"name": name, "step": tr.step, "seconds": round(seconds, 2), "metrics": m,
                  "summary": summarize(m), "content_gap": gap, **(extra or {})}
+        if bn and cfg.eval_data:
+            phase["summary_source_bn"] = summarize(evaluate_on(tr, cfg.eval_data, env))
+        save_model(tr, cfg, env, target, bn, out / "model.pt")
         history["phases"].append(phase)
         s = phase["summary"]
         msg = f"[{name}] step {tr.step} ({seconds:.0f} s)"
@@ -417,7 +466,7 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False) -> dict:
 
     if cfg.method == "pseudo-label":
         t = time.perf_counter()
-        pseudo = pseudo_labels(tr, target, cfg.pseudo_threshold)
+        pseudo = pseudo_labels(tr, target, cfg.pseudo_threshold, bn)
         mixed = torch.utils.data.ConcatDataset([pseudo, sdr]) if len(pseudo) else sdr
         train_phase(tr, mixed, None, cfg.iterations * cfg.iter_steps, "none", cfg.progress, "pseudo-label")
         record("pseudo-label", time.perf_counter() - t, {"pseudo_images": len(pseudo)})
@@ -428,7 +477,7 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False) -> dict:
     rng = np.random.default_rng([cfg.seed, 2])
     for it in range(1, cfg.iterations + 1):
         t = time.perf_counter()
-        outs = predict_target(tr, target)
+        outs = predict_target(tr, target, bn_images=bn)
         graphs, names = [], []
         for k, o in enumerate(outs):
             pred = predicted_graph(o, env, cam, cfg.score_threshold)
@@ -451,11 +500,11 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False) -> dict:
     return _finish(history, out, t_run)
 
 
-def pseudo_labels(tr: Trainer, target, threshold: float) -> ListDataset:
+def pseudo_labels(tr: Trainer, target, threshold: float, bn_images: int = 0) -> ListDataset:
     """Self-training data: target images with the model's confident detections (score >= threshold)
     and relations (predicate score >= threshold) as labels; images with no detection are skipped."""
     items = []
-    for k, o in enumerate(predict_target(tr, target)):
+    for k, o in enumerate(predict_target(tr, target, bn_images=bn_images)):
         keep = (o["scores"] >= threshold).nonzero().flatten()
         if len(keep) == 0:
             continue
@@ -489,6 +538,8 @@ def _finish(history: dict, out: Path, t_run: float) -> dict:
     history["seconds"] = round(time.perf_counter() - t_run, 2)
     last = history["phases"][-1] if history["phases"] else {}
     history["final"] = last.get("summary", {})
+    if "summary_source_bn" in last:
+        history["final_source_bn"] = last["summary_source_bn"]
     atomic.write_text(out / "history.json", json.dumps(history, indent=1, default=_json_default) + "\n")
     if last.get("metrics") is not None:
         atomic.write_text(out / "metrics.json", json.dumps(last["metrics"], indent=1, default=_json_default) + "\n")

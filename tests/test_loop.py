@@ -124,3 +124,38 @@ def test_summary_carries_every_recall_k():
     s = summarize(m)
     assert (s["R@20"], s["R@50"], s["R@100"], s["R@50 ceiling"], s["ngR@50"]) == (0.2, 0.5, 0.7, 0.8, 0.6)
     assert s["ngR@20"] is None and summarize(None) == {}
+
+
+def test_target_batchnorm_changes_only_what_is_predicted_on_the_target(target, tmp_path):
+    """With target_bn the evaluation also records the training-statistics metrics, and those are
+    exactly the metrics of the same run without target_bn: re-estimating BatchNorm statistics for
+    prediction never touches training."""
+    from sim2sg.dataset.render_job import write_samples
+
+    torch.set_num_threads(1)
+    root, samples = target
+    write_samples(tmp_path / "eval", samples, ("coco", "sg"), "eval", {"env": "clevr-target"})
+    runs = {}
+    for bn in (False, True):
+        cfg = LoopConfig(env="clevr", target=str(root / "images"), out=str(tmp_path / f"run{bn}"), align="none",
+                         iterations=1, sdr_scenes=4, width=64, height=64, sdr_steps=2, iter_steps=2, batch_size=2,
+                         lr_warmup_steps=1, eval_data=str(tmp_path / "eval"), progress=False, target_bn=bn,
+                         target_bn_images=3, model={"box_score_thresh": 0.0})
+        runs[bn] = run(cfg, log=lambda m: None)
+    plain, adabn = runs[False], runs[True]
+    assert "final_source_bn" not in plain and "summary_source_bn" not in plain["phases"][0]
+    for p0, p1 in zip(plain["phases"], adabn["phases"]):
+        assert p1["summary_source_bn"] == p0["summary"]
+    assert adabn["final_source_bn"] == plain["final"]
+    # the re-estimated statistics do change the predictions on the target
+    assert adabn["phases"][-1]["metrics"] != plain["phases"][-1]["metrics"]
+    # each run leaves its model; the AdaBN one carries the target's BatchNorm statistics and
+    # otherwise the very same weights
+    from sim2sg.train.engine import load_checkpoint
+
+    m0, m1 = (load_checkpoint(tmp_path / f"run{bn}" / "model.pt") for bn in (False, True))
+    assert (m0["meta"]["target_batchnorm"], m1["meta"]["target_batchnorm"]) == (False, True)
+    stats = [k for k in m0["model"] if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(not torch.equal(m0["model"][k], m1["model"][k]) for k in stats)
+    assert all(torch.equal(v, m1["model"][k]) for k, v in m0["model"].items()
+               if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
