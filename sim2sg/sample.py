@@ -222,14 +222,13 @@ def _fits(pos, size, support, env: Environment, placed: _Placed, dirs: dict, anc
     return True
 
 
-def sample_scene(env: Environment, rng: np.random.Generator) -> nx.MultiDiGraph:
-    """One scene graph: context, camera, objects with placement and appearance, derived relations."""
-    context = sample_context(env, rng)
-    camera = sample_camera(env, context, rng)
-    dirs = camera.ground_directions()
-    # The object list is drawn once and kept across restarts (as CLEVR does), so crowded scenes
-    # are not under-represented.
-    cats = _object_counts(env, rng)
+_REDRAWS = 4  # object lists tried per scene (each with env.max_restarts placements)
+
+
+def _place(env: Environment, cats: list[str], context: dict, dirs: dict, rng: np.random.Generator) -> "_Placed | None":
+    """Place the objects `cats` (in order) with up to `env.max_restarts` restarts of the whole
+    scene (CLEVR's rule: an object with no room after `max_attempts` proposals restarts it);
+    None when no restart fits them all."""
     for _ in range(env.max_restarts):
         placed = _Placed()
         ok = True
@@ -259,10 +258,28 @@ def sample_scene(env: Environment, rng: np.random.Generator) -> nx.MultiDiGraph:
                 ok = False  # no room for this object: restart the scene, as CLEVR does
                 break
         if ok:
+            return placed
+    return None
+
+
+def sample_scene(env: Environment, rng: np.random.Generator) -> nx.MultiDiGraph:
+    """One scene graph: context, camera, objects with placement and appearance, derived relations."""
+    context = sample_context(env, rng)
+    camera = sample_camera(env, context, rng)
+    dirs = camera.ground_directions()
+    # The object list is drawn once and kept across restarts (as CLEVR does), so crowded scenes
+    # are not under-represented. A list that still does not fit after `max_restarts` is redrawn
+    # (a few times) before giving up: with per-class counts one rare draw can be infeasible in a
+    # crowded environment (driving-target: about 1 scene in 1,000), which must not abort a
+    # 1,000-scene job; an environment that cannot place its typical scenes still fails.
+    for _ in range(_REDRAWS):
+        cats = _object_counts(env, rng)
+        placed = _place(env, cats, context, dirs, rng)
+        if placed is not None:
             break
     else:
         raise InputError(env.source, "placement",
-                         f"could not place the objects after {env.max_restarts} restarts; "
+                         f"could not place the objects after {env.max_restarts} restarts of {_REDRAWS} object lists; "
                          "loosen min_dist/margin, enlarge the area or lower the counts")
     g = sg.new_graph(env.name, camera, context)
     for oid, a, _ in placed.items:

@@ -1,6 +1,7 @@
 """SDR sampling: valid graphs for every environment, reproducible per scene, rules respected."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,3 +105,16 @@ def _nearest_footprint_point(b, p):
     local = rot.T @ (np.asarray(p) - b["position"][:2])
     local = np.clip(local, -np.asarray(b["size"][:2]) / 2, np.asarray(b["size"][:2]) / 2)
     return rot @ local + b["position"][:2]
+
+
+def test_an_environment_that_cannot_place_its_objects_is_one_clear_error(tmp_path):
+    from sim2sg.errors import InputError
+
+    text = (Path(__file__).parents[1] / "scenes" / "clevr.toml").read_text()
+    text = text.replace("total = [3, 10]", "total = [40, 40]").replace("max_restarts = 100", "max_restarts = 2")
+    p = tmp_path / "crowded.toml"
+    p.write_text(text)
+    env = load_env(p)
+    with pytest.raises(InputError) as e:
+        sample_scene(env, scene_rng(0, 0))
+    assert e.value.field == "placement" and "crowded.toml" in str(e.value)
