@@ -73,11 +73,11 @@ def render_batch(batch: SceneBatch, k: torch.Tensor, options: RenderOptions, nam
     tick = timer or (lambda name: None)
     b, w, h, s = batch.batch, options.width, options.height, max(int(options.ssaa), 1)
     c = bool(options.compile)
-    tris = view_triangles(batch, k)
+    tris = view_triangles(batch, k, compiled=c)
     frag = rasterize(tris, b, h, w, zmin=batch.near, zmax=batch.far, compiled=c)
     ks = k * s
     if s > 1:
-        tris_s = view_triangles(batch, ks)
+        tris_s = view_triangles(batch, ks, compiled=c)
         frag_img = rasterize(tris_s, b, h * s, w * s, zmin=batch.near, zmax=batch.far, compiled=c)
     else:
         frag_img = frag
