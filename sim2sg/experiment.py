@@ -46,7 +46,7 @@ class Domain:
     root: Path
     train_images: Path  # unlabelled
     train_labelled: Path  # the same images with labels (oracle only)
-    train_graphs: Path  # their true scene graphs (content gap only)
+    train_graphs: Path  # their true scene graphs, visible objects only (content gap only)
     eval_data: Path  # labelled evaluation set
 
 
@@ -55,7 +55,8 @@ def make_domain(env_name: str, root: Path, n_train: int, n_eval: int, width: int
     """Render target domain `env_name` (its own looks and post-processing) under `root`; skips the
     work when `root/done.json` records the same request."""
     root = Path(root)
-    request = {"env": env_name, "n_train": n_train, "n_eval": n_eval, "size": [width, height], "seed": seed}
+    request = {"env": env_name, "n_train": n_train, "n_eval": n_eval, "size": [width, height], "seed": seed,
+               "true_graphs": "visible objects"}
     dom = Domain(root, root / "train" / "images", root / "train", root / "train" / "graphs", root / "eval")
     marker = root / "done.json"
     if marker.is_file() and json.loads(marker.read_text()) == request:
@@ -70,8 +71,10 @@ def make_domain(env_name: str, root: Path, n_train: int, n_eval: int, width: int
                              textures, batch=batch)
         write_samples(out, samples, ("coco", "sg"), split, {"env": env_name})
         if split == "train":
-            for g, name in zip(graphs, names):
-                sg.write_graph(dom.train_graphs / f"{name}.json", g)
+            # The content gap is measured against what the images show: objects dropped for
+            # visibility (occluded, out of view) are not in the target's true graphs either.
+            for g, name, smp in zip(graphs, names, samples):
+                sg.write_graph(dom.train_graphs / f"{name}.json", g.subgraph([o.object_id for o in smp.objects]).copy())
     atomic.write_text(marker, json.dumps(request) + "\n")
     return dom
 

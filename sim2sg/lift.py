@@ -39,6 +39,53 @@ def _ray_plane(cam: Camera, uv: tuple[float, float], z: float) -> np.ndarray | N
     return o + d * ((z - o[2]) / d[2])
 
 
+def _support_point(cam: Camera, box, z: float, max_height: float) -> np.ndarray | None:
+    """Where the object of 2D `box` stands on the support plane at height z (world, m).
+
+    Normally the ray through the box's bottom centre meets the plane there. But the box is tight
+    around the *visible* pixels: when the object's bottom is hidden (a parked car behind another,
+    a house behind trees) the box bottom is too high, and near the horizon a few pixels mean tens
+    of meters, so that ray lands far beyond the object (or never meets the plane). An upright
+    object at most `max_height` m tall spanning the box's height cannot be farther than
+    fy * max_height / box height (camera depth); when the ray's point lies more than 1.5x beyond
+    that bound, the object is put at that bound instead, on the ray through the box centre, dropped
+    onto the plane. None when the box bottom is at or above the horizon (nothing standing on the
+    plane looks like that unless hidden up to there; such boxes are mostly false detections).
+    """
+    x1, y1, x2, y2 = box
+    hit = _ray_plane(cam, ((x1 + x2) / 2, y2), z)
+    if hit is None:
+        return None
+    z_max = cam.fy * max_height / max(y2 - y1, 1.0)
+    if cam.world_to_camera(hit[None])[0, 2] <= 1.5 * z_max:
+        return hit
+    o = np.asarray(cam.position, dtype=np.float64)
+    d = cam.pixel_rays(np.array([((x1 + x2) / 2, (y1 + y2) / 2)]))[0]
+    per_unit = cam.world_to_camera((o + d)[None])[0, 2]  # camera depth gained per unit of d
+    if per_unit <= 1e-9:
+        return None
+    p = o + d * (z_max / per_unit)
+    return np.array([p[0], p[1], z])
+
+
+def _clamp_ahead(hit: np.ndarray, cam: Camera, spec: CategorySpec, context: dict) -> np.ndarray:
+    """On a road, classes placed along it (lane, curb, sidewalk, roadside) stand at most the
+    environment's `depth[1]` m ahead of the camera: a point farther out (a heavily occluded
+    object's few visible pixels near the horizon) is pulled back along its ground ray to that
+    distance, so the detection stays in the scene, where the environment can render such objects."""
+    if context.get("kind") != "road" or spec.placement not in ("lane", "curb", "sidewalk", "roadside"):
+        return hit
+    cy = cam.position[1]
+    far = cy + spec.depth[1]
+    if hit[1] <= far or hit[1] - cy <= 1e-9:
+        return hit
+    t = (far - cy) / (hit[1] - cy)
+    c = np.array([cam.position[0], cy])
+    out = hit.copy()
+    out[:2] = c + (hit[:2] - c) * t
+    return out
+
+
 def _candidate_sizes(spec: CategorySpec, env: Environment) -> list[tuple[tuple[float, float, float], dict]]:
     """Possible (size, attributes) of a class: each named scale, or a few sizes along its range."""
     if spec.base_size is not None:
@@ -110,9 +157,10 @@ def lift_graph(pred: nx.MultiDiGraph, env: Environment, camera: Camera, rng: np.
             if not anchors:
                 continue
             z = float(np.mean([b["position"][2] + b["size"][2] for b in anchors]))
-        hit = _ray_plane(camera, foot, z)
+        hit = _support_point(camera, a["box"], z, max(c[0][2] for c in _candidate_sizes(spec, env)))
         if hit is None:
             continue
+        hit = _clamp_ahead(hit, camera, spec, context)
         size, attrs, pos = _fit(camera, hit, a["box"], _candidate_sizes(spec, env))
         if spec.placement == "on":
             sup = min(anchors, key=lambda b: math.dist(b["position"][:2], pos[:2]))

@@ -6,7 +6,7 @@ import numpy as np
 
 from sim2sg import graph as sg
 from sim2sg.env import load_env
-from sim2sg.lift import lift_graph
+from sim2sg.lift import _projected_box, _ray_plane, lift_graph
 from sim2sg.sample import sample_scenes
 
 
@@ -81,3 +81,33 @@ def test_a_duplicate_detection_of_another_class_is_dropped_the_confident_one_sta
     sg.add_object(pred, 1, a["category"], (0, 0, 0), 0, (1, 1, 1), box=box, score=0.95)
     lifted = lift_graph(pred, env, cam, np.random.default_rng(0))
     assert [b["category"] for _, b in sg.objects(lifted)] == [a["category"]]
+
+
+def test_a_car_with_its_bottom_hidden_is_not_thrown_to_the_horizon():
+    """Only the top strip of a car shows (the rest behind another car): the ray through that
+    strip's bottom meets the road far beyond the car; the height bound and the environment's
+    depth range keep the lifted car near where it is."""
+    env = load_env("driving")
+    errs_old, errs_new = [], []
+    for g in sample_scenes(env, seed=4, count=6):
+        cam = g.graph["camera"]
+        for _, a in sg.objects(g):
+            if a["category"] != "car":
+                continue
+            box = _projected_box(cam, np.asarray(a["position"]), a["size"], a["yaw"])
+            if box[3] - box[1] < 12 or box[0] < 0 or box[2] > cam.width or box[3] > cam.height:
+                continue
+            strip = (box[0], box[1], box[2], box[1] + 0.25 * (box[3] - box[1]))
+            pred = sg.new_graph("driving", cam, {})
+            sg.add_object(pred, 0, "car", (0, 0, 0), 0, (1, 1, 1), box=strip, score=0.9)
+            lifted = [b for _, b in sg.objects(lift_graph(pred, env, cam, np.random.default_rng(0)))]
+            far = _ray_plane(cam, ((strip[0] + strip[2]) / 2, strip[3]), 0.0)
+            true_d = a["position"][1] - cam.position[1]
+            if far is not None:
+                errs_old.append(abs(far[1] - cam.position[1] - true_d))
+            if lifted:
+                d = lifted[0]["position"][1] - cam.position[1]
+                assert d <= env.spec("car").depth[1] + 3.0  # within the environment's range (+ half a car)
+                errs_new.append(abs(d - true_d))
+    assert len(errs_new) >= 5
+    assert np.median(errs_new) < 0.5 * np.median(errs_old)

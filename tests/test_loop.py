@@ -159,3 +159,24 @@ def test_target_batchnorm_changes_only_what_is_predicted_on_the_target(target, t
     assert stats and all(not torch.equal(m0["model"][k], m1["model"][k]) for k in stats)
     assert all(torch.equal(v, m1["model"][k]) for k, v in m0["model"].items()
                if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+
+
+def test_the_target_true_graphs_hold_the_visible_objects(tmp_path):
+    """The content gap compares generated graphs with what the target images show: the domain's
+    true graphs keep exactly the labelled (visible) objects of each image."""
+    from sim2sg.experiment import make_domain
+
+    torch.set_num_threads(1)
+    dom = make_domain("driving-target", tmp_path / "dom", 3, 1, 160, 48, "cpu")
+    labels = json.loads((dom.train_labelled / "labels.json").read_text())
+    per_image = {im["id"]: 0 for im in labels["images"]}
+    for a in labels["annotations"]:
+        per_image[a["image_id"]] += 1
+    env = load_env("driving-target")
+    files = sorted(dom.train_graphs.glob("*.json"))
+    counts = [len(list(sg.objects(sg.read_graph(f, env.categories, env.predicates)))) for f in files]
+    assert counts == [per_image[im["id"]] for im in sorted(labels["images"], key=lambda im: im["file_name"])]
+    from sim2sg.sample import sample_scene, scene_rng
+
+    full = [sample_scene(env, scene_rng(1000, i)) for i in range(3)]  # make_domain's default seed
+    assert sum(counts) < sum(len(list(sg.objects(g))) for g in full)  # a town hides some objects
