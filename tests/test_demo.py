@@ -16,6 +16,13 @@ def test_demo_writes_report(tmp_path, monkeypatch):
     table = (report / "table.md").read_text()
     assert "| SDR |" in table and "| all (Sim2SG) |" in table and "mAP@0.5" in table
     assert (report / "curves.png").stat().st_size > 0 and (report / "figure.png").stat().st_size > 0
+    # both rows fork from one shared SDR phase, so they agree on it exactly
+    import json
+
+    res = json.loads((report / "results.json").read_text())
+    sdr = [h["phases"][0] for h in res.values()]
+    assert all(p["name"] == "sdr" for p in sdr) and sdr[0]["metrics"] == sdr[1]["metrics"]
+    assert (tmp_path / "runs" / "sdr_phase.pt").is_file()
 
 
 def test_unknown_preset_is_one_line():
