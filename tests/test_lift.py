@@ -6,7 +6,7 @@ import numpy as np
 
 from sim2sg import graph as sg
 from sim2sg.env import load_env
-from sim2sg.lift import _projected_box, _ray_plane, lift_graph
+from sim2sg.lift import _ray_plane, lift_graph
 from sim2sg.sample import sample_scenes
 
 
@@ -94,7 +94,7 @@ def test_a_car_with_its_bottom_hidden_is_not_thrown_to_the_horizon():
         for _, a in sg.objects(g):
             if a["category"] != "car":
                 continue
-            box = _projected_box(cam, np.asarray(a["position"]), a["size"], a["yaw"])
+            box = _box_of(a, cam)
             if box[3] - box[1] < 12 or box[0] < 0 or box[2] > cam.width or box[3] > cam.height:
                 continue
             strip = (box[0], box[1], box[2], box[1] + 0.25 * (box[3] - box[1]))
