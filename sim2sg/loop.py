@@ -201,10 +201,11 @@ class Trainer:
 
 def make_trainer(cfg: LoopConfig, env: Environment) -> Trainer:
     from .model import ModelConfig, build_model
-    from .train.engine import TrainConfig, make_optimizer, resolve_device, seed_everything
+    from .train.engine import TrainConfig, make_optimizer, make_reproducible, resolve_device, seed_everything
 
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
+    make_reproducible(device)
     mcfg = ModelConfig.from_dict(dict(num_classes=len(env.categories), num_predicates=len(env.predicates),
                                       image_size=(cfg.height, cfg.width), backbone=cfg.backbone, **cfg.model))
     model = build_model(mcfg).to(device)

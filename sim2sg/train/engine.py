@@ -54,7 +54,8 @@ class TrainConfig:
     align_warmup_steps: the GRL schedule (`sim2sg.model.grl_schedule`); domain_loss_weight scales
     both domain losses. augment: "none" or "photometric" (`sim2sg.train.augment`: colour, blur and
     noise on the labelled images only; seeded by (seed, step)). amp: bf16 autocast on CUDA (ignored on CPU). deterministic:
-    `torch.use_deterministic_algorithms(True, warn_only=True)`. model: overrides of
+    `torch.use_deterministic_algorithms(True, warn_only=True)` on CUDA too (on the CPU always;
+    `make_reproducible`). model: overrides of
     `ModelConfig` fields (e.g. {"rpn_post_nms_train": 300}).
     """
 
@@ -153,6 +154,16 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def make_reproducible(device: torch.device, deterministic: bool = False) -> None:
+    """Deterministic algorithms (`torch.use_deterministic_algorithms(True, warn_only=True)`)
+    when asked, and always on the CPU: there, with 2+ threads, some default kernel accumulates in
+    a thread-dependent order, and identical 12-step trainings ended with most weights different
+    (bit-identical with 1 thread, or with this switch, at no measurable cost). On CUDA it stays
+    opt-in (`deterministic`): deterministic kernels there are slower and some only warn."""
+    if deterministic or device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def batch_indices(n: int, batch: int, step: int, seed: int, stream: int) -> list[int]:
@@ -445,8 +456,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     cfg.validate()
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    make_reproducible(device, cfg.deterministic)
 
     source = LabelledDataset(cfg.source)
     info = source.info
