@@ -157,11 +157,12 @@ def lift_graph(pred: nx.MultiDiGraph, env: Environment, camera: Camera, rng: np.
             if not anchors:
                 continue
             z = float(np.mean([b["position"][2] + b["size"][2] for b in anchors]))
-        hit = _support_point(camera, a["box"], z, max(c[0][2] for c in _candidate_sizes(spec, env)))
+        candidates = _candidate_sizes(spec, env)
+        hit = _support_point(camera, a["box"], z, max(size[2] for size, _ in candidates))
         if hit is None:
             continue
         hit = _clamp_ahead(hit, camera, spec, context)
-        size, attrs, pos = _fit(camera, hit, a["box"], _candidate_sizes(spec, env))
+        size, attrs, pos = _fit(camera, hit, a["box"], candidates)
         if spec.placement == "on":
             sup = min(anchors, key=lambda b: math.dist(b["position"][:2], pos[:2]))
             pos[2] = sup["position"][2] + sup["size"][2]

@@ -326,17 +326,16 @@ def target_statistics(tr: Trainer, target, n_images: int, batch: int = 32):
     return target_batchnorm(model, forward, [range(s, min(n, s + batch)) for s in range(0, n, batch)])
 
 
-def save_model(tr: Trainer, cfg: LoopConfig, env: Environment, target, bn_images: int, path: Path) -> None:
+def save_model(tr: Trainer, cfg: LoopConfig, env: Environment, target_bn: bool, path: Path) -> None:
     """The run's current model as a `sim2sg train` checkpoint (`sim2sg eval --checkpoint` reads
-    it), written atomically after every phase. With `bn_images` > 0 its BatchNorm statistics
-    are the target's (what the run predicts with on the target); meta["target_batchnorm"] says so."""
+    it), written atomically. `target_bn`: the caller has put the target's BatchNorm statistics in
+    (`target_statistics`; what the run predicts with on the target); meta["target_batchnorm"]."""
     from .train.engine import save_checkpoint
 
     meta = {"categories": list(env.categories), "predicates": list(env.predicates), "env": env.name,
-            "image_size": [cfg.height, cfg.width], "target_batchnorm": bn_images > 0, "method": cfg.method,
+            "image_size": [cfg.height, cfg.width], "target_batchnorm": target_bn, "method": cfg.method,
             "align": cfg.align}
-    with target_statistics(tr, target, bn_images):
-        save_checkpoint(path, tr.model, tr.optimizer, tr.step, 0, tr.cfg, meta)
+    save_checkpoint(path, tr.model, tr.optimizer, tr.step, 0, tr.cfg, meta)
 
 
 def predicted_graph(out: dict, env: Environment, camera: Camera, threshold: float) -> nx.MultiDiGraph:
@@ -350,18 +349,15 @@ def predicted_graph(out: dict, env: Environment, camera: Camera, threshold: floa
     return g
 
 
-def evaluate_on(tr: Trainer, data_dir: str | None, env: Environment, target=None, bn_images: int = 0) -> dict | None:
-    """Metrics (sim2sg.eval) of the current model on a labelled dataset, or None; with
-    `bn_images` > 0, BatchNorm statistics from the first `bn_images` of the unlabelled `target`
-    images (never from the evaluation images themselves)."""
+def evaluate_on(tr: Trainer, data_dir: str | None, env: Environment) -> dict | None:
+    """Metrics (sim2sg.eval) of the current model on a labelled dataset, or None."""
     if not data_dir:
         return None
     from .train.data import LabelledDataset
     from .train.engine import evaluate
 
-    with target_statistics(tr, target if target is not None else [], bn_images):
-        res = evaluate(tr.model, LabelledDataset(data_dir), tr.device, batch_size=32, amp=tr.cfg.amp,
-                       categories=list(env.categories), predicates=list(env.predicates))
+    res = evaluate(tr.model, LabelledDataset(data_dir), tr.device, batch_size=32, amp=tr.cfg.amp,
+                   categories=list(env.categories), predicates=list(env.predicates))
     return res["metrics"]
 
 
@@ -414,12 +410,15 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False) -> dict:
     bn = cfg.target_bn_images if cfg.target_bn else 0
 
     def record(name: str, seconds: float, extra: dict | None = None, gap: dict | None = None):
-        m = evaluate_on(tr, cfg.eval_data, env, target, bn)
+        # One re-estimation of the target statistics serves the evaluation and the saved model
+        # (the statistics come from the unlabelled target images, never from the evaluation set).
+        with target_statistics(tr, target, bn):
+            m = evaluate_on(tr, cfg.eval_data, env)
+            save_model(tr, cfg, env, bn > 0, out / "model.pt")
         phase = {"name": name, "step": tr.step, "seconds": round(seconds, 2), "metrics": m,
                  "summary": summarize(m), "content_gap": gap, **(extra or {})}
         if bn and cfg.eval_data:
             phase["summary_source_bn"] = summarize(evaluate_on(tr, cfg.eval_data, env))
-        save_model(tr, cfg, env, target, bn, out / "model.pt")
         history["phases"].append(phase)
         s = phase["summary"]
         msg = f"[{name}] step {tr.step} ({seconds:.0f} s)"

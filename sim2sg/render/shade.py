@@ -32,11 +32,17 @@ def _camera_corners(tri_pos, tri_scene, cam_pos, cam_rot, near, k):
     triangles with no corner behind (the others are clipped first)."""
     s = tri_scene
     c, r, kk = cam_pos[s], cam_rot[s], k[s]
-    d = [tri_pos[:, :, j] - c[:, None, j] for j in range(3)]  # (T, 3) per component
-    cam = [d[0] * r[:, None, i, 0] + d[1] * r[:, None, i, 1] + d[2] * r[:, None, i, 2] for i in range(3)]
+    cam = _rotate([tri_pos[:, :, j] - c[:, None, j] for j in range(3)], r)
     nb = (cam[2] < near[s][:, None]).to(torch.int64).sum(1)
     x, y = _project(cam, kk)
     return torch.stack(cam, -1), torch.stack([x, y, cam[2]], -1), nb
+
+
+def _rotate(v, r):
+    """Components v = [x, y, z] (each (T, 3)) rotated by per-triangle r (T, 3, 3): r @ v, each
+    output row summed left to right (the order of the small-matrix `einsum` this replaced, so
+    float32 results are unchanged)."""
+    return [v[0] * r[:, None, i, 0] + v[1] * r[:, None, i, 1] + v[2] * r[:, None, i, 2] for i in range(3)]
 
 
 def _project(cam, kk):
@@ -100,9 +106,7 @@ def _light_triangles(tri_pos, tri_scene, frame, b: int, size: int):
     arithmetic (the per-image bounding box stays an aten scatter); the light-space rotation is
     summed left to right like the `einsum` it replaces (same float32 values)."""
     s = tri_scene
-    fr = frame[s]
-    lp = torch.stack([tri_pos[..., 0] * fr[:, None, i, 0] + tri_pos[..., 1] * fr[:, None, i, 1]
-                      + tri_pos[..., 2] * fr[:, None, i, 2] for i in range(3)], -1)  # (T, 3, 3) light space
+    lp = torch.stack(_rotate(tri_pos.unbind(-1), frame[s]), -1)  # (T, 3, 3) light space
     flat = lp.reshape(-1, 3)
     sc = s.repeat_interleave(3)
     big = torch.full((b, 3), float("inf"), device=lp.device)
