@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from .batch import SceneBatch
-from .raster import Fragments, ScreenTriangles, coverage, kernel
+from .raster import Fragments, ScreenTriangles, coverage, gather_bound, kernel
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,7 @@ def compute_labels(batch: SceneBatch, frag: Fragments, tris: ScreenTriangles, mi
     return Labels(frag.zbuf, instance, semantic, visible, box, occl, trunc, kept)
 
 
+@gather_bound
 def _crossing(face, xyz, tri_instance, g: int, h: int, w: int):
     """Which instances have a projected triangle leaving the h x w image: crossing (G,) bool, and
     per screen triangle (T',) int64 its instance for the image-only coverage pass (-1 for
@@ -94,6 +95,7 @@ def _crossing(face, xyz, tri_instance, g: int, h: int, w: int):
     return crossing[:g], torch.where(sel & ~in_cross, tri_group, none), torch.where(in_cross, tri_group, none)
 
 
+@gather_bound
 def _pixel_instances(pix_to_face, tri_instance, inst_local, inst_category, g: int):
     """Per pixel (B, H, W): global instance (int32, g = background), instance (int32 1-based local
     id, 0 = background) and semantic (uint8 category id). Every instance with a pixel is kept when
@@ -119,6 +121,7 @@ def _run_ends(gd, g: int):
     return torch.where(gd != g, c, zero).to(torch.uint8)
 
 
+@gather_bound
 def _run_labels(mark, code, gd, alone_img, alone_canvas, g: int, h: int, w: int, min_visible_pixels: int):
     """Per global instance (G,) from the run ends (`mark` (N,) flat pixel indices where the flat
     `code` of `_run_ends` is non-zero; any order): visible int64, box (G, 4) int64, occlusion,

@@ -19,9 +19,10 @@ from __future__ import annotations
 import torch
 
 from .batch import SceneBatch
-from .raster import ScreenTriangles, clip_near, depth_map, kernel
+from .raster import ScreenTriangles, clip_near, depth_map, gather_bound, kernel
 
 
+@gather_bound
 def _camera_corners(tri_pos, tri_scene, cam_pos, cam_rot, near, k):
     """Per triangle (T,): camera-frame corners cam (T, 3, 3) (OpenCV axes, meters), their pixel
     projection xyz (T, 3, 3) = (x px, y px, camera z) and the number of corners behind the near
@@ -100,6 +101,7 @@ def shadow_maps(batch: SceneBatch, size: int, compiled: bool = False):
     return depth, frame, xf
 
 
+@gather_bound
 def _light_triangles(tri_pos, tri_scene, frame, b: int, size: int):
     """World triangles (T, 3, 3) -> shadow-map triangles (T, 3, 3) (x, y texels, depth) and the
     per-image map transform xf (B, 4) (see `shadow_maps`). One kernel for the per-triangle
