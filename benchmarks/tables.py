@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 from sim2sg.env import load_env
-from sim2sg.experiment import (ROW_KEYS, content_gap_table, format_table, make_domain, run_rows, slug,
-                               train_sdr_phase)
+from sim2sg.experiment import (ROW_KEYS, content_gap_table, format_table, make_domain, row_name, run_rows,
+                               slug, train_sdr_phase)
 from sim2sg.loop import LoopConfig
 
 
@@ -56,6 +56,10 @@ def main() -> None:
     ap.add_argument("--target-bn", action="store_true",
                     help="every row predicts on target images with BatchNorm statistics of the unlabelled "
                     "target images (AdaBN); the table of the training statistics is printed too")
+    ap.add_argument("--target-textures", action="store_true",
+                    help="loop rows texture their generated scenes with crops of the target images")
+    ap.add_argument("--tag", default="", help="suffix of the loop rows' folders, so that a second call with other "
+                    "loop settings adds rows beside the first call's (same SDR phase and domain)")
     ap.add_argument("--parallel", type=int, default=1)
     ap.add_argument("--no-share-sdr", action="store_true",
                     help="train every row's SDR phase itself instead of forking all rows from one")
@@ -69,13 +73,14 @@ def main() -> None:
                       width=w, height=h, sdr_steps=args.sdr_steps, iter_steps=args.iter_steps,
                       batch_size=args.batch, lr=args.lr, backbone=args.backbone, device=args.device,
                       seed=args.seed, augment=args.augment, grl_weight=args.grl_weight, progress=False,
-                      target_bn=args.target_bn,
+                      target_bn=args.target_bn, target_textures=args.target_textures,
                       sdr_checkpoint=None if args.no_share_sdr else str(out / "sdr_phase.pt"))
     rows = [ROW_KEYS[r.strip()] for r in args.rows.split(",") if r.strip()]
+    names = {r: row_name(r, args.tag) for r in rows}
     if args.collect:
         results = {}
         for r in rows:
-            f = out / slug(r) / "history.json"
+            f = out / slug(names[r]) / "history.json"
             if f.is_file():
                 h = json.loads(f.read_text())
                 h.setdefault("final", (h["phases"][-1].get("summary", {}) if h.get("phases") else {}))
@@ -83,14 +88,16 @@ def main() -> None:
                     h.setdefault("final_source_bn", h["phases"][-1]["summary_source_bn"])
                 if "seconds" not in h:
                     h["final"] = dict(h["final"], partial=True)
-                results[r] = h
+                results[names[r]] = h
         _report(results, args, out, time.perf_counter(), suffix="_collected")
         return
     domain = make_domain(args.target, Path(args.domain) if args.domain else out / "domain", args.n_target, args.n_eval, w, h,
                          "cuda" if args.device in ("auto", "cuda") and _cuda() else "cpu")
     if args.row is not None:  # child: one row, its history to out/<row>.json
-        res = run_rows([args.row], args.source, domain, out, base, log=lambda m: print(f"[{args.row}] {m}", flush=True))
-        (out / f"{slug(args.row)}.json").write_text(json.dumps(res[args.row], default=str))
+        name = row_name(args.row, args.tag)
+        res = run_rows([args.row], args.source, domain, out, base, log=lambda m: print(f"[{name}] {m}", flush=True),
+                       tag=args.tag)
+        (out / f"{slug(name)}.json").write_text(json.dumps(res[name], default=str))
         return
     t0 = time.perf_counter()
     if any(r != "oracle" for r in rows):
@@ -107,11 +114,11 @@ def main() -> None:
             for r, p in list(procs):
                 if p.poll() is not None:
                     procs.remove((r, p))
-                    f = out / f"{slug(r)}.json"
-                    results[r] = json.loads(f.read_text()) if f.is_file() else {"final": {}, "seconds": 0}
-        results = {r: results[r] for r in rows}
+                    f = out / f"{slug(names[r])}.json"
+                    results[names[r]] = json.loads(f.read_text()) if f.is_file() else {"final": {}, "seconds": 0}
+        results = {names[r]: results[names[r]] for r in rows}
     else:
-        results = run_rows(rows, args.source, domain, out, base)
+        results = run_rows(rows, args.source, domain, out, base, tag=args.tag)
     _report(results, args, out, t0)
 
 

@@ -68,6 +68,9 @@ def train_cmd(
                                           "Default: photometric with --env, none with --source."),
     target_bn: bool = typer.Option(False, "--target-bn", help="Sim2SG: predict on target images with BatchNorm "
                                    "statistics re-estimated on the unlabelled target images (AdaBN)."),
+    target_textures: bool = typer.Option(False, "--target-textures", help="Sim2SG: texture the generated "
+                                         "scenes with crops of the target images (each object with the pixels "
+                                         "in its predicted box, the ground with a rectified ground patch)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
     seed: int = typer.Option(0, "--seed"),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
@@ -94,7 +97,7 @@ def train_cmd(
                              iterations=loop, sdr_scenes=sdr_scenes, width=w, height=h, sdr_steps=sdr_steps,
                              iter_steps=iter_steps, batch_size=batch, lr=lr, backbone=backbone.value,
                              grl_weight=grl_weight, score_threshold=score_thresh, augment=augment or "photometric",
-                             target_bn=target_bn,
+                             target_bn=target_bn, target_textures=target_textures,
                              eval_data=str(eval_data) if eval_data else None,
                              target_graphs=str(target_graphs) if target_graphs else None,
                              oracle_data=str(oracle_data) if oracle_data else None, keep_usd=keep_usd,

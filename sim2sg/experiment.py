@@ -79,17 +79,26 @@ def make_domain(env_name: str, root: Path, n_train: int, n_eval: int, width: int
     return dom
 
 
-def run_rows(rows: list[str], source_env: str, domain: Domain, out: Path, base: LoopConfig, log=print) -> dict:
-    """Train every row (keys of ROWS) against `domain`; returns {row: history} (also in out/ROW/)."""
+def row_name(row: str, tag: str = "") -> str:
+    """A row's name in a table whose adapting rows carry `tag` (their settings differ from another
+    table's sharing the same SDR phase): "all (Sim2SG) [tag]". SDR and the oracle never change."""
+    return row if not tag or row in ("SDR", "oracle") else f"{row} [{tag}]"
+
+
+def run_rows(rows: list[str], source_env: str, domain: Domain, out: Path, base: LoopConfig, log=print,
+             tag: str = "") -> dict:
+    """Train every row (keys of ROWS) against `domain`; returns {row_name: history} (also in
+    out/slug(row_name)/)."""
     results = {}
     for row in rows:
         method, align = ROWS[row]
+        name = row_name(row, tag)
         cfg = dataclasses.replace(
-            base, env=source_env, target=str(domain.train_images), out=str(Path(out) / slug(row)),
+            base, env=source_env, target=str(domain.train_images), out=str(Path(out) / slug(name)),
             method=method, align=align, eval_data=str(domain.eval_data),
             target_graphs=str(domain.train_graphs), oracle_data=str(domain.train_labelled))
-        log(f"== {row}")
-        results[row] = run(cfg, log=log)
+        log(f"== {name}")
+        results[name] = run(cfg, log=log)
     return results
 
 

@@ -7,6 +7,7 @@ RGB in [0, 1] (UsdPreviewSurface's convention); graphs and environment palettes 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -122,3 +123,19 @@ def randomize_look(g: nx.MultiDiGraph, env: Environment, rng: np.random.Generato
         fill_color=srgb_to_linear(sky),
     )
     return Look(objects, context, lights)
+
+
+def apply_target_look(look: Look, target) -> Look:
+    """`look` with the texture overrides of a `sim2sg.target_look.TargetLook`: each listed object
+    or context surface shows its target crop untinted (colour 1, the crop holds the colour);
+    roughness, metallic and the lights stay as sampled. None returns `look` unchanged."""
+    if target is None:
+        return look
+    white = (1.0, 1.0, 1.0)
+    objects = {oid: (dataclasses.replace(s, color=white, texture=target.objects[oid])
+                     if oid in target.objects else s) for oid, s in look.objects.items()}
+    context = dict(look.context)
+    for role, (stem, uv_scale) in target.context.items():
+        if role in context:
+            context[role] = dataclasses.replace(context[role], color=white, texture=stem, uv_scale=uv_scale)
+    return Look(objects, context, look.lights)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +44,10 @@ from .lift import lift_graph
 from .render.sample import Sample
 from .sample import sample_scene, scene_rng
 from .synth import render_options, synthesize, texture_library
+from .target_look import write_target_look
 
 METHODS = ("sim2sg", "pseudo-label", "oracle")
+_TARGET_TEXTURES = "target"  # crops from the target images, under the run's texture folder
 ALIGNS = ("none", "appearance", "label", "label+appearance", "all")
 _MODEL_ALIGN = {"none": "none", "appearance": "appearance", "label": "none",
                 "label+appearance": "appearance", "all": "both"}
@@ -63,6 +66,10 @@ class LoopConfig:
     `target_bn_images` unlabelled target images (AdaBN, `sim2sg.train.adabn`); training is
     untouched. The evaluation then also records the metrics with the training statistics
     (phase "summary_source_bn"), so one run shows what the re-estimation alone changes.
+    target_textures: the synthesis step textures each lifted object with the pixels inside its
+    predicted box on its target image, and the ground (road) with a rectified patch of that
+    image's ground (`sim2sg.target_look`), instead of the source environment's random textures:
+    the generated data then carries the target's appearance as well as its content.
     sdr_checkpoint: every method but the oracle starts with the same SDR phase (same data, same
     steps, same seed); with this path the first run saves its end state (model, optimizer, step,
     RNG states) and later runs with the same settings start from it instead of retraining it.
@@ -90,6 +97,7 @@ class LoopConfig:
     score_threshold: float = 0.5
     target_bn: bool = False  # AdaBN: BatchNorm statistics of the target images whenever predicting there
     target_bn_images: int = 512
+    target_textures: bool = False  # synthesis: textures cropped from the target images (sim2sg.target_look)
     augment: str = "photometric"  # on every labelled batch of every method (sim2sg.train.augment)
     pseudo_threshold: float = 0.7
     eval_data: str | None = None
@@ -478,18 +486,31 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False) -> dict:
     for it in range(1, cfg.iterations + 1):
         t = time.perf_counter()
         outs = predict_target(tr, target, bn_images=bn)
-        graphs, names = [], []
+        graphs, names, looks = [], [], []
+        look_rng = np.random.default_rng([cfg.seed, 3, it])
         for k, o in enumerate(outs):
             pred = predicted_graph(o, env, cam, cfg.score_threshold)
+            image = None
             for r in range(cfg.scenes_per_image):
                 g = lift_graph(pred, env, cam, rng, score_threshold=cfg.score_threshold)
+                look = None
                 if len(g) == 0:  # nothing detected: fall back to an SDR scene
                     g = sample_scene(env, scene_rng(cfg.seed + 1000 * it, k * cfg.scenes_per_image + r))
+                elif cfg.target_textures:
+                    if image is None:
+                        image = (target[k][0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+                    # The ground patch keeps clear of every detection, the uncertain ones too.
+                    boxes = o["boxes"][o["scores"] >= min(0.3, cfg.score_threshold)].numpy()
+                    look = write_target_look(image, g, cam, boxes, look_rng, textures,
+                                             f"{_TARGET_TEXTURES}/it{it}/{k:06d}_{r}")
                 graphs.append(g)
                 names.append(f"it{it}_{k:06d}_{r}")
+                looks.append(look)
         gap = content_gap(graphs, true_graphs, env.categories, env.predicates) if true_graphs else None
         samples = synthesize(graphs, names, env, options, tr.device, rng, textures, batch=cfg.render_batch,
-                             keep_usd=(out / "usd" / f"iter{it}") if cfg.keep_usd else None)
+                             keep_usd=(out / "usd" / f"iter{it}") if cfg.keep_usd else None, target_looks=looks)
+        if not cfg.keep_usd:  # the crops served this iteration's stages only
+            shutil.rmtree(textures / _TARGET_TEXTURES / f"it{it}", ignore_errors=True)
         t_synth = time.perf_counter() - t
         align = model_align if it >= cfg.align_from_iteration else "none"
         train_phase(tr, SampleDataset(samples, list(env.predicates)), target, cfg.iter_steps, align,

@@ -267,6 +267,17 @@ def slab(x0: float, x1: float, y0: float, y1: float, z0: float, z1: float, uv_sc
     return Mesh(m.points, m.faces, (m.uv * np.array([x1 - x0, y1 - y0]) * uv_scale).astype(np.float32), m.normals)
 
 
+# Mesh UV units per meter of the context surfaces, by (context kind, surface role): a Surface's
+# `uv_scale` multiplies these (`sim2sg.target_look` sizes its ground patches with them).
+_CONTEXT_UV = {("ground", "ground"): 0.25, ("room", "ground"): 0.5, ("room", "wall"): 0.5,
+               ("road", "ground"): 0.25, ("road", "road"): 0.25, ("road", "sidewalk"): 0.5}
+
+
+def context_uv_scale(kind: str, role: str) -> float:
+    """UV units per meter of the `role` surface of a `kind` context (see `context_meshes`)."""
+    return _CONTEXT_UV[(kind, role)]
+
+
 def context_meshes(context: dict) -> list[tuple[str, str, Mesh]]:
     """World-space context geometry for a graph's `context`: [(prim name, surface role, mesh)].
 
@@ -276,24 +287,24 @@ def context_meshes(context: dict) -> list[tuple[str, str, Mesh]]:
     """
     kind, e = context["kind"], float(context.get("extent", 40.0))
     if kind == "ground":
-        return [("Ground", "ground", quad(-e, e, -e, e, 0.0, uv_scale=0.25))]
+        return [("Ground", "ground", quad(-e, e, -e, e, 0.0, uv_scale=_CONTEXT_UV[("ground", "ground")]))]
     if kind == "room":
         h = float(context.get("wall_height", 3.0))
         return [
-            ("Floor", "ground", quad(-e, e, -e, e, 0.0, uv_scale=0.5)),
-            ("BackWall", "wall", wall((e, e), (-e, e), 0.0, h, uv_scale=0.5)),
-            ("LeftWall", "wall", wall((-e, e), (-e, -e), 0.0, h, uv_scale=0.5)),
-            ("RightWall", "wall", wall((e, -e), (e, e), 0.0, h, uv_scale=0.5)),
+            ("Floor", "ground", quad(-e, e, -e, e, 0.0, uv_scale=_CONTEXT_UV[("room", "ground")])),
+            ("BackWall", "wall", wall((e, e), (-e, e), 0.0, h, uv_scale=_CONTEXT_UV[("room", "wall")])),
+            ("LeftWall", "wall", wall((-e, e), (-e, -e), 0.0, h, uv_scale=_CONTEXT_UV[("room", "wall")])),
+            ("RightWall", "wall", wall((e, -e), (e, e), 0.0, h, uv_scale=_CONTEXT_UV[("room", "wall")])),
         ]
     n, lw, sw = context["lanes"], context["lane_width"], context["sidewalk_width"]
     curb = context["curb_height"]
     half = n * lw / 2
     y0, y1 = -20.0, e
     out = [
-        ("Ground", "ground", quad(-e, e, y0, y1, -0.02, uv_scale=0.25)),
-        ("Road", "road", quad(-half, half, y0, y1, 0.0, uv_scale=0.25)),
-        ("SidewalkRight", "sidewalk", slab(half, half + sw, y0, y1, -0.02, curb, uv_scale=0.5)),
-        ("SidewalkLeft", "sidewalk", slab(-half - sw, -half, y0, y1, -0.02, curb, uv_scale=0.5)),
+        ("Ground", "ground", quad(-e, e, y0, y1, -0.02, uv_scale=_CONTEXT_UV[("road", "ground")])),
+        ("Road", "road", quad(-half, half, y0, y1, 0.0, uv_scale=_CONTEXT_UV[("road", "road")])),
+        ("SidewalkRight", "sidewalk", slab(half, half + sw, y0, y1, -0.02, curb, uv_scale=_CONTEXT_UV[("road", "sidewalk")])),
+        ("SidewalkLeft", "sidewalk", slab(-half - sw, -half, y0, y1, -0.02, curb, uv_scale=_CONTEXT_UV[("road", "sidewalk")])),
     ]
     dashes = []
     for k in range(1, n):

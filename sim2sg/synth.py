@@ -48,7 +48,8 @@ def texture_library(root: Path) -> Path:
 
 def synthesize(graphs: Sequence[nx.MultiDiGraph], names: Sequence[str], env: Environment,
                options: RenderOptions, device, rng: np.random.Generator, texture_dir: Path,
-               batch: int = 256, keep_usd: Path | None = None, workers: int | None = None) -> list[Sample]:
+               batch: int = 256, keep_usd: Path | None = None, workers: int | None = None,
+               target_looks: Sequence | None = None) -> list[Sample]:
     """Render `graphs` dressed with random looks from `env` (one look per graph from `rng`).
 
     Graph cameras are resized to the options' size. texture_dir: an absolute folder holding the
@@ -56,10 +57,12 @@ def synthesize(graphs: Sequence[nx.MultiDiGraph], names: Sequence[str], env: Env
     workers: processes that build the scenes (look, USD stage, SceneData: CPU work, ~25 ms a
     scene) while the renderer runs on `device`; None = min(8, CPUs - 1), 0 = in this process.
     Each scene gets its own generator seeded from `rng` up front, so the output does not depend on
-    the number of workers.
+    the number of workers. target_looks: per graph, None or a `sim2sg.target_look.TargetLook`
+    whose crops (written under texture_dir) replace the sampled textures it lists.
     """
     seeds = rng.integers(0, 2**63 - 1, size=len(graphs))
-    jobs = [(g, name, int(sd)) for g, name, sd in zip(graphs, names, seeds)]
+    looks = list(target_looks) if target_looks is not None else [None] * len(graphs)
+    jobs = [(g, name, int(sd), tl) for g, name, sd, tl in zip(graphs, names, seeds, looks)]
     if workers is None:
         workers = min(8, (os.cpu_count() or 1) - 1)
     workers = min(workers, max(0, len(jobs) // 16))  # a pool costs ~1 s to start: not for a few scenes
@@ -86,10 +89,10 @@ def synthesize(graphs: Sequence[nx.MultiDiGraph], names: Sequence[str], env: Env
 
 def _build_scene(job, env: Environment, width: int, height: int, texture_dir: str, keep_usd: str | None):
     """One graph -> its look -> USD stage -> SceneData (and the .usdc when keep_usd is set)."""
-    g, name, seed = job
+    g, name, seed, target_look = job
     g = g.copy()
     g.graph["camera"] = g.graph["camera"].resized(width, height)
-    stage, _ = compile_graph(g, env, np.random.default_rng(seed), texture_root=texture_dir)
+    stage, _ = compile_graph(g, env, np.random.default_rng(seed), texture_root=texture_dir, target_look=target_look)
     if keep_usd is not None:
         write_stage(stage, Path(keep_usd) / f"{name}.usdc")  # textures by absolute path
     return load_scene(stage)

@@ -20,7 +20,7 @@ from .. import atomic
 from .. import graph as sg
 from ..env import Environment, load_env
 from ..errors import InputError
-from ..look import randomize_look
+from ..look import apply_target_look, randomize_look
 from ..textures import texture_image
 from .stage import TEXTURE_DIR, build_stage, write_stage
 
@@ -33,10 +33,12 @@ def look_rng(seed: int, name: str) -> np.random.Generator:
 
 
 def compile_graph(g: nx.MultiDiGraph, env: Environment, rng: np.random.Generator,
-                  texture_root: str = f"./{TEXTURE_DIR}") -> tuple[Usd.Stage, list[str]]:
+                  texture_root: str = f"./{TEXTURE_DIR}", target_look=None) -> tuple[Usd.Stage, list[str]]:
     """Dress graph `g` with a random look from `env` and build its in-memory stage; returns the
-    stage and the texture names it uses. texture_root: see `build_stage` (default: beside the stage)."""
-    look = randomize_look(g, env, rng)
+    stage and the texture names it uses. texture_root: see `build_stage` (default: beside the stage).
+    target_look: a `sim2sg.target_look.TargetLook` whose crops (under texture_root) replace the
+    sampled textures of the surfaces it lists; the generator is used the same either way."""
+    look = apply_target_look(randomize_look(g, env, rng), target_look)
     mesh_of = {c: env.spec(c).mesh for c in env.categories}
     missing = sorted({a["category"] for _, a in g.nodes(data=True)} - set(mesh_of))
     if missing:

@@ -1,0 +1,148 @@
+"""Target looks: textures cropped from target images for the synthesis step."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from sim2sg import graph as sg
+from sim2sg.env import load_env
+from sim2sg.look import Surface, apply_target_look, randomize_look
+from sim2sg.loop import target_camera
+from sim2sg.meshes import context_uv_scale
+from sim2sg.sample import sample_scene, scene_rng
+from sim2sg.synth import render_options, synthesize, texture_library
+from sim2sg.target_look import TargetLook, ground_patch, ground_quad, object_crop, write_target_look
+
+
+def test_object_crop_keeps_the_inside_of_the_box():
+    img = np.zeros((100, 100, 3), np.uint8)
+    img[20:60, 30:90] = (200, 10, 10)  # the object; its surroundings are black
+    crop = object_crop(img, (30, 20, 90, 60))
+    assert crop.shape == (48, 48, 3)
+    assert (crop == (200, 10, 10)).all()  # the inset drops every background pixel
+    assert object_crop(img, (30, 20, 34, 25)) is None  # under 4 px once inset
+
+
+def _ground_image(cam):
+    """An image of the ground z = 0 whose red channel is 100 + 20 x and green 100 + 20 y (world m)."""
+    v, u = np.mgrid[0:cam.height, 0:cam.width] + 0.5
+    d = cam.pixel_rays(np.stack([u.ravel(), v.ravel()], 1))
+    eye = np.asarray(cam.position)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = -eye[2] / d[:, 2]
+    p = eye + d * t[:, None]
+    img = np.zeros((cam.height * cam.width, 3))
+    img[:, 0] = 100 + 20 * p[:, 0]
+    img[:, 1] = 100 + 20 * p[:, 1]
+    img[d[:, 2] >= 0] = 0
+    return np.clip(img, 0, 255).round().astype(np.uint8).reshape(cam.height, cam.width, 3)
+
+
+def test_ground_patch_is_rectified_metric_and_oriented():
+    cam = target_camera(load_env("clevr"), 256, 256)
+    img = _ground_image(cam)
+    tex, side = ground_patch(img, cam, np.zeros((0, 4)), np.random.default_rng(0), size=64)
+    assert tex.shape == (64, 64, 3)
+    r, g = tex[..., 0].astype(float), tex[..., 1].astype(float)
+    # u (columns) runs along world +X, v along +Y with row 0 at v = 1 (the top): red grows to the
+    # right by 20 per meter over one side; green grows upwards; each is constant the other way.
+    assert r[32, -2] - r[32, 1] == pytest.approx(20 * side * 61 / 64, abs=2.0)
+    assert g[1, 32] - g[-2, 32] == pytest.approx(20 * side * 61 / 64, abs=2.0)
+    assert np.ptp(r[:, 32]) <= 2 and np.ptp(g[32, :]) <= 2
+    # The patch spans about a fifth of the image: side = 0.2 * 256 * depth / fx at its centre.
+    assert 0.05 < side < 2.0
+
+
+def test_ground_quad_corners_project_the_world_square():
+    cam = target_camera(load_env("clevr"), 256, 256)
+    q = ground_quad(cam, np.array([0.0, 0.0, 0.0]), 1.0)
+    uv, _ = cam.project(np.array([[-0.5, 0.5, 0], [0.5, 0.5, 0], [0.5, -0.5, 0], [-0.5, -0.5, 0]]))
+    assert np.allclose(q, uv)
+
+
+def test_ground_patch_avoids_detections():
+    cam = target_camera(load_env("clevr"), 256, 256)
+    img = _ground_image(cam)
+    img[:, :128] = (0, 0, 255)  # a detected object covers the left half (blue)
+    boxes = np.array([[0.0, 0.0, 128.0, 256.0]])
+    for seed in range(5):
+        tex, _ = ground_patch(img, cam, boxes, np.random.default_rng(seed))
+        assert (tex[..., 2] < 50).all()  # nothing of the object
+    # With every pixel covered the least covered square is still taken.
+    assert ground_patch(img, cam, np.array([[0.0, 0.0, 256.0, 256.0]]), np.random.default_rng(0)) is not None
+
+
+def test_apply_target_look_replaces_only_listed_surfaces():
+    env = load_env("clevr")
+    g = sample_scene(env, scene_rng(0, 0))
+    look = randomize_look(g, env, np.random.default_rng(0))
+    ids = sorted(look.objects)
+    tl = TargetLook({ids[0]: "target/a_o0"}, {"ground": ("target/a_ground", 2.5)})
+    new = apply_target_look(look, tl)
+    assert new.objects[ids[0]] == dataclasses.replace(look.objects[ids[0]], color=(1.0, 1.0, 1.0),
+                                                      texture="target/a_o0")
+    assert all(new.objects[i] == look.objects[i] for i in ids[1:])
+    assert new.context["ground"].texture == "target/a_ground" and new.context["ground"].uv_scale == 2.5
+    assert new.lights == look.lights and apply_target_look(look, None) is look
+    assert isinstance(new.objects[ids[0]], Surface)
+
+
+def test_synthesized_object_shows_its_target_crop(tmp_path):
+    """A lifted object textured with a pure colour crop renders in that colour; the generated
+    scene's labels are those of the same scene without target looks."""
+    env = load_env("clevr")
+    cam = target_camera(env, 128, 128)
+    g = sg.new_graph(env.name, cam, {"kind": "ground", "extent": 40.0})
+    sg.add_object(g, 0, "cube", (0.0, 0.0, 0.7), 0.0, (1.4, 1.4, 1.4), box=(40.0, 40.0, 90.0, 90.0))
+    img = np.zeros((128, 128, 3), np.uint8)
+    img[:] = (40, 200, 40)  # ground: green
+    img[40:90, 40:90] = (220, 20, 20)  # the object's box: red
+    tex = texture_library(tmp_path)
+    look = write_target_look(img, g, cam, np.array([[40.0, 40.0, 90.0, 90.0]]), np.random.default_rng(0), tex, "target/t")
+    assert set(look.objects) == {0} and (tex / "target" / "t_o0.png").is_file()
+    opts = render_options(env, 128, 128)
+    plain, = synthesize([g], ["p"], env, opts, "cpu", np.random.default_rng(3), tex, workers=0)
+    dressed, = synthesize([g], ["d"], env, opts, "cpu", np.random.default_rng(3), tex, workers=0, target_looks=[look])
+    m = dressed.instance == dressed.objects[0].instance_id
+    assert np.array_equal(m, plain.instance == plain.objects[0].instance_id)
+    assert [o.box for o in dressed.objects] == [o.box for o in plain.objects]
+    obj = dressed.image[m].astype(float).mean(0)
+    assert obj[0] > 2 * obj[1] and obj[0] > 2 * obj[2]  # red
+    assert "ground" in look.context
+    ground = dressed.image[dressed.instance == 0].astype(float).mean(0)
+    assert ground[1] > 1.5 * ground[0] and ground[1] > 1.5 * ground[2]  # green
+    assert context_uv_scale("ground", "ground") == 0.25
+
+
+def test_loop_with_target_textures_writes_stages_that_use_them(tmp_path):
+    """The synthesis step with target textures: kept stages reference crops that exist."""
+    import cv2
+    from pxr import Usd, UsdShade
+
+    from sim2sg.loop import LoopConfig, run
+
+    torch.set_num_threads(1)
+    env = load_env("clevr-target")
+    graphs = [sample_scene(env, scene_rng(5, i)) for i in range(2)]
+    samples = synthesize(graphs, ["a", "b"], env, render_options(env, 64, 64), "cpu", np.random.default_rng(0),
+                         texture_library(tmp_path / "t"))
+    (tmp_path / "images").mkdir()
+    for s in samples:
+        cv2.imwrite(str(tmp_path / "images" / f"{s.name}.png"), cv2.cvtColor(s.image, cv2.COLOR_RGB2BGR))
+    cfg = dict(env="clevr", target=str(tmp_path / "images"), align="label", iterations=1, sdr_scenes=2,
+               width=64, height=64, sdr_steps=1, iter_steps=1, batch_size=2, lr_warmup_steps=1,
+               score_threshold=0.0, progress=False, target_textures=True)
+    run(LoopConfig(out=str(tmp_path / "kept"), keep_usd=True, **cfg), log=lambda m: None)
+    files = set()
+    for stage_path in sorted((tmp_path / "kept" / "usd" / "iter1").glob("*.usdc")):
+        stage = Usd.Stage.Open(str(stage_path))
+        for prim in stage.Traverse():
+            if prim.IsA(UsdShade.Shader) and prim.GetAttribute("inputs:file"):
+                files.add(prim.GetAttribute("inputs:file").Get().path)
+    crops = [f for f in files if "/target/it1/" in f]
+    assert crops and all(__import__("os").path.isfile(f) for f in crops)
+    # Without kept stages the crops are removed once the iteration's scenes are rendered.
+    run(LoopConfig(out=str(tmp_path / "plain"), **cfg), log=lambda m: None)
+    assert not (tmp_path / "plain" / "textures" / "target" / "it1").exists()
