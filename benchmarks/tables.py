@@ -58,6 +58,8 @@ def main() -> None:
                     "target images (AdaBN); the table of the training statistics is printed too")
     ap.add_argument("--target-textures", action="store_true",
                     help="loop rows texture their generated scenes with crops of the target images")
+    ap.add_argument("--keep-sdr", action="store_true",
+                    help="loop rows train every iteration on the generated and the SDR scenes together")
     ap.add_argument("--tag", default="", help="suffix of the loop rows' folders, so that a second call with other "
                     "loop settings adds rows beside the first call's (same SDR phase and domain)")
     ap.add_argument("--parallel", type=int, default=1)
@@ -74,6 +76,7 @@ def main() -> None:
                       batch_size=args.batch, lr=args.lr, backbone=args.backbone, device=args.device,
                       seed=args.seed, augment=args.augment, grl_weight=args.grl_weight, progress=False,
                       target_bn=args.target_bn, target_textures=args.target_textures,
+                      keep_sdr=args.keep_sdr,
                       sdr_checkpoint=None if args.no_share_sdr else str(out / "sdr_phase.pt"))
     rows = [ROW_KEYS[r.strip()] for r in args.rows.split(",") if r.strip()]
     names = {r: row_name(r, args.tag) for r in rows}

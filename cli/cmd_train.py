@@ -71,6 +71,8 @@ def train_cmd(
     target_textures: bool = typer.Option(False, "--target-textures", help="Sim2SG: texture the generated "
                                          "scenes with crops of the target images (each object with the pixels "
                                          "in its predicted box, the ground with a rectified ground patch)."),
+    keep_sdr: bool = typer.Option(False, "--keep-sdr", help="Sim2SG: every iteration trains on the generated "
+                                  "scenes together with the SDR scenes."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
     seed: int = typer.Option(0, "--seed"),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
@@ -97,7 +99,7 @@ def train_cmd(
                              iterations=loop, sdr_scenes=sdr_scenes, width=w, height=h, sdr_steps=sdr_steps,
                              iter_steps=iter_steps, batch_size=batch, lr=lr, backbone=backbone.value,
                              grl_weight=grl_weight, score_threshold=score_thresh, augment=augment or "photometric",
-                             target_bn=target_bn, target_textures=target_textures,
+                             target_bn=target_bn, target_textures=target_textures, keep_sdr=keep_sdr,
                              eval_data=str(eval_data) if eval_data else None,
                              target_graphs=str(target_graphs) if target_graphs else None,
                              oracle_data=str(oracle_data) if oracle_data else None, keep_usd=keep_usd,

@@ -80,7 +80,8 @@ def run_demo(out: Path, device: str = "auto", preset: str | None = None, seed: i
     table = format_table(results, cats, 20)
     if any("final_source_bn" in h for h in results.values()):
         table += ("\n\nthe same rows, predicting on the target with the training BatchNorm statistics "
-                  "(SDR here uses no target information at all):\n" + format_table(results, cats, 20, final="final_source_bn"))
+                  "(SDR here uses no target information at all):\n"
+                  + format_table(results, cats, 20, final="final_source_bn"))
     gap = content_gap_table(results)
     options = ", ".join(f"{k}={v}" for k, v in SIM2SG_OPTIONS.items())
     atomic.write_text(report / "table.md", f"loop options: {options}\n\n{table}\n\n"
@@ -91,8 +92,11 @@ def run_demo(out: Path, device: str = "auto", preset: str | None = None, seed: i
     if sim is not None:
         ex = out / "runs" / slug(sim) / "examples"
         cols = [("SDR", ex / "sdr_0.png")] + [(f"iteration {i}", ex / f"iter{i}_0.png") for i in range(1, p.iterations + 1)]
-        target_img = sorted(Path(domain.train_images).glob("*.png"))[:1]
-        figure(cols + [("target", t) for t in target_img], report / "figure.png")
+        # The target image the last iteration's first example was generated from (Fig. 3's pairing).
+        from .train.data import list_images
+
+        k = (results[sim]["phases"][-1].get("example_targets") or [0])[0]
+        figure(cols + [("target", list_images(domain.train_images)[max(0, k)])], report / "figure.png")
     log("\n" + table + "\n\ncontent gap (generated vs target graphs):\n" + gap)
     log(f"report: {report}")
     return report

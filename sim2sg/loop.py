@@ -70,6 +70,9 @@ class LoopConfig:
     predicted box on its target image, and the ground (road) with a rectified patch of that
     image's ground (`sim2sg.target_look`), instead of the source environment's random textures:
     the generated data then carries the target's appearance as well as its content.
+    keep_sdr: each iteration trains on its generated scenes together with the SDR scenes (as the
+    pseudo-label baseline keeps them), so that objects a weak model misses on the target - absent
+    from the scenes generated from its predictions - stay in what the network learns from.
     sdr_checkpoint: every method but the oracle starts with the same SDR phase (same data, same
     steps, same seed); with this path the first run saves its end state (model, optimizer, step,
     RNG states) and later runs with the same settings start from it instead of retraining it.
@@ -98,6 +101,7 @@ class LoopConfig:
     target_bn: bool = False  # AdaBN: BatchNorm statistics of the target images whenever predicting there
     target_bn_images: int = 512
     target_textures: bool = False  # synthesis: textures cropped from the target images (sim2sg.target_look)
+    keep_sdr: bool = False  # iterations train on the generated scenes and the SDR scenes together
     augment: str = "photometric"  # on every labelled batch of every method (sim2sg.train.augment)
     pseudo_threshold: float = 0.7
     eval_data: str | None = None
@@ -486,16 +490,17 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False) -> dict:
     for it in range(1, cfg.iterations + 1):
         t = time.perf_counter()
         outs = predict_target(tr, target, bn_images=bn)
-        graphs, names, looks = [], [], []
+        graphs, names, looks, sources = [], [], [], []  # sources: target image index, -1 for an SDR scene
         look_rng = np.random.default_rng([cfg.seed, 3, it])
         for k, o in enumerate(outs):
             pred = predicted_graph(o, env, cam, cfg.score_threshold)
             image = None
             for r in range(cfg.scenes_per_image):
                 g = lift_graph(pred, env, cam, rng, score_threshold=cfg.score_threshold)
-                look = None
+                look, source = None, k
                 if len(g) == 0:  # nothing detected: fall back to an SDR scene
                     g = sample_scene(env, scene_rng(cfg.seed + 1000 * it, k * cfg.scenes_per_image + r))
+                    source = -1
                 elif cfg.target_textures:
                     if image is None:
                         image = (target[k][0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
@@ -506,6 +511,7 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False) -> dict:
                 graphs.append(g)
                 names.append(f"it{it}_{k:06d}_{r}")
                 looks.append(look)
+                sources.append(source)
         gap = content_gap(graphs, true_graphs, env.categories, env.predicates) if true_graphs else None
         samples = synthesize(graphs, names, env, options, tr.device, rng, textures, batch=cfg.render_batch,
                              keep_usd=(out / "usd" / f"iter{it}") if cfg.keep_usd else None, target_looks=looks)
@@ -513,11 +519,16 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False) -> dict:
             shutil.rmtree(textures / _TARGET_TEXTURES / f"it{it}", ignore_errors=True)
         t_synth = time.perf_counter() - t
         align = model_align if it >= cfg.align_from_iteration else "none"
-        train_phase(tr, SampleDataset(samples, list(env.predicates)), target, cfg.iter_steps, align,
-                    cfg.progress, f"iteration {it}")
-        _save_examples(out, it, samples[:4])
+        generated = SampleDataset(samples, list(env.predicates))
+        data = torch.utils.data.ConcatDataset([generated, sdr]) if cfg.keep_sdr else generated
+        train_phase(tr, data, target, cfg.iter_steps, align, cfg.progress, f"iteration {it}")
+        # The report's examples are scenes generated from target predictions (not SDR fallbacks),
+        # named with the target image each came from.
+        shown = [i for i, k in enumerate(sources) if k >= 0][:4] or list(range(min(4, len(samples))))
+        _save_examples(out, it, [samples[i] for i in shown])
         record(f"iteration {it}", time.perf_counter() - t,
-               {"synthesis_seconds": round(t_synth, 2), "align": align, "graphs": len(graphs)}, gap)
+               {"synthesis_seconds": round(t_synth, 2), "align": align, "graphs": len(graphs),
+                "lifted": sum(k >= 0 for k in sources), "example_targets": [sources[i] for i in shown]}, gap)
     return _finish(history, out, t_run)
 
 

@@ -300,11 +300,12 @@ def context_meshes(context: dict) -> list[tuple[str, str, Mesh]]:
     curb = context["curb_height"]
     half = n * lw / 2
     y0, y1 = -20.0, e
+    side_uv = _CONTEXT_UV[("road", "sidewalk")]
     out = [
         ("Ground", "ground", quad(-e, e, y0, y1, -0.02, uv_scale=_CONTEXT_UV[("road", "ground")])),
         ("Road", "road", quad(-half, half, y0, y1, 0.0, uv_scale=_CONTEXT_UV[("road", "road")])),
-        ("SidewalkRight", "sidewalk", slab(half, half + sw, y0, y1, -0.02, curb, uv_scale=_CONTEXT_UV[("road", "sidewalk")])),
-        ("SidewalkLeft", "sidewalk", slab(-half - sw, -half, y0, y1, -0.02, curb, uv_scale=_CONTEXT_UV[("road", "sidewalk")])),
+        ("SidewalkRight", "sidewalk", slab(half, half + sw, y0, y1, -0.02, curb, uv_scale=side_uv)),
+        ("SidewalkLeft", "sidewalk", slab(-half - sw, -half, y0, y1, -0.02, curb, uv_scale=side_uv)),
     ]
     dashes = []
     for k in range(1, n):

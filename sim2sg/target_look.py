@@ -74,8 +74,9 @@ def ground_quad(cam: Camera, centre: np.ndarray, side: float, z: float = 0.0) ->
 
 
 def _overlap(quad: np.ndarray, boxes: np.ndarray, pad: float = 2.0) -> float:
-    """Fraction of the quad's bounding box covered by the union bound of `boxes` (N, 4) px
-    overlaps (sum of pairwise intersections, clipped to 1): 0 means the patch sees no object."""
+    """How much of the bounding box of `quad` (4, 2) px the `boxes` (N, 4) px, grown by `pad`,
+    cover: the sum of their intersections over its area, clipped to 1 (an upper bound of the
+    covered fraction; 0 exactly when the patch sees none of them)."""
     if len(boxes) == 0:
         return 0.0
     qx1, qy1 = quad.min(0)
@@ -100,7 +101,7 @@ def ground_patch(image: np.ndarray, cam: Camera, boxes: np.ndarray, rng: np.rand
     h, w = image.shape[:2]
     patch_px = patch * min(h, w)
     eye = np.asarray(cam.position, dtype=np.float64)
-    fwd = cam.rotation()[2]
+    right = cam.rotation()[0]  # the camera's x axis: horizontal (no roll)
     best, best_cover = None, math.inf
     for _ in range(_CANDIDATES):
         u, v = rng.uniform(0, w), rng.uniform(0.35 * h, h)
@@ -108,11 +109,8 @@ def ground_patch(image: np.ndarray, cam: Camera, boxes: np.ndarray, rng: np.rand
         if d[2] > -1e-6 or eye[2] <= 0:
             continue
         centre = eye + d * (-eye[2] / d[2])
-        if lateral is not None:
-            right = np.cross(fwd, [0.0, 0.0, 1.0])
-            right /= max(np.linalg.norm(right), 1e-9)
-            if abs(float(np.dot(centre - eye, right))) > lateral:
-                continue
+        if lateral is not None and abs(float(np.dot(centre - eye, right))) > lateral:
+            continue
         depth = float(cam.world_to_camera(centre[None])[0, 2])
         side = patch_px * depth / cam.fx
         quad = ground_quad(cam, centre, side)

@@ -208,3 +208,28 @@ def test_cpu_training_is_reproducible_with_two_threads():
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(v, states[1][k]) for k, v in states[0].items())
+
+
+def test_keep_sdr_trains_iterations_on_generated_and_sdr_scenes(target, tmp_path, monkeypatch):
+    """With keep_sdr an iteration's training set is the generated scenes plus the SDR scenes; the
+    report's examples come from scenes generated from target predictions."""
+    import sim2sg.loop as loop
+
+    torch.set_num_threads(1)
+    root, _ = target
+    sizes = []
+    real = loop.train_phase
+
+    def spy(tr, source, *a, **k):
+        sizes.append(len(source))
+        return real(tr, source, *a, **k)
+
+    monkeypatch.setattr(loop, "train_phase", spy)
+    base = dict(env="clevr", target=str(root / "images"), align="label", iterations=1, sdr_scenes=3, width=64,
+                height=64, sdr_steps=1, iter_steps=1, batch_size=2, lr_warmup_steps=1, score_threshold=0.0,
+                progress=False)
+    h = run(LoopConfig(out=str(tmp_path / "a"), keep_sdr=True, **base), log=lambda m: None)
+    run(LoopConfig(out=str(tmp_path / "b"), **base), log=lambda m: None)
+    assert sizes == [3, 4 + 3, 3, 4]  # SDR phase, iteration 1 (4 target images, 1 scene each)
+    it1 = h["phases"][1]
+    assert it1["lifted"] == 4 and it1["example_targets"] == [0, 1, 2, 3]

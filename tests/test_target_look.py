@@ -100,7 +100,8 @@ def test_synthesized_object_shows_its_target_crop(tmp_path):
     img[:] = (40, 200, 40)  # ground: green
     img[40:90, 40:90] = (220, 20, 20)  # the object's box: red
     tex = texture_library(tmp_path)
-    look = write_target_look(img, g, cam, np.array([[40.0, 40.0, 90.0, 90.0]]), np.random.default_rng(0), tex, "target/t")
+    look = write_target_look(img, g, cam, np.array([[40.0, 40.0, 90.0, 90.0]]), np.random.default_rng(0), tex,
+                             "target/t")
     assert set(look.objects) == {0} and (tex / "target" / "t_o0.png").is_file()
     opts = render_options(env, 128, 128)
     plain, = synthesize([g], ["p"], env, opts, "cpu", np.random.default_rng(3), tex, workers=0)
