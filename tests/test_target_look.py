@@ -147,3 +147,31 @@ def test_loop_with_target_textures_writes_stages_that_use_them(tmp_path):
     # Without kept stages the crops are removed once the iteration's scenes are rendered.
     run(LoopConfig(out=str(tmp_path / "plain"), **cfg), log=lambda m: None)
     assert not (tmp_path / "plain" / "textures" / "target" / "it1").exists()
+
+
+def test_train_cli_passes_the_loop_options(tmp_path):
+    """`sim2sg train --env ... --target-textures --keep-sdr --target-bn` runs the loop with them."""
+    import json
+
+    import cv2
+    from typer.testing import CliRunner
+
+    from sim2sg.cli.app import app
+
+    torch.set_num_threads(1)
+    env = load_env("clevr-target")
+    graphs = [sample_scene(env, scene_rng(5, i)) for i in range(2)]
+    samples = synthesize(graphs, ["a", "b"], env, render_options(env, 64, 64), "cpu", np.random.default_rng(0),
+                         texture_library(tmp_path / "t"))
+    (tmp_path / "images").mkdir()
+    for s in samples:
+        cv2.imwrite(str(tmp_path / "images" / f"{s.name}.png"), cv2.cvtColor(s.image, cv2.COLOR_RGB2BGR))
+    r = CliRunner().invoke(app, [
+        "train", "--env", "clevr", "--target", str(tmp_path / "images"), "--out", str(tmp_path / "run"),
+        "--loop", "1", "--align", "label", "--size", "64x64", "--sdr-scenes", "2", "--sdr-steps", "1",
+        "--iter-steps", "1", "--batch", "2", "--score-thresh", "0", "--device", "cpu", "--no-progress",
+        "--target-textures", "--keep-sdr", "--target-bn"])
+    assert r.exit_code == 0, r.output
+    h = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert h["config"]["target_textures"] and h["config"]["keep_sdr"] and h["config"]["target_bn"]
+    assert h["phases"][1]["lifted"] == 2
