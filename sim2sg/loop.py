@@ -25,9 +25,13 @@ Everything is plain functions; the run writes `metrics.json` (per phase) and `hi
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
+import multiprocessing
+import os
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -492,28 +496,21 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False) -> dict:
     for it in range(1, cfg.iterations + 1):
         t = time.perf_counter()
         outs = predict_target(tr, target, bn_images=bn)
-        graphs, names, looks, sources = [], [], [], []  # sources: target image index, -1 for an SDR scene
-        look_rng = np.random.default_rng([cfg.seed, 3, it])
+        jobs = []
+        seeds = iter(rng.integers(0, 2**63 - 1, size=len(outs) * cfg.scenes_per_image).tolist())
         for k, o in enumerate(outs):
             pred = predicted_graph(o, env, cam, cfg.score_threshold)
-            image = None
-            for r in range(cfg.scenes_per_image):
-                g = lift_graph(pred, env, cam, rng, score_threshold=cfg.score_threshold)
-                look, source = None, k
-                if len(g) == 0:  # nothing detected: fall back to an SDR scene
-                    g = sample_scene(env, scene_rng(cfg.seed + 1000 * it, k * cfg.scenes_per_image + r))
-                    source = -1
-                elif cfg.target_textures:
-                    if image is None:
-                        image = (target[k][0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-                    # The ground patch keeps clear of every detection, the uncertain ones too.
-                    boxes = o["boxes"][o["scores"] >= min(0.3, cfg.score_threshold)].numpy()
-                    look = write_target_look(image, g, cam, boxes, look_rng, textures,
-                                             f"{_TARGET_TEXTURES}/it{it}/{k:06d}_{r}")
-                graphs.append(g)
-                names.append(f"it{it}_{k:06d}_{r}")
-                looks.append(look)
-                sources.append(source)
+            image = boxes = None
+            if cfg.target_textures and len(pred):
+                image = (target[k][0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+                # The ground patch keeps clear of every detection, the uncertain ones too.
+                boxes = o["boxes"][o["scores"] >= min(0.3, cfg.score_threshold)].numpy()
+            jobs += [(k, r, pred, image, boxes, next(seeds)) for r in range(cfg.scenes_per_image)]
+        made = generate_scenes(jobs, env, cam, cfg, it, textures)
+        graphs = [g for g, _, _ in made]
+        looks = [look for _, look, _ in made]
+        sources = [src for _, _, src in made]  # the target image index, -1 for an SDR fallback
+        names = [f"it{it}_{k:06d}_{r}" for k, r, *_ in jobs]
         gap = content_gap(graphs, true_graphs, env.categories, env.predicates) if true_graphs else None
         samples = synthesize(graphs, names, env, options, tr.device, rng, textures, batch=cfg.render_batch,
                              keep_usd=(out / "usd" / f"iter{it}") if cfg.keep_usd else None, target_looks=looks)
@@ -532,6 +529,40 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False) -> dict:
                {"synthesis_seconds": round(t_synth, 2), "align": align, "graphs": len(graphs),
                 "lifted": sum(k >= 0 for k in sources), "example_targets": [sources[i] for i in shown]}, gap)
     return _finish(history, out, t_run)
+
+
+def generate_scenes(jobs: list, env: Environment, cam: Camera, cfg: LoopConfig, it: int, textures: Path,
+                    workers: int | None = None) -> list[tuple[nx.MultiDiGraph, object, int]]:
+    """The synthesis step's CPU half for each job (k, r, predicted graph, target image (H, W, 3)
+    uint8 or None, (N, 4) px boxes of every detection or None, seed): lift the predicted graph to
+    3D (an SDR scene when nothing can be lifted) and, with an image, crop its target textures
+    (`sim2sg.target_look`). Returns [(graph, TargetLook or None, k or -1 for an SDR scene)].
+
+    Each job draws from its own generator (its seed), so the result does not depend on `workers`:
+    forked processes (numpy and OpenCV only, never CUDA), None = min(8, CPUs - 1), 0 = here.
+    """
+    if workers is None:
+        workers = min(8, (os.cpu_count() or 1) - 1)
+    workers = min(workers, max(0, len(jobs) // 16))  # a pool costs ~1 s to start
+    args = (env, cam, cfg.score_threshold, cfg.seed, cfg.scenes_per_image, it, str(textures))
+    if workers == 0:
+        return [_generate_one(j, *args) for j in jobs]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(_generate_one, jobs, *(itertools.repeat(a) for a in args),
+                             chunksize=max(1, len(jobs) // (4 * workers))))
+
+
+def _generate_one(job, env: Environment, cam: Camera, threshold: float, seed: int, per_image: int, it: int,
+                  textures: str):
+    k, r, pred, image, boxes, job_seed = job
+    rng = np.random.default_rng(job_seed)
+    g = lift_graph(pred, env, cam, rng, score_threshold=threshold)
+    if len(g) == 0:  # nothing detected (or nothing liftable): fall back to an SDR scene
+        return sample_scene(env, scene_rng(seed + 1000 * it, k * per_image + r)), None, -1
+    look = None
+    if image is not None:
+        look = write_target_look(image, g, cam, boxes, rng, Path(textures), f"{_TARGET_TEXTURES}/it{it}/{k:06d}_{r}")
+    return g, look, k
 
 
 def pseudo_labels(tr: Trainer, target, threshold: float, bn_images: int = 0) -> ListDataset:

@@ -175,3 +175,30 @@ def test_train_cli_passes_the_loop_options(tmp_path):
     h = json.loads((tmp_path / "run" / "history.json").read_text())
     assert h["config"]["target_textures"] and h["config"]["keep_sdr"] and h["config"]["target_bn"]
     assert h["phases"][1]["lifted"] == 2
+
+
+def test_generated_scenes_do_not_depend_on_worker_processes(tmp_path):
+    """Lifting and cropping in forked workers gives the graphs, looks and crop files of doing it here."""
+    from sim2sg.loop import LoopConfig, generate_scenes, predicted_graph
+
+    tenv, senv = load_env("clevr-target"), load_env("clevr")
+    cam = target_camera(senv, 128, 128)
+    graphs = [sample_scene(tenv, scene_rng(9, i)) for i in range(16)]
+    for g in graphs:
+        g.graph["camera"] = target_camera(tenv, 128, 128)
+    samples = synthesize(graphs, [str(i) for i in range(16)], tenv, render_options(tenv, 128, 128), "cpu",
+                         np.random.default_rng(0), texture_library(tmp_path / "t"), workers=0)
+    jobs = []
+    for k, s in enumerate(samples):
+        boxes = np.array([o.box for o in s.objects], dtype=np.float32).reshape(-1, 4)
+        out = {"boxes": torch.from_numpy(boxes), "scores": torch.ones(len(boxes)),
+               "labels": torch.tensor([senv.categories.index(o.category) + 1 for o in s.objects])}
+        jobs.append((k, 0, predicted_graph(out, senv, cam, 0.5), s.image, boxes, 1000 + k))
+    cfg = LoopConfig(env="clevr", target="", out="")
+    here = generate_scenes(jobs, senv, cam, cfg, 1, tmp_path / "a", workers=0)
+    forked = generate_scenes(jobs, senv, cam, cfg, 1, tmp_path / "b", workers=2)
+    assert [sg.to_json(g) for g, _, _ in here] == [sg.to_json(g) for g, _, _ in forked]
+    assert [(lk, src) for _, lk, src in here] == [(lk, src) for _, lk, src in forked]
+    assert all(src == k for k, (_, _, src) in enumerate(here)) and all(lk.objects for _, lk, _ in here)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.png"))
+    assert files and all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
