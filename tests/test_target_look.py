@@ -1,6 +1,7 @@
 """Target looks: textures cropped from target images for the synthesis step."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,21 +118,27 @@ def test_synthesized_object_shows_its_target_crop(tmp_path):
     assert context_uv_scale("ground", "ground") == 0.25
 
 
+def _target_images(folder):
+    """Two 64x64 clevr-target images written to `folder` (unlabelled target images for a loop)."""
+    import cv2
+
+    env = load_env("clevr-target")
+    graphs = [sample_scene(env, scene_rng(5, i)) for i in range(2)]
+    samples = synthesize(graphs, ["a", "b"], env, render_options(env, 64, 64), "cpu", np.random.default_rng(0),
+                         texture_library(folder.parent / "t"))
+    folder.mkdir()
+    for s in samples:
+        cv2.imwrite(str(folder / f"{s.name}.png"), cv2.cvtColor(s.image, cv2.COLOR_RGB2BGR))
+
+
 def test_loop_with_target_textures_writes_stages_that_use_them(tmp_path):
     """The synthesis step with target textures: kept stages reference crops that exist."""
-    import cv2
     from pxr import Usd, UsdShade
 
     from sim2sg.loop import LoopConfig, run
 
     torch.set_num_threads(1)
-    env = load_env("clevr-target")
-    graphs = [sample_scene(env, scene_rng(5, i)) for i in range(2)]
-    samples = synthesize(graphs, ["a", "b"], env, render_options(env, 64, 64), "cpu", np.random.default_rng(0),
-                         texture_library(tmp_path / "t"))
-    (tmp_path / "images").mkdir()
-    for s in samples:
-        cv2.imwrite(str(tmp_path / "images" / f"{s.name}.png"), cv2.cvtColor(s.image, cv2.COLOR_RGB2BGR))
+    _target_images(tmp_path / "images")
     cfg = dict(env="clevr", target=str(tmp_path / "images"), align="label", iterations=1, sdr_scenes=2,
                width=64, height=64, sdr_steps=1, iter_steps=1, batch_size=2, lr_warmup_steps=1,
                score_threshold=0.0, progress=False, target_textures=True)
@@ -143,7 +150,7 @@ def test_loop_with_target_textures_writes_stages_that_use_them(tmp_path):
             if prim.IsA(UsdShade.Shader) and prim.GetAttribute("inputs:file"):
                 files.add(prim.GetAttribute("inputs:file").Get().path)
     crops = [f for f in files if "/target/it1/" in f]
-    assert crops and all(__import__("os").path.isfile(f) for f in crops)
+    assert crops and all(Path(f).is_file() for f in crops)
     # Without kept stages the crops are removed once the iteration's scenes are rendered.
     run(LoopConfig(out=str(tmp_path / "plain"), **cfg), log=lambda m: None)
     assert not (tmp_path / "plain" / "textures" / "target" / "it1").exists()
@@ -153,19 +160,12 @@ def test_train_cli_passes_the_loop_options(tmp_path):
     """`sim2sg train --env ... --target-textures --keep-sdr --target-bn` runs the loop with them."""
     import json
 
-    import cv2
     from typer.testing import CliRunner
 
     from sim2sg.cli.app import app
 
     torch.set_num_threads(1)
-    env = load_env("clevr-target")
-    graphs = [sample_scene(env, scene_rng(5, i)) for i in range(2)]
-    samples = synthesize(graphs, ["a", "b"], env, render_options(env, 64, 64), "cpu", np.random.default_rng(0),
-                         texture_library(tmp_path / "t"))
-    (tmp_path / "images").mkdir()
-    for s in samples:
-        cv2.imwrite(str(tmp_path / "images" / f"{s.name}.png"), cv2.cvtColor(s.image, cv2.COLOR_RGB2BGR))
+    _target_images(tmp_path / "images")
     r = CliRunner().invoke(app, [
         "train", "--env", "clevr", "--target", str(tmp_path / "images"), "--out", str(tmp_path / "run"),
         "--loop", "1", "--align", "label", "--size", "64x64", "--sdr-scenes", "2", "--sdr-steps", "1",
