@@ -77,6 +77,15 @@ class Camera:
         d = d_cam @ self.rotation()
         return d / np.linalg.norm(d, axis=1, keepdims=True)
 
+    def plane_point(self, uv, z: float = 0.0) -> np.ndarray | None:
+        """(3,) world point (m) where the ray through pixel `uv` (u, v) meets the horizontal plane
+        at height z, or None when the pixel looks at or above that plane's horizon."""
+        d = self.pixel_rays(np.array([uv], dtype=np.float64))[0]
+        o = np.asarray(self.position, dtype=np.float64)
+        if d[2] > -1e-6 or o[2] <= z:
+            return None
+        return o + d * ((z - o[2]) / d[2])
+
     def ground_directions(self) -> dict[str, np.ndarray]:
         """Unit ground-plane (z = 0) directions of CLEVR's four spatial predicates.
 

@@ -29,16 +29,6 @@ from .relations import derive_relations
 from .sample import _facing_yaw, road_geometry, sample_context
 
 
-def _ray_plane(cam: Camera, uv: tuple[float, float], z: float) -> np.ndarray | None:
-    """World point where the ray through pixel uv meets the plane at height z, or None when the
-    pixel looks at or above the horizon of that plane."""
-    d = cam.pixel_rays(np.array([uv]))[0]
-    o = np.asarray(cam.position, dtype=np.float64)
-    if d[2] > -1e-6 or o[2] <= z:
-        return None
-    return o + d * ((z - o[2]) / d[2])
-
-
 def _support_point(cam: Camera, box, z: float, max_height: float) -> np.ndarray | None:
     """Where the object of 2D `box` stands on the support plane at height z (world, m).
 
@@ -53,7 +43,7 @@ def _support_point(cam: Camera, box, z: float, max_height: float) -> np.ndarray 
     plane looks like that unless hidden up to there; such boxes are mostly false detections).
     """
     x1, y1, x2, y2 = box
-    hit = _ray_plane(cam, ((x1 + x2) / 2, y2), z)
+    hit = cam.plane_point(((x1 + x2) / 2, y2), z)
     if hit is None:
         return None
     z_max = cam.fy * max_height / max(y2 - y1, 1.0)

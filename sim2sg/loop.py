@@ -25,13 +25,9 @@ Everything is plain functions; the run writes `metrics.json` (per phase) and `hi
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
-import multiprocessing
-import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +43,7 @@ from .errors import InputError
 from .lift import lift_graph
 from .render.sample import Sample
 from .sample import sample_scene, scene_rng
-from .synth import render_options, synthesize, texture_library
+from .synth import render_options, synthesize, texture_library, worker_map
 from .target_look import write_target_look
 
 METHODS = ("sim2sg", "pseudo-label", "oracle")
@@ -539,17 +535,11 @@ def generate_scenes(jobs: list, env: Environment, cam: Camera, cfg: LoopConfig, 
     (`sim2sg.target_look`). Returns [(graph, TargetLook or None, k or -1 for an SDR scene)].
 
     Each job draws from its own generator (its seed), so the result does not depend on `workers`:
-    forked processes (numpy and OpenCV only, never CUDA), None = min(8, CPUs - 1), 0 = here.
+    `sim2sg.synth.worker_map` (forked processes; None = min(8, CPUs - 1), 0 = here).
     """
-    if workers is None:
-        workers = min(8, (os.cpu_count() or 1) - 1)
-    workers = min(workers, max(0, len(jobs) // 16))  # a pool costs ~1 s to start
-    args = (env, cam, cfg.score_threshold, cfg.seed, cfg.scenes_per_image, it, str(textures))
-    if workers == 0:
-        return [_generate_one(j, *args) for j in jobs]
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        return list(pool.map(_generate_one, jobs, *(itertools.repeat(a) for a in args),
-                             chunksize=max(1, len(jobs) // (4 * workers))))
+    with worker_map(len(jobs), workers) as pmap:
+        return pmap(_generate_one, jobs, env, cam, cfg.score_threshold, cfg.seed, cfg.scenes_per_image, it,
+                    str(textures))
 
 
 def _generate_one(job, env: Environment, cam: Camera, threshold: float, seed: int, per_image: int, it: int,

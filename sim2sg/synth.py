@@ -7,6 +7,7 @@ model's device -> `Sample`s. Nothing is written except the (fixed, tiny) texture
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import multiprocessing
 import os
@@ -63,28 +64,30 @@ def synthesize(graphs: Sequence[nx.MultiDiGraph], names: Sequence[str], env: Env
     seeds = rng.integers(0, 2**63 - 1, size=len(graphs))
     looks = list(target_looks) if target_looks is not None else [None] * len(graphs)
     jobs = [(g, name, int(sd), tl) for g, name, sd, tl in zip(graphs, names, seeds, looks)]
-    if workers is None:
-        workers = min(8, (os.cpu_count() or 1) - 1)
-    workers = min(workers, max(0, len(jobs) // 16))  # a pool costs ~1 s to start: not for a few scenes
     args = (env, options.width, options.height, str(texture_dir), str(keep_usd) if keep_usd is not None else None)
     samples: list[Sample] = []
-    pool = None
-    if workers > 0:
-        # fork: the children only run numpy and USD (never CUDA), and start in milliseconds
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-    try:
+    with worker_map(len(jobs), workers) as pmap:
         for start in range(0, len(jobs), batch):
             chunk = jobs[start:start + batch]
-            if pool is None:
-                scenes = [_build_scene(j, *args) for j in chunk]
-            else:
-                scenes = list(pool.map(_build_scene, chunk, *(itertools.repeat(a) for a in args),
-                                       chunksize=max(1, len(chunk) // (4 * workers))))
-            samples += render_scenes(scenes, [j[1] for j in chunk], options, device)
-    finally:
-        if pool is not None:
-            pool.shutdown()
+            samples += render_scenes(pmap(_build_scene, chunk, *args), [j[1] for j in chunk], options, device)
     return samples
+
+
+@contextlib.contextmanager
+def worker_map(n_jobs: int, workers: int | None = None):
+    """Context giving `pmap(fn, jobs, *args)` -> [fn(job, *args) for job in jobs], in order, run by
+    up to `workers` forked processes (None = min(8, CPUs - 1)) for `n_jobs` jobs in all, or in
+    this process when that leaves fewer than 16 jobs a process (a pool costs ~1 s to start).
+    Fork: the children run numpy, OpenCV and USD only (never CUDA) and start in milliseconds."""
+    if workers is None:
+        workers = min(8, (os.cpu_count() or 1) - 1)
+    workers = min(workers, max(0, n_jobs // 16))
+    if workers == 0:
+        yield lambda fn, jobs, *args: [fn(j, *args) for j in jobs]
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        yield lambda fn, jobs, *args: list(pool.map(fn, jobs, *(itertools.repeat(a) for a in args),
+                                                     chunksize=max(1, len(jobs) // (4 * workers))))
 
 
 def _build_scene(job, env: Environment, width: int, height: int, texture_dir: str, keep_usd: str | None):

@@ -105,10 +105,9 @@ def ground_patch(image: np.ndarray, cam: Camera, boxes: np.ndarray, rng: np.rand
     best, best_cover = None, math.inf
     for _ in range(_CANDIDATES):
         u, v = rng.uniform(0, w), rng.uniform(0.35 * h, h)
-        d = cam.pixel_rays(np.array([[u, v]]))[0]
-        if d[2] > -1e-6 or eye[2] <= 0:
+        centre = cam.plane_point((u, v), 0.0)
+        if centre is None:
             continue
-        centre = eye + d * (-eye[2] / d[2])
         if lateral is not None and abs(float(np.dot(centre - eye, right))) > lateral:
             continue
         depth = float(cam.world_to_camera(centre[None])[0, 2])

@@ -6,7 +6,7 @@ import numpy as np
 
 from sim2sg import graph as sg
 from sim2sg.env import load_env
-from sim2sg.lift import _ray_plane, lift_graph
+from sim2sg.lift import lift_graph
 from sim2sg.sample import sample_scenes
 
 
@@ -101,7 +101,7 @@ def test_a_car_with_its_bottom_hidden_is_not_thrown_to_the_horizon():
             pred = sg.new_graph("driving", cam, {})
             sg.add_object(pred, 0, "car", (0, 0, 0), 0, (1, 1, 1), box=strip, score=0.9)
             lifted = [b for _, b in sg.objects(lift_graph(pred, env, cam, np.random.default_rng(0)))]
-            far = _ray_plane(cam, ((strip[0] + strip[2]) / 2, strip[3]), 0.0)
+            far = cam.plane_point(((strip[0] + strip[2]) / 2, strip[3]), 0.0)
             true_d = a["position"][1] - cam.position[1]
             if far is not None:
                 errs_old.append(abs(far[1] - cam.position[1] - true_d))

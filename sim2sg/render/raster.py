@@ -294,7 +294,8 @@ def kernel(fn, compiled: bool):
         return fn
     k = _COMPILED.get(fn)
     if k is None:
-        comp = torch.compile(fn, dynamic=True, options={"cpp.simdlen": 1} if getattr(fn, "gather_bound", False) else None)
+        scalar = getattr(fn, "gather_bound", False)
+        comp = torch.compile(fn, dynamic=True, options={"cpp.simdlen": 1} if scalar else None)
 
         def k(*args):
             if _COMPILED.get(fn) is fn:
