@@ -17,6 +17,7 @@ objects in the generated scenes.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import networkx as nx
@@ -25,12 +26,14 @@ import numpy as np
 from . import graph as sg
 from .camera import Camera
 from .env import CategorySpec, Environment
+from .meshes import object_mesh
 from .relations import derive_relations
 from .sample import _facing_yaw, road_geometry, sample_context
 
 
-def _support_point(cam: Camera, box, z: float, max_height: float) -> np.ndarray | None:
-    """Where the object of 2D `box` stands on the support plane at height z (world, m).
+def _support_point(cam: Camera, box, z: float, max_height: float) -> tuple[np.ndarray, bool] | None:
+    """(point, exact): where the object of 2D `box` stands on the support plane at height z
+    (world, m), and whether that point is the box's bottom-centre ray's (exact) or a bound.
 
     Normally the ray through the box's bottom centre meets the plane there. But the box is tight
     around the *visible* pixels: when the object's bottom is hidden (a parked car behind another,
@@ -48,14 +51,14 @@ def _support_point(cam: Camera, box, z: float, max_height: float) -> np.ndarray 
         return None
     z_max = cam.fy * max_height / max(y2 - y1, 1.0)
     if cam.world_to_camera(hit[None])[0, 2] <= 1.5 * z_max:
-        return hit
+        return hit, True
     o = np.asarray(cam.position, dtype=np.float64)
     d = cam.pixel_rays(np.array([((x1 + x2) / 2, (y1 + y2) / 2)]))[0]
     per_unit = cam.world_to_camera((o + d)[None])[0, 2]  # camera depth gained per unit of d
     if per_unit <= 1e-9:
         return None
     p = o + d * (z_max / per_unit)
-    return np.array([p[0], p[1], z])
+    return np.array([p[0], p[1], z]), False
 
 
 def _clamp_ahead(hit: np.ndarray, cam: Camera, spec: CategorySpec, context: dict) -> np.ndarray:
@@ -84,37 +87,93 @@ def _candidate_sizes(spec: CategorySpec, env: Environment) -> list[tuple[tuple[f
     return [(tuple((lo + t * (hi - lo)).tolist()), {}) for t in np.linspace(0.0, 1.0, 9)]
 
 
-def _projected_box(cam: Camera, pos: np.ndarray, size, yaw_deg: float) -> np.ndarray:
-    """[x1, y1, x2, y2] px of the yawed 3D bounding box of an object standing at pos."""
-    t = math.radians(yaw_deg)
-    rot = np.array([[math.cos(t), -math.sin(t), 0], [math.sin(t), math.cos(t), 0], [0, 0, 1]])
-    c = np.array([[x * size[0] / 2, y * size[1] / 2, z * size[2]] for x in (-1, 1) for y in (-1, 1) for z in (0, 1)])
-    uv, _ = cam.project(c @ rot.T + pos)
-    return np.concatenate([uv.min(0), uv.max(0)])
+@functools.lru_cache(maxsize=None)
+def _silhouette_points(mesh: str) -> np.ndarray:
+    """(P, 3) points of object asset `mesh` in its unit frame whose projections bound its image
+    box: its distinct vertices, or for a detailed asset (over 512) the vertex farthest along each
+    of 512 directions spread over the sphere (the hull extremes a view can see)."""
+    pts = np.unique(object_mesh(mesh).points.astype(np.float64), axis=0)
+    if len(pts) <= 512:
+        return pts
+    k = np.arange(512) + 0.5
+    z = 1 - 2 * k / 512
+    t = np.pi * (1 + 5 ** 0.5) * k  # a Fibonacci sphere of directions
+    dirs = np.stack([np.sqrt(1 - z * z) * np.cos(t), np.sqrt(1 - z * z) * np.sin(t), z], axis=1)
+    return np.unique(pts[np.argmax(pts @ dirs.T, axis=0)], axis=0)
 
 
-def _iou(a, b) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+def _projected_boxes(cam: Camera, pos: np.ndarray, sizes: np.ndarray, yaws: np.ndarray,
+                     unit: np.ndarray) -> np.ndarray:
+    """(C, 4) [x1, y1, x2, y2] px, clipped to the image, of C objects whose unit-frame silhouette
+    points `unit` (P, 3) are scaled by sizes (C, 3) m, turned by yaws (C,) deg about +Z and stand
+    at pos (C, 3) m (bottom centre, world)."""
+    t = np.radians(yaws)[:, None]
+    p = unit[None] * sizes[:, None, :]
+    x = p[..., 0] * np.cos(t) - p[..., 1] * np.sin(t)
+    y = p[..., 0] * np.sin(t) + p[..., 1] * np.cos(t)
+    world = np.stack([x, y, p[..., 2]], axis=-1) + pos[:, None, :]
+    uv, _ = cam.project(world.reshape(-1, 3))
+    uv = uv.reshape(len(pos), -1, 2)
+    box = np.concatenate([uv.min(1), uv.max(1)], axis=1)
+    return np.clip(box, 0.0, [cam.width, cam.height, cam.width, cam.height])
+
+
+def _plane_points(cam: Camera, uv: np.ndarray, z: float) -> np.ndarray:
+    """(N, 3) world points where the rays through pixels uv (N, 2) meet the plane at height z
+    (NaN where a ray does not descend to it)."""
+    d = cam.pixel_rays(uv)
+    o = np.asarray(cam.position, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.where(d[:, 2] < -1e-6, (z - o[2]) / d[:, 2], np.nan)
+    return o + d * s[:, None]
+
+
+def _iou(a: np.ndarray, b) -> np.ndarray:
+    """IoU of boxes a (C, 4) with one box b, [x1, y1, x2, y2]."""
+    w = np.clip(np.minimum(a[:, 2], b[2]) - np.maximum(a[:, 0], b[0]), 0, None)
+    h = np.clip(np.minimum(a[:, 3], b[3]) - np.maximum(a[:, 1], b[1]), 0, None)
     inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
-def _fit(cam: Camera, hit: np.ndarray, box, candidates):
-    """(size, attributes, position) of the candidate size whose projection best overlaps `box`;
-    the position is the ray hit pushed back by half the footprint along the ground ray."""
+_FIT_YAWS = (0.0, 30.0, 60.0, 90.0)
+
+
+def _fit(cam: Camera, hit: np.ndarray, box, candidates, mesh: str, exact: bool):
+    """(size, attributes, position) of the candidate size whose projection best overlaps `box`.
+
+    The ray hit is where the box's bottom-centre ray meets the support plane - the bottom of the
+    object's *silhouette*, which is not its footprint's front edge: a sphere's lowest image point
+    is a tangent ray that lands only r tan(elevation / 2) before its contact point, a turned
+    cube's is its nearest corner. So for each candidate (size, and a few yaws, the yaw being
+    unknown) the object is placed such that its own projected silhouette (`_silhouette_points`)
+    has the box's bottom centre, by a fixed-point iteration on the ground (a ground shift moves
+    that image point by about the same shift seen from the camera), starting from the hit pushed
+    back by half the footprint. exact=False (the hit is a bound, not the box's bottom ray: see
+    `_support_point`): the pushed-back hit is kept.
+    """
+    unit = _silhouette_points(mesh)
+    sizes = np.array([s for s, _ in candidates for _ in _FIT_YAWS], dtype=np.float64)
+    yaws = np.array([y for _ in candidates for y in _FIT_YAWS])
     ground_dir = hit[:2] - np.asarray(cam.position[:2])
     ground_dir = ground_dir / max(np.linalg.norm(ground_dir), 1e-9)
-    best, best_score = None, -1.0
-    for size, attrs in candidates:
-        pos = hit.copy()
-        pos[:2] += ground_dir * min(size[0], size[1]) / 2
-        # Yaw is unknown here: score a size by its best overlap over a few turns.
-        score = max(_iou(_projected_box(cam, pos, size, yaw), box) for yaw in (0.0, 30.0, 60.0, 90.0))
-        if score > best_score:
-            best, best_score = (size, attrs, pos), score
-    return best
+    pos = np.repeat(hit[None].astype(np.float64), len(sizes), axis=0)
+    pos[:, :2] += ground_dir * (np.minimum(sizes[:, 0], sizes[:, 1]) / 2)[:, None]
+    if exact:
+        for _ in range(4):
+            b = _projected_boxes(cam, pos, sizes, yaws, unit)
+            seen = _plane_points(cam, np.stack([(b[:, 0] + b[:, 2]) / 2, b[:, 3]], axis=1), hit[2])
+            shift = hit[None, :2] - seen[:, :2]
+            # No update where the image bottom cuts the silhouette (no information there) or a ray misses.
+            ok = np.isfinite(shift).all(1) & (b[:, 3] < cam.height - 0.5)
+            pos[ok, :2] += shift[ok]
+    score = _iou(_projected_boxes(cam, pos, sizes, yaws, unit), np.asarray(box, np.float64))
+    c = int(np.argmax(score)) // len(_FIT_YAWS)
+    # The position: the best yaw's of the best size (the yaw itself is drawn later, from the rules).
+    best = c * len(_FIT_YAWS) + int(np.argmax(score[c * len(_FIT_YAWS):(c + 1) * len(_FIT_YAWS)]))
+    size, attrs = candidates[c]
+    return size, attrs, pos[best]
 
 
 def lift_graph(pred: nx.MultiDiGraph, env: Environment, camera: Camera, rng: np.random.Generator,
@@ -148,11 +207,12 @@ def lift_graph(pred: nx.MultiDiGraph, env: Environment, camera: Camera, rng: np.
                 continue
             z = float(np.mean([b["position"][2] + b["size"][2] for b in anchors]))
         candidates = _candidate_sizes(spec, env)
-        hit = _support_point(camera, a["box"], z, max(size[2] for size, _ in candidates))
-        if hit is None:
+        support = _support_point(camera, a["box"], z, max(size[2] for size, _ in candidates))
+        if support is None:
             continue
-        hit = _clamp_ahead(hit, camera, spec, context)
-        size, attrs, pos = _fit(camera, hit, a["box"], candidates)
+        hit = _clamp_ahead(support[0], camera, spec, context)
+        exact = support[1] and bool(np.array_equal(hit, support[0]))
+        size, attrs, pos = _fit(camera, hit, a["box"], candidates, spec.mesh, exact)
         if spec.placement == "on":
             sup = min(anchors, key=lambda b: math.dist(b["position"][:2], pos[:2]))
             pos[2] = sup["position"][2] + sup["size"][2]

@@ -7,39 +7,44 @@ import numpy as np
 from sim2sg import graph as sg
 from sim2sg.env import load_env
 from sim2sg.lift import lift_graph
+from sim2sg.meshes import object_mesh
 from sim2sg.sample import sample_scenes
 
 
-def _box_of(obj, cam):
-    """Projected box of the object's yawed 3D bounding box (what a perfect detector would give)."""
-    sx, sy, sz = obj["size"]
+def _box_of(obj, cam, env):
+    """Tight box of the object's projected mesh (what a perfect detector gives, occlusion aside)."""
+    pts = object_mesh(env.spec(obj["category"]).mesh).points.astype(np.float64) * obj["size"]
     t = math.radians(obj["yaw"])
     rot = np.array([[math.cos(t), -math.sin(t), 0], [math.sin(t), math.cos(t), 0], [0, 0, 1]])
-    corners = np.array([[x * sx / 2, y * sy / 2, z * sz] for x in (-1, 1) for y in (-1, 1) for z in (0, 1)])
-    uv, _ = cam.project(corners @ rot.T + obj["position"])
-    return (*uv.min(0), *uv.max(0))
+    uv, _ = cam.project(pts @ rot.T + obj["position"])
+    return tuple(float(v) for v in (*uv.min(0), *uv.max(0)))
 
 
 def test_lift_recovers_clevr_positions_and_sizes():
     env = load_env("clevr")
-    errs, right_size, n = [], 0, 0
+    errs, round_errs, right_size, n = [], [], 0, 0
     for g in sample_scenes(env, seed=0, count=10):
         cam = g.graph["camera"]
         pred = sg.new_graph("clevr", cam, {})
         for i, a in sg.objects(g):
-            sg.add_object(pred, i, a["category"], (0, 0, 0), 0, (1, 1, 1), box=_box_of(a, cam), score=0.9)
+            sg.add_object(pred, i, a["category"], (0, 0, 0), 0, (1, 1, 1), box=_box_of(a, cam, env), score=0.9)
         lifted = lift_graph(pred, env, cam, np.random.default_rng(0))
         assert len(lifted) == len(g)
         truth = dict(sg.objects(g))
         for _, b in sg.objects(lifted):
             # match by box identity: lifted objects keep their predicted box
-            src = next(a for a in truth.values() if _box_of(a, cam) == b["box"])
+            src = next(a for a in truth.values() if _box_of(a, cam, env) == b["box"])
             errs.append(math.dist(src["position"][:2], b["position"][:2]))
+            if src["category"] != "cube":  # round silhouettes: exact up to the size grid
+                round_errs.append(errs[-1])
             right_size += src["attributes"]["size"] == b["attributes"]["size"]
             n += 1
         # relations are derived in 3D from the lifted placement
         assert all(p in env.predicates for _, p, _ in sg.relations(lifted))
-    assert np.median(errs) < 0.25 and max(errs) < 0.8
+    # The box bottom is the silhouette's, not the contact point (a sphere's lands r tan(elev/2)
+    # short): placing by the bottom ray alone is off by 0.3 m for CLEVR's large spheres.
+    assert np.median(errs) < 0.05 and max(errs) < 0.8
+    assert max(round_errs) < 0.02
     assert right_size / n > 0.9
 
 
@@ -61,7 +66,7 @@ def test_dining_laptops_land_on_tables():
         cam = g.graph["camera"]
         pred = sg.new_graph("dining", cam, {})
         for i, a in sg.objects(g):
-            sg.add_object(pred, i, a["category"], (0, 0, 0), 0, (1, 1, 1), box=_box_of(a, cam), score=1.0)
+            sg.add_object(pred, i, a["category"], (0, 0, 0), 0, (1, 1, 1), box=_box_of(a, cam, env), score=1.0)
         lifted = lift_graph(pred, env, cam, np.random.default_rng(1))
         tables = [a for _, a in sg.objects(lifted) if a["category"] == "table"]
         for _, a in sg.objects(lifted):
@@ -74,7 +79,7 @@ def test_a_duplicate_detection_of_another_class_is_dropped_the_confident_one_sta
     g = next(sample_scenes(env, seed=2, count=1))
     cam = g.graph["camera"]
     (_, a), = [next(iter(sg.objects(g)))]
-    box = _box_of(a, cam)
+    box = _box_of(a, cam, env)
     other = next(c for c in env.categories if c != a["category"])
     pred = sg.new_graph("clevr", cam, {})
     sg.add_object(pred, 0, other, (0, 0, 0), 0, (1, 1, 1), box=tuple(v + 1.5 for v in box), score=0.6)
@@ -94,7 +99,7 @@ def test_a_car_with_its_bottom_hidden_is_not_thrown_to_the_horizon():
         for _, a in sg.objects(g):
             if a["category"] != "car":
                 continue
-            box = _box_of(a, cam)
+            box = _box_of(a, cam, env)
             if box[3] - box[1] < 12 or box[0] < 0 or box[2] > cam.width or box[3] > cam.height:
                 continue
             strip = (box[0], box[1], box[2], box[1] + 0.25 * (box[3] - box[1]))
