@@ -492,6 +492,7 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False) -> dict:
     for it in range(1, cfg.iterations + 1):
         t = time.perf_counter()
         outs = predict_target(tr, target, bn_images=bn)
+        t_predict = time.perf_counter() - t
         jobs = []
         seeds = iter(rng.integers(0, 2**63 - 1, size=len(outs) * cfg.scenes_per_image).tolist())
         for k, o in enumerate(outs):
@@ -503,6 +504,7 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False) -> dict:
                 boxes = o["boxes"][o["scores"] >= min(0.3, cfg.score_threshold)].numpy()
             jobs += [(k, r, pred, image, boxes, next(seeds)) for r in range(cfg.scenes_per_image)]
         made = generate_scenes(jobs, env, cam, cfg, it, textures)
+        t_generate = time.perf_counter() - t - t_predict
         graphs = [g for g, _, _ in made]
         looks = [look for _, look, _ in made]
         sources = [src for _, _, src in made]  # the target image index, -1 for an SDR fallback
@@ -522,7 +524,11 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False) -> dict:
         shown = [i for i, k in enumerate(sources) if k >= 0][:4] or list(range(min(4, len(samples))))
         _save_examples(out, it, [samples[i] for i in shown])
         record(f"iteration {it}", time.perf_counter() - t,
-               {"synthesis_seconds": round(t_synth, 2), "align": align, "graphs": len(graphs),
+               {"synthesis_seconds": round(t_synth, 2),
+                # where it went: predicting on the target, lifting (+ crops), building and rendering
+                "synthesis_split": {"predict": round(t_predict, 2), "lift": round(t_generate, 2),
+                                    "render": round(t_synth - t_predict - t_generate, 2)},
+                "align": align, "graphs": len(graphs),
                 "lifted": sum(k >= 0 for k in sources), "example_targets": [sources[i] for i in shown]}, gap)
     return _finish(history, out, t_run)
 
