@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -104,12 +105,14 @@ def main() -> None:
         return
     t0 = time.perf_counter()
     procs, results = [], {}
+    # Rows share the host's cores: each its share of CPU threads, not all of them (oversubscribed).
+    child_env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // max(1, args.parallel))))
     # The oracle does not start from the SDR phase: in parallel it trains while that phase does.
     pending = sorted(rows, key=lambda r: r != "oracle")
     if args.parallel > 1:
         while pending and pending[0] == "oracle" and len(procs) < args.parallel - 1:
             r = pending.pop(0)
-            procs.append((r, subprocess.Popen([sys.executable, __file__, *sys.argv[1:], "--row", r])))
+            procs.append((r, subprocess.Popen([sys.executable, __file__, *sys.argv[1:], "--row", r], env=child_env)))
     if any(r != "oracle" for r in rows):
         train_sdr_phase(args.source, domain, out, base)
     if args.parallel > 1:
@@ -117,7 +120,7 @@ def main() -> None:
             while pending and len(procs) < args.parallel:
                 r = pending.pop(0)
                 cmd = [sys.executable, __file__, *sys.argv[1:], "--row", r]
-                procs.append((r, subprocess.Popen(cmd)))
+                procs.append((r, subprocess.Popen(cmd, env=child_env)))
             time.sleep(2)
             for r, p in list(procs):
                 if p.poll() is not None:

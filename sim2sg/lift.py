@@ -180,7 +180,8 @@ def lift_graph(pred: nx.MultiDiGraph, env: Environment, camera: Camera, rng: np.
                score_threshold: float = 0.5) -> nx.MultiDiGraph:
     """A 3D scene graph for `env` from predicted graph `pred` (objects need `box`; `score` below
     `score_threshold` are dropped). `camera` is the known camera of the target images (its size
-    must match the boxes' pixel frame). Boxes that cannot be lifted (above the horizon) are dropped.
+    must match the boxes' pixel frame). Boxes that cannot be lifted (above the horizon) are dropped,
+    and so are objects of "area" placement lifted far outside the environment's area (`_within_reach`).
     """
     context = sample_context(env, rng)
     order = {c: i for i, c in enumerate(env.categories)}
@@ -216,6 +217,8 @@ def lift_graph(pred: nx.MultiDiGraph, env: Environment, camera: Camera, rng: np.
         if spec.placement == "on":
             sup = min(anchors, key=lambda b: math.dist(b["position"][:2], pos[:2]))
             pos[2] = sup["position"][2] + sup["size"][2]
+        if spec.placement == "area" and not _within_reach(pos, env.area):
+            continue
         if _collides(pos, size, lifted):
             continue
         yaw = _yaw(spec, env, context, pos, lifted, rng)
@@ -228,6 +231,18 @@ def lift_graph(pred: nx.MultiDiGraph, env: Environment, camera: Camera, rng: np.
                                     env.on_tolerance, env.require_category):
         sg.add_relation(out, s, p, o)
     return out
+
+
+def _within_reach(pos, area, slack: float = 0.5) -> bool:
+    """Whether ground point pos (m) lies in the environment's placement `area` (x_min, x_max,
+    y_min, y_max) widened on each side by `slack` times its half-extent. A target's scenes may
+    reach somewhat beyond the source's area (clevr-target: 3.5 m against 3 m), but a detection
+    lifted far outside it is, with a steep camera whose image top sees the ground 20 m away,
+    nearly always a false positive on background texture (tiles read as cubes): lifted, it
+    would put an object where the target has none (and teach the detector that texture)."""
+    x0, x1, y0, y1 = area
+    sx, sy = slack * (x1 - x0) / 2, slack * (y1 - y0) / 2
+    return x0 - sx <= pos[0] <= x1 + sx and y0 - sy <= pos[1] <= y1 + sy
 
 
 def _collides(pos: np.ndarray, size, lifted: list[tuple[int, dict]]) -> bool:

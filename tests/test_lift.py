@@ -116,3 +116,17 @@ def test_a_car_with_its_bottom_hidden_is_not_thrown_to_the_horizon():
                 errs_new.append(abs(d - true_d))
     assert len(errs_new) >= 5
     assert np.median(errs_new) < 0.5 * np.median(errs_old)
+
+
+def test_a_detection_far_outside_the_placement_area_is_dropped():
+    env = load_env("clevr")  # area [-3, 3]^2; the image top sees the ground ~20 m away
+    g = next(sample_scenes(env, seed=0, count=1))
+    cam = g.graph["camera"]
+    pred = sg.new_graph("clevr", cam, {})
+    w = cam.width
+    sg.add_object(pred, 0, "cube", (0, 0, 0), 0, (1, 1, 1), box=(w / 2 - 6, 20, w / 2 + 6, 32), score=0.9)
+    sg.add_object(pred, 1, "cube", (0, 0, 0), 0, (1, 1, 1), box=(w / 2 - 20, cam.height / 2 - 20,
+                                                                 w / 2 + 20, cam.height / 2 + 20), score=0.9)
+    lifted = lift_graph(pred, env, cam, np.random.default_rng(0))
+    assert [a["box"][1] for _, a in sg.objects(lifted)] == [cam.height / 2 - 20]
+    assert all(abs(v) < 3 for v in next(iter(sg.objects(lifted)))[1]["position"][:2])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sim2sg.train import engine
-from sim2sg.train.data import LabelledDataset, collate
+from sim2sg.train.data import ImageFolder, LabelledDataset, collate
 from sim2sg.train.engine import TrainConfig, fit, load_checkpoint, train_step
 from sim2sg.train.toydata import write_image_folder, write_toy_dataset
 
@@ -92,3 +92,11 @@ def test_batch_order_is_a_pure_function_of_seed_and_step():
     assert a == b
     assert sorted(sum(a[:3], [])) == sorted(set(sum(a[:3], [])))  # an epoch has no repeats
     assert a[:3] != a[3:6]  # a new permutation each epoch
+
+
+def test_preloaded_target_images_are_the_decoded_ones(tmp_path):
+    folder = write_image_folder(tmp_path / "target", 5, np.random.default_rng(3), size=(40, 56))
+    lazy, held = ImageFolder(folder, size=(32, 48)), ImageFolder(folder, size=(32, 48), preload=True)
+    assert len(held) == len(lazy) == 5
+    for i in range(5):
+        assert torch.equal(lazy[i][0], held[i][0]) and lazy[i][1] == held[i][1]

@@ -11,6 +11,7 @@ Batches are collated as tuples of lists (detection models take lists of differen
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,14 +188,25 @@ class ImageFolder(Dataset):
     All images are resized to `size` = (H, W) when given (the source size, so both domains go
     through the backbone in one batch at one scale)."""
 
-    def __init__(self, folder: str | Path, size: tuple[int, int] | None = None):
+    def __init__(self, folder: str | Path, size: tuple[int, int] | None = None, preload: bool = False):
         self.files = list_images(folder)
         self.size = size
+        self._cache = None
+        if preload:  # decoded once, held as uint8 (the loop reads every image many times)
+            from concurrent.futures import ThreadPoolExecutor  # cv2 decodes outside the GIL
+
+            def load(f):
+                return read_image(f, size).mul_(255.0).round_().to(torch.uint8)
+
+            with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as ex:
+                self._cache = list(ex.map(load, self.files))
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int):
+        if self._cache is not None:
+            return self._cache[i].float().div_(255.0), str(self.files[i])
         return read_image(self.files[i], self.size), str(self.files[i])
 
 
