@@ -57,6 +57,16 @@ table)
   cp $D/results_collected.json "$OUTDIR/table_${SRC}_results.json" 2>/dev/null
   (cd $D && tar czf "$OUTDIR/table_${SRC}_histories.tgz" */history.json 2>/dev/null)
   grep -v "^\[" "$OUTDIR/table_${SRC}_log.txt" | tail -5
+  # Where each row's time went, phase by phase (synthesis: predict / lift + crops / build + render).
+  python3 - "$D" <<'PY'
+import json, sys
+from pathlib import Path
+for f in sorted(Path(sys.argv[1]).glob("*/history.json")):
+    for p in json.loads(f.read_text())["phases"]:
+        g = p.get("content_gap") or {}
+        print(f"{f.parent.name[:22]:22s} {p['name'][:18]:18s} step {p['step']:4d} {p['seconds']:6.1f} s "
+              f"synth {p.get('synthesis_split')} count TV {g.get('count_tv')} W1 {g.get('position_w1')}")
+PY
   cat "$OUTDIR/table_${SRC}.md"
   ;;
 esac
