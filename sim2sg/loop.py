@@ -411,7 +411,7 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     textures = texture_library(out)
-    target = ImageFolder(cfg.target, size=(cfg.height, cfg.width), preload=True)
+    target = ImageFolder(cfg.target, size=(cfg.height, cfg.width), preload_bytes=2 << 30)
     true_graphs = _read_graphs(cfg.target_graphs, env)
     tr = make_trainer(cfg, env)
     options = render_options(env, cfg.width, cfg.height, seed=cfg.seed)

@@ -96,7 +96,8 @@ def test_batch_order_is_a_pure_function_of_seed_and_step():
 
 def test_preloaded_target_images_are_the_decoded_ones(tmp_path):
     folder = write_image_folder(tmp_path / "target", 5, np.random.default_rng(3), size=(40, 56))
-    lazy, held = ImageFolder(folder, size=(32, 48)), ImageFolder(folder, size=(32, 48), preload=True)
-    assert len(held) == len(lazy) == 5
+    lazy, held = ImageFolder(folder, size=(32, 48)), ImageFolder(folder, size=(32, 48), preload_bytes=5 * 32 * 48 * 3)
+    assert held.preloaded and not lazy.preloaded and len(held) == len(lazy) == 5
+    assert not ImageFolder(folder, size=(32, 48), preload_bytes=5 * 32 * 48 * 3 - 1).preloaded  # over the budget
     for i in range(5):
         assert torch.equal(lazy[i][0], held[i][0]) and lazy[i][1] == held[i][1]

@@ -188,11 +188,14 @@ class ImageFolder(Dataset):
     All images are resized to `size` = (H, W) when given (the source size, so both domains go
     through the backbone in one batch at one scale)."""
 
-    def __init__(self, folder: str | Path, size: tuple[int, int] | None = None, preload: bool = False):
+    def __init__(self, folder: str | Path, size: tuple[int, int] | None = None, preload_bytes: int = 0):
         self.files = list_images(folder)
         self.size = size
         self._cache = None
-        if preload:  # decoded once, held as uint8 (the loop reads every image many times)
+        # The loop reads every target image many times (predictions, BatchNorm statistics, texture
+        # crops, alignment batches): with a `size` and when they fit in `preload_bytes` decoded,
+        # the images are decoded once and held as uint8 (the same values as decoding each time).
+        if size is not None and 0 < len(self.files) * 3 * size[0] * size[1] <= preload_bytes:
             from concurrent.futures import ThreadPoolExecutor  # cv2 decodes outside the GIL
 
             def load(f):
@@ -200,6 +203,10 @@ class ImageFolder(Dataset):
 
             with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as ex:
                 self._cache = list(ex.map(load, self.files))
+
+    @property
+    def preloaded(self) -> bool:
+        return self._cache is not None
 
     def __len__(self) -> int:
         return len(self.files)
