@@ -440,7 +440,7 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False) -> dict:
         if gap:
             msg += f"  content gap: count TV {gap['count_tv']:.3f}, position W1 {_fmt(gap['position_w1'])} m"
         if "lifted" in phase:
-            msg += f"  scenes from predictions {phase['lifted']} / {phase['graphs']} (the rest SDR: nothing detected)"
+            msg += f"  scenes from predictions {phase['lifted']} / {phase['graphs']} (the rest SDR: nothing detected or liftable)"
         log(msg)
         atomic.write_text(out / "history.json", json.dumps(history, indent=1, default=_json_default) + "\n")
 
