@@ -80,11 +80,18 @@ class Camera:
     def plane_point(self, uv, z: float = 0.0) -> np.ndarray | None:
         """(3,) world point (m) where the ray through pixel `uv` (u, v) meets the horizontal plane
         at height z, or None when the pixel looks at or above that plane's horizon."""
-        d = self.pixel_rays(np.array([uv], dtype=np.float64))[0]
+        p = self.plane_points(np.array([uv], dtype=np.float64), z)[0]
+        return None if np.isnan(p[0]) else p
+
+    def plane_points(self, uv: np.ndarray, z: float = 0.0) -> np.ndarray:
+        """(N, 3) world points (m) where the rays through pixels uv (N, 2) meet the horizontal
+        plane at height z; rows of NaN where a pixel looks at or above that plane's horizon."""
+        d = self.pixel_rays(np.asarray(uv, dtype=np.float64).reshape(-1, 2))
         o = np.asarray(self.position, dtype=np.float64)
-        if d[2] > -1e-6 or o[2] <= z:
-            return None
-        return o + d * ((z - o[2]) / d[2])
+        hits = (d[:, 2] < -1e-6) & (o[2] > z)
+        s = np.full(len(d), np.nan)
+        s[hits] = (z - o[2]) / d[hits, 2]
+        return o + d * s[:, None]
 
     def ground_directions(self) -> dict[str, np.ndarray]:
         """Unit ground-plane (z = 0) directions of CLEVR's four spatial predicates.

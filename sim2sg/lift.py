@@ -118,16 +118,6 @@ def _projected_boxes(cam: Camera, pos: np.ndarray, sizes: np.ndarray, yaws: np.n
     return np.clip(box, 0.0, [cam.width, cam.height, cam.width, cam.height])
 
 
-def _plane_points(cam: Camera, uv: np.ndarray, z: float) -> np.ndarray:
-    """(N, 3) world points where the rays through pixels uv (N, 2) meet the plane at height z
-    (NaN where a ray does not descend to it)."""
-    d = cam.pixel_rays(uv)
-    o = np.asarray(cam.position, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s = np.where(d[:, 2] < -1e-6, (z - o[2]) / d[:, 2], np.nan)
-    return o + d * s[:, None]
-
-
 def _iou(a: np.ndarray, b) -> np.ndarray:
     """IoU of boxes a (C, 4) with one box b, [x1, y1, x2, y2]."""
     w = np.clip(np.minimum(a[:, 2], b[2]) - np.maximum(a[:, 0], b[0]), 0, None)
@@ -163,7 +153,7 @@ def _fit(cam: Camera, hit: np.ndarray, box, candidates, mesh: str, exact: bool):
     if exact:
         for _ in range(4):
             b = _projected_boxes(cam, pos, sizes, yaws, unit)
-            seen = _plane_points(cam, np.stack([(b[:, 0] + b[:, 2]) / 2, b[:, 3]], axis=1), hit[2])
+            seen = cam.plane_points(np.stack([(b[:, 0] + b[:, 2]) / 2, b[:, 3]], axis=1), hit[2])
             shift = hit[None, :2] - seen[:, :2]
             # No update where the image bottom cuts the silhouette (no information there) or a ray misses.
             ok = np.isfinite(shift).all(1) & (b[:, 3] < cam.height - 0.5)

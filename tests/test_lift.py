@@ -130,3 +130,15 @@ def test_a_detection_far_outside_the_placement_area_is_dropped():
     lifted = lift_graph(pred, env, cam, np.random.default_rng(0))
     assert [a["box"][1] for _, a in sg.objects(lifted)] == [cam.height / 2 - 20]
     assert all(abs(v) < 3 for v in next(iter(sg.objects(lifted)))[1]["position"][:2])
+
+
+def test_plane_points_are_the_rays_ground_hits_and_nan_above_the_horizon():
+    env = load_env("driving")  # a level camera: the top rows look above the horizon
+    cam = next(sample_scenes(env, seed=1, count=1)).graph["camera"]
+    uv = np.array([[cam.width / 2, cam.height - 1.0], [cam.width / 4, cam.height * 0.8], [cam.width / 2, 0.0]])
+    p = cam.plane_points(uv, 0.2)
+    assert np.isnan(p[2]).all() and cam.plane_point(uv[2], 0.2) is None
+    assert np.allclose(p[:2, 2], 0.2)
+    back, _ = cam.project(p[:2])  # each hit projects back onto its pixel
+    assert np.allclose(back, uv[:2], atol=1e-6)
+    assert np.array_equal(cam.plane_point(uv[0], 0.2), p[0])
