@@ -52,6 +52,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--augment", default="photometric", help="none or photometric (all rows alike)")
     ap.add_argument("--grl-weight", type=float, default=0.1)
+    ap.add_argument("--score-threshold", type=float, default=0.5, help="loop rows: detections lifted to 3D")
+    ap.add_argument("--min-fit-iou", type=float, default=0.3, help="loop rows: the lift's box-fit gate")
     ap.add_argument("--domain", default=None, help="folder of the rendered target domain (default OUT/domain; "
                     "reused when it holds the same request)")
     ap.add_argument("--target-bn", action="store_true",
@@ -77,7 +79,7 @@ def main() -> None:
                       batch_size=args.batch, lr=args.lr, backbone=args.backbone, device=args.device,
                       seed=args.seed, augment=args.augment, grl_weight=args.grl_weight, progress=False,
                       target_bn=args.target_bn, target_textures=args.target_textures,
-                      keep_sdr=args.keep_sdr,
+                      keep_sdr=args.keep_sdr, score_threshold=args.score_threshold, min_fit_iou=args.min_fit_iou,
                       sdr_checkpoint=None if args.no_share_sdr else str(out / "sdr_phase.pt"))
     rows = [ROW_KEYS[r.strip()] for r in args.rows.split(",") if r.strip()]
     names = {r: row_name(r, args.tag) for r in rows}

@@ -19,12 +19,15 @@ Baselines: `method="pseudo-label"` (self-training on the SDR model's confident t
 mixed with SDR data) and `method="oracle"` (trained on labelled target data). Every method gets the
 same number of optimizer steps.
 
-Everything is plain functions; the run writes `metrics.json` (per phase) and `history.json` to `out`.
+Everything is plain functions; the run writes `metrics.json` (per phase) and `history.json` to `out`,
+and per loop iteration `graphs/iterN.jsonl.gz` (`write_generated`: each target image's predicted
+graph and the scene graph generated from it).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import shutil
 import time
@@ -98,6 +101,7 @@ class LoopConfig:
     grl_weight: float = 0.1
     grl_ramp: str = "dann"
     score_threshold: float = 0.5
+    min_fit_iou: float = 0.3  # lift gate: boxes no object of the class can project onto (sim2sg.lift)
     target_bn: bool = False  # AdaBN: BatchNorm statistics of the target images whenever predicting there
     target_bn_images: int = 512
     target_textures: bool = False  # synthesis: textures cropped from the target images (sim2sg.target_look)
@@ -509,6 +513,7 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False) -> dict:
         looks = [look for _, look, _ in made]
         sources = [src for _, _, src in made]  # the target image index, -1 for an SDR fallback
         names = [f"it{it}_{k:06d}_{r}" for k, r, *_ in jobs]
+        write_generated(out / "graphs" / f"iter{it}.jsonl.gz", jobs, made)
         gap = content_gap(graphs, true_graphs, env.categories, env.predicates) if true_graphs else None
         samples = synthesize(graphs, names, env, options, tr.device, rng, textures, batch=cfg.render_batch,
                              keep_usd=(out / "usd" / f"iter{it}") if cfg.keep_usd else None, target_looks=looks)
@@ -533,6 +538,18 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False) -> dict:
     return _finish(history, out, t_run)
 
 
+def write_generated(path: Path, jobs: list, made: list) -> None:
+    """One JSON line per generated scene, gzipped (same input, same bytes): {"target": index of
+    the target image, "lifted": whether the scene came from its prediction (else an SDR fallback),
+    "predicted": the predicted graph above the score threshold, "generated": the 3D scene graph
+    (`sim2sg.graph.to_dict` objects)}. So a user can see what the synthesis step made of each image."""
+    lines = [json.dumps({"target": k, "lifted": src >= 0, "predicted": sg.to_dict(pred), "generated": sg.to_dict(g)},
+                        sort_keys=True, default=_json_default)
+             for (k, _, pred, *_), (g, _, src) in zip(jobs, made)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_bytes(path, gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0))
+
+
 def generate_scenes(jobs: list, env: Environment, cam: Camera, cfg: LoopConfig, it: int, textures: Path,
                     workers: int | None = None) -> list[tuple[nx.MultiDiGraph, object, int]]:
     """The synthesis step's CPU half for each job (k, r, predicted graph, target image (H, W, 3)
@@ -544,15 +561,15 @@ def generate_scenes(jobs: list, env: Environment, cam: Camera, cfg: LoopConfig, 
     `sim2sg.synth.worker_map` (forked processes; None = min(8, CPUs - 1), 0 = here).
     """
     with worker_map(len(jobs), workers) as pmap:
-        return pmap(_generate_one, jobs, env, cam, cfg.score_threshold, cfg.seed, cfg.scenes_per_image, it,
-                    str(textures))
+        return pmap(_generate_one, jobs, env, cam, (cfg.score_threshold, cfg.min_fit_iou), cfg.seed,
+                    cfg.scenes_per_image, it, str(textures))
 
 
-def _generate_one(job, env: Environment, cam: Camera, threshold: float, seed: int, per_image: int, it: int,
-                  textures: str):
+def _generate_one(job, env: Environment, cam: Camera, gates: tuple[float, float], seed: int, per_image: int,
+                  it: int, textures: str):
     k, r, pred, image, boxes, job_seed = job
     rng = np.random.default_rng(job_seed)
-    g = lift_graph(pred, env, cam, rng, score_threshold=threshold)
+    g = lift_graph(pred, env, cam, rng, score_threshold=gates[0], min_fit_iou=gates[1])
     if len(g) == 0:  # nothing detected (or nothing liftable): fall back to an SDR scene
         return sample_scene(env, scene_rng(seed + 1000 * it, k * per_image + r)), None, -1
     look = None

@@ -142,3 +142,20 @@ def test_plane_points_are_the_rays_ground_hits_and_nan_above_the_horizon():
     back, _ = cam.project(p[:2])  # each hit projects back onto its pixel
     assert np.allclose(back, uv[:2], atol=1e-6)
     assert np.array_equal(cam.plane_point(uv[0], 0.2), p[0])
+
+
+def test_a_box_no_object_of_its_class_can_make_is_dropped():
+    """A flat, wide box (a ground tile read as a cube) fits no cube standing where its bottom
+    edge puts it: its best projected-box IoU is far below the gate. A true cube's box passes."""
+    env = load_env("clevr")
+    g = next(sample_scenes(env, seed=0, count=1))
+    cam = g.graph["camera"]
+    cube = {"category": "cube", "position": (0.5, 0.5, 0.0), "yaw": 20.0, "size": (0.7, 0.7, 0.7)}
+    true_box = _box_of(cube, cam, env)
+    x1, _, x2, y2 = true_box
+    tile = (x1 - 10, y2 - 6, x2 + 10, y2)  # as wide as the cube and more, a few pixels high
+    for box, kept in ((true_box, True), (tile, False)):
+        pred = sg.new_graph("clevr", cam, {})
+        sg.add_object(pred, 0, "cube", (0, 0, 0), 0, (1, 1, 1), box=box, score=0.9)
+        assert (len(lift_graph(pred, env, cam, np.random.default_rng(0))) == 1) == kept
+        assert len(lift_graph(pred, env, cam, np.random.default_rng(0), min_fit_iou=0.0)) == 1

@@ -63,6 +63,15 @@ def test_loop_runs_and_records_content_gap(target, tmp_path):
     saved = json.loads((tmp_path / "run" / "history.json").read_text())
     assert saved["phases"][1]["step"] == 4
     assert len(list((tmp_path / "run" / "usd" / "iter1").glob("*.usdc"))) == 4
+    import gzip
+
+    lines = gzip.decompress((tmp_path / "run" / "graphs" / "iter1.jsonl.gz").read_bytes()).decode().splitlines()
+    rows = [json.loads(x) for x in lines]
+    assert [r["target"] for r in rows] == [0, 1, 2, 3]  # one generated scene per target image
+    for r in rows:
+        g = sg.from_dict(r["generated"], "graphs")
+        assert len(g) == len(r["generated"]["objects"]) and (len(g) > 0 or not r["lifted"])
+        assert all(o["score"] >= cfg.score_threshold for o in r["predicted"]["objects"])
 
 
 def test_bad_config_is_one_clear_error(tmp_path):
