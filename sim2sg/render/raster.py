@@ -496,11 +496,13 @@ def _table_counts(table, bounds, margins: bool):
     q = torch.div(bounds, _COUNT_BLOCK, rounding_mode="floor")
     part = table[(q * _COUNT_BLOCK)[:, None] + j[None, :]]  # the bound's block (the table has a spare block)
     before = (j[None, :] < (bounds - q * _COUNT_BLOCK)[:, None])
-    run = torch.cat([zero, torch.cumsum((blk > 0).to(torch.int64).sum(1), 0)])
+    # cells hold 0, 1 or 2: min(t, 1) counts marked cells, t >> 1 those in the image; int32 sums
+    # per block (exact, <= 256) vectorise twice as wide as int64 ones
+    run = torch.cat([zero, torch.cumsum(blk.clamp(max=1).sum(1, dtype=torch.int32).to(torch.int64), 0)])
     canvas = run[q] + ((part > 0) & before).to(torch.int64).sum(1)
     if not margins:
         return canvas, canvas
-    run2 = torch.cat([zero, torch.cumsum((blk == 2).to(torch.int64).sum(1), 0)])
+    run2 = torch.cat([zero, torch.cumsum((blk >> 1).sum(1, dtype=torch.int32).to(torch.int64), 0)])
     return canvas, run2[q] + ((part == 2) & before).to(torch.int64).sum(1)
 
 
