@@ -146,9 +146,10 @@ def _edge_coefficients(xyz: torch.Tensor, perspective: bool):
     aq = a0 * (q0 - q2) + a1 * (q1 - q2)
     bq = b0 * (q0 - q2) + b1 * (q1 - q2)
     cq = c0 * (q0 - q2) + c1 * (q1 - q2) + q2
-    coef = torch.stack([torch.stack([a0, b0, c0], -1), torch.stack([a1, b1, c1], -1),
-                        torch.stack([aq, bq, cq], -1)], 1)
-    return coef.float(), valid
+    # one flat stack, each component cast on its own: a stack of stacks made inductor write three
+    # float64 intermediates and re-read them in four loops (0.87 -> 0.38 ms for 37k triangles)
+    coef = torch.stack([t.float() for t in (a0, b0, c0, a1, b1, c1, aq, bq, cq)], -1)
+    return coef.view(-1, 3, 3), valid
 
 
 def _owners(counts: torch.Tensor, total: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
