@@ -175,3 +175,52 @@ def test_camera_looking_away_renders_background(tmp_path):
     s = _one(tmp_path / "away.usda")
     assert s.objects == () and np.isinf(s.depth).all() and (s.instance == 0).all()
     assert len(np.unique(s.image.reshape(-1, 3), axis=0)) == 1  # uniform dome colour
+
+
+def test_fast_texel_wrap_equals_wrap():
+    from sim2sg.render.shade import _wrap, _wrap_pair
+
+    big = 2.0 ** 22
+    i = torch.tensor([-big + 1, -1e6, -257.0, -256.0, -129.0, -128.0, -3.0, -1.0, -0.0, 0.0, 1.0, 6.0, 7.0, 127.0,
+                      128.0, 255.0, 256.0, 1e6 + 3, big - 1])
+    for n in (1, 3, 7, 128, 2 ** 16):
+        for mode in (0, 1, 2):
+            nn, mm = torch.full_like(i, n, dtype=torch.int64), torch.full_like(i, mode, dtype=torch.int64)
+            a, b, exact = _wrap_pair(i, nn, mm)
+            assert exact.all()
+            assert torch.equal(a, _wrap(i, nn, mm)) and torch.equal(b, _wrap(i, nn, mm, 1)), (n, mode)
+    # outside the exact range the caller falls back to `_wrap`
+    odd = torch.tensor([big, -big, 1e30, float("inf"), float("nan")])
+    assert not _wrap_pair(odd, torch.full_like(odd, 8, dtype=torch.int64), torch.zeros_like(odd, dtype=torch.int64))[2].any()
+    assert not _wrap_pair(i, torch.full_like(i, 2 ** 16 + 1, dtype=torch.int64), torch.zeros_like(i, dtype=torch.int64))[2].any()
+
+
+def test_shade_fast_equals_shade_also_with_huge_texture_coordinates(tmp_path):
+    import dataclasses
+
+    import cv2
+
+    from sim2sg.render.batch import pack
+    from sim2sg.render.pipeline import _intrinsics
+    from sim2sg.render.raster import rasterize
+    from sim2sg.render.shade import shade, shade_fast, view_triangles
+    from sim2sg.usd.read import load_scene
+
+    tex = np.arange(5 * 3 * 3, dtype=np.uint8).reshape(5, 3, 3) * 5
+    cv2.imwrite(str(tmp_path / "t.png"), tex)
+    st = new_stage(tmp_path / "t.usda")
+    add_camera(st, (0, -6, 4), (0, 0, 0))
+    add_lights(st)
+    q = quad(st, "/World/Floor", [(-3, -3, 0), (3, -3, 0), (3, 3, 0), (-3, 3, 0)], [(-7, -5), (9, -5), (9, 8), (-7, 8)])
+    bind(q.GetPrim(), material(st, "/World/Looks/T", texture="./t.png"))
+    st.GetRootLayer().Save()
+    scene = load_scene(tmp_path / "t.usda")
+    for scale in (1.0, 1e7):  # 1e7: texel indices beyond 2^22, `shade_fast` falls back to `shade`
+        batch = pack([scene], "cpu")
+        batch = dataclasses.replace(batch, tri_uv=batch.tri_uv * scale)
+        k = _intrinsics([scene], 48, 32, "cpu")
+        frag = rasterize(view_triangles(batch, k), 1, 32, 48)
+        args = (batch, frag.pix_to_face, frag.bary_coords, frag.zbuf, k)
+        ref = shade(*args)
+        assert (frag.pix_to_face >= 0).any()
+        assert torch.equal(shade_fast(*args).view(torch.int32), ref.view(torch.int32))

@@ -25,7 +25,7 @@ from .labels import Labels, compute_labels
 from .post import PostProcess, apply_post  # noqa: F401  (PostProcess: RenderOptions.post)
 from .raster import Fragments, kernel, rasterize
 from .sample import ObjectLabel, Sample
-from .shade import finish, shade, shadow_maps, view_triangles
+from .shade import finish, shade_fast, shadow_maps, view_triangles
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def render_batch(batch: SceneBatch, k: torch.Tensor, options: RenderOptions, nam
         shadows = shadow_maps(batch, size, compiled=c)
         tick("shadows")
     textured = batch.tex_data.shape[0] > 1  # index 0 is the built-in white texel
-    color = kernel(shade, c)(batch, frag_img.pix_to_face, frag_img.bary_coords, frag_img.zbuf, ks, shadows, textured)
+    color = shade_fast(batch, frag_img.pix_to_face, frag_img.bary_coords, frag_img.zbuf, ks, shadows, textured, c)
     image = kernel(finish, c)(color, s)
     tick("shade")
     labels = compute_labels(batch, frag, tris, options.min_visible_pixels, compiled=c)
