@@ -1,6 +1,6 @@
 """Renderer benchmark: labelled images per second, sim2sg's torch rasterizer vs an OpenGL reference.
 
-    .venv/bin/python benchmarks/render.py --device cpu --threads 1 --batch 8 --compile
+    .venv/bin/python benchmarks/render.py --device cpu --threads 2 --batch 16 --compile
     .venv/bin/python benchmarks/render.py --device cuda --batch 1024 --compile
 
 Scenes: `sim2sg.sample.sample_scenes` + `sim2sg.usd.compile.compile_graph` for the built-in `clevr`
@@ -215,7 +215,7 @@ def bench_gl(scenes, width, height, count, iters):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--batch", type=int, default=8, help="images per sim2sg batch")
+    ap.add_argument("--batch", type=int, default=16, help="images per sim2sg batch")
     ap.add_argument("--scenes", type=int, default=8, help="distinct scenes per environment (tiled to the batch)")
     ap.add_argument("--iters", type=int, default=5, help="timed batches (median reported)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the renderer's arithmetic")

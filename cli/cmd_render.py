@@ -24,7 +24,8 @@ def render(
     out: Path = typer.Option(..., "--out", help="Dataset directory (created; resumed when it exists)."),
     size: str = typer.Option(..., "--size", help="Image size WxH in pixels, e.g. 256x256."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    batch: int = typer.Option(8, "--batch", min=1, help="Stages rendered per batch."),
+    batch: int = typer.Option(None, "--batch", min=1,
+                              help="Stages rendered per batch; default 16 on the CPU, 256 on CUDA."),
     writers: str = typer.Option("sg,coco", "--writers",
                                 help="Comma-separated outputs: sg, coco, kitti, clevr (coco is always written)."),
     ssaa: int = typer.Option(1, "--ssaa", min=1, help="Supersampling factor per axis."),
@@ -44,9 +45,12 @@ def render(
         fail(f"--writers: {e}")
     with user_errors():
         stages = render_job.discover_stages(source)
+        dev = render_job.resolve_device(device)
+        # CPU throughput peaks at 16-32 images per batch (benchmarks/RESULTS.md); a GPU wants hundreds
+        batch = batch or (16 if dev == "cpu" else 256)
         job = render_job.RenderJob(
             out_dir=out, width=width, height=height, writers=writer_names, batch=batch, ssaa=ssaa,
-            shadows=not no_shadows, env=env, seed=seed, device=render_job.resolve_device(device),
+            shadows=not no_shadows, env=env, seed=seed, device=dev,
         )
         report = render_job.run(stages, job, on_error=lambda stage, msg: typer.echo(f"error: {msg}", err=True),
                                 progress=progress)

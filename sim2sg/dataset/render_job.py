@@ -47,7 +47,7 @@ class RenderJob:
     width: int
     height: int
     writers: tuple[str, ...] = ("coco", "sg")
-    batch: int = 8
+    batch: int = 16
     ssaa: int = 1
     shadows: bool = True
     env: str | None = None
