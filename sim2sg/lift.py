@@ -2,9 +2,10 @@
 
 For each predicted object (box [x1, y1, x2, y2] px, category, score), the ray through the bottom
 centre of its box meets the support plane (the ground z = 0, the curb for sidewalk classes, the top
-of the nearest lifted anchor for classes placed "on" one). That point is the object's front-bottom
-edge seen from the camera, so the object is pushed back along the ray's ground direction by half
-its depth. Its size comes from the class prior (the environment's sizes) matched to the box height.
+of the nearest lifted anchor for classes placed "on" one). That point is the bottom of the object's
+silhouette, so each prior size of the class (the environment's sizes, a few trial yaws) is placed
+where its own projected mesh has that bottom point (`_fit`), and the size whose projected box
+overlaps the detected box best is kept; a box that no size overlaps by `min_fit_iou` is dropped.
 What the graph cannot fix (yaw where no rule gives it, appearance) is randomized from the
 environment with the caller's generator; relations are re-derived in 3D.
 
