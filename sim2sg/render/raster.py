@@ -280,6 +280,28 @@ def _pixels(srow, seg_start, row_x, row_y, row_tri, row_w, lanes):
     return row_tri[srow][:, None], torch.where(ok, x + k, x), row_y[srow][:, None], ok
 
 
+_CHUNK_LANES = 1 << 20  # candidate lanes per `_keys` / scatter call (16 MiB of key + pixel arrays)
+
+
+def _chunks(cand, lanes: int | None = None):
+    """`candidates` output cut into consecutive runs of whole segments, at most `lanes` candidate
+    lanes each (default `_CHUNK_LANES`; at least one segment), in the same `cand` form.
+
+    Per chunk the key and pixel arrays are at most 16 x lanes bytes. Unchunked, a driving batch
+    of 16 (5.2M lanes) allocated two 42 MB arrays per call: above glibc's largest mmap threshold
+    (32 MiB) every such block is a fresh mapping, so each batch page-faulted ~20k pages (~90 ms of
+    system time per batch on a 2-core VM). Chunks reuse the heap; `amin` is exact and
+    order-independent, so the z-buffer is the same."""
+    srow, seg_start = cand[0], cand[1]
+    n = max((lanes or _CHUNK_LANES) // cand[-1].shape[0], 1)
+    if srow.shape[0] <= n:
+        yield cand
+        return
+    for a in range(0, srow.shape[0], n):
+        # `_pixels` numbers the segments from the chunk's first one: shift the row starts with it
+        yield (srow[a:a + n], seg_start - a) + tuple(cand[2:])
+
+
 _COMPILED: dict = {}
 _SCRATCH = 4096  # scratch cells for rejected candidates in `coverage`
 
@@ -399,13 +421,16 @@ def rasterize(tris: ScreenTriangles, batch: int, height: int, width: int, *, per
         zmin = torch.zeros(batch, device=dev)
     if zmax is None:
         zmax = torch.full((batch,), float("inf"), device=dev)
-    key, pix = kernel(_keys, compiled)(coef, cand, tris.scene, zmin, zmax, height, width, perspective)
     zb = torch.full((batch * height * width,), _NO_HIT, dtype=torch.int64, device=dev)
-    zb.scatter_reduce_(0, pix, key, reduce="amin", include_self=True)
-    # the candidate arrays (16 bytes per candidate, ~1M candidates per clevr batch) are dead: freed
-    # before `_resolve` allocates its outputs, which then reuse that memory instead of growing the
-    # heap (on the CPU every new 4 KiB page is a page fault: ~1 ms per 4 MB)
-    del key, pix, cand
+    for part in _chunks(cand):
+        key, pix = kernel(_keys, compiled)(coef, part, tris.scene, zmin, zmax, height, width, perspective)
+        zb.scatter_reduce_(0, pix, key, reduce="amin", include_self=True)
+        # dead before the next chunk's (same-sized) arrays are allocated: they reuse the memory
+        del key, pix, part
+    # the candidate arrays are dead: freed before `_resolve` allocates its outputs, which then
+    # reuse that memory instead of growing the heap (on the CPU every new 4 KiB page is a page
+    # fault: ~1 ms per 4 MB)
+    del cand
     face, depth, bary = kernel(_resolve, compiled)(zb.view(batch, height, width), coef, tris.face, tris.xyz,
                                                    tris.bary, height, width, perspective, compute_bary)
     return Fragments(face, depth, bary)
@@ -435,10 +460,12 @@ def depth_map(xyz: torch.Tensor, scene: torch.Tensor, batch: int, height: int, w
         zmin = torch.zeros(batch, device=dev)
     if zmax is None:
         zmax = torch.full((batch,), float("inf"), device=dev)
-    key, pix = kernel(_depth_keys, compiled)(coef, cand, scene, zmin, zmax, height, width, perspective)
     zb = torch.full((batch * height * width,), _NO_DEPTH, dtype=torch.int32, device=dev)
-    zb.scatter_reduce_(0, pix, key, reduce="amin", include_self=True)
-    del key, pix, cand  # dead before the output is allocated (see `rasterize`)
+    for part in _chunks(cand):
+        key, pix = kernel(_depth_keys, compiled)(coef, part, scene, zmin, zmax, height, width, perspective)
+        zb.scatter_reduce_(0, pix, key, reduce="amin", include_self=True)
+        del key, pix, part
+    del cand  # dead before the output is allocated (see `rasterize`)
     return kernel(_depth_of, compiled)(zb.view(batch, height, width))
 
 
