@@ -291,8 +291,13 @@ def _chunks(cand, lanes: int | None = None):
     of 16 (5.2M lanes) allocated two 42 MB arrays per call: above glibc's largest mmap threshold
     (32 MiB) every such block is a fresh mapping, so each batch page-faulted ~20k pages (~90 ms of
     system time per batch on a 2-core VM). Chunks reuse the heap; `amin` is exact and
-    order-independent, so the z-buffer is the same."""
+    order-independent, so the z-buffer is the same. On a GPU (a caching allocator, no page faults;
+    a batch of 2048 would be hundreds of chunks, each a kernel launch) the whole set is one chunk
+    unless `lanes` is given."""
     srow, seg_start = cand[0], cand[1]
+    if lanes is None and srow.device.type != "cpu":
+        yield cand
+        return
     n = max((lanes or _CHUNK_LANES) // cand[-1].shape[0], 1)
     if srow.shape[0] <= n:
         yield cand
