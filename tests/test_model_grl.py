@@ -108,3 +108,31 @@ def test_eval_mode_returns_per_image_graphs(tiny):
         if m:
             assert int(o["rel_pairs"].max()) < min(d, model.cfg.rel_top_objects)
             assert bool((o["rel_pairs"][:, 0] != o["rel_pairs"][:, 1]).all())
+
+
+def test_target_pass_uses_its_own_batch_statistics_and_leaves_the_labelled_path_alone():
+    """Aligning adds domain losses only: the source losses and BatchNorm running statistics are
+    those of align="none" (a joint pass would normalise the source with mixed statistics)."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_classes=3, num_predicates=4, image_size=(64, 64))
+    images = [torch.rand(3, 64, 64) for _ in range(2)]
+    targets = [{"boxes": torch.tensor([[5.0, 5, 20, 20], [30, 30, 50, 60]]), "labels": torch.tensor([1, 2]),
+                "relations": torch.tensor([[0, 1, 1]])}] * 2
+    target_images = [torch.rand(3, 64, 64) * 0.2 + 0.8 for _ in range(2)]  # another look: other statistics
+
+    def run(align):
+        model = build_model(cfg)
+        model.load_state_dict(ref_state)
+        model.train()
+        torch.manual_seed(1)  # the RPN and ROI samplers draw from the global generator
+        losses = model(images, targets, target_images=target_images, align=align, grl_lambda=0.1)
+        bn = model.detector.backbone.body.bn1
+        return losses, bn.running_mean.clone(), bn.running_var.clone(), int(bn.num_batches_tracked)
+
+    ref_state = build_model(cfg).state_dict()
+    plain, mean0, var0, n0 = run("none")
+    both, mean1, var1, n1 = run("both")
+    for k, v in plain.items():
+        assert torch.equal(v, both[k]), k
+    assert torch.equal(mean0, mean1) and torch.equal(var0, var1) and n0 == n1 == 1
+    assert {"loss_domain_image", "loss_domain_pred"} <= set(both)

@@ -124,7 +124,8 @@ class SceneGraphRCNN(nn.Module):
         when aligning, loss_domain_image (D^a, eq. 3: mean of the source and target per-pixel
         BCEs over all FPN levels) and/or loss_domain_pred (D^c, eq. 4: mean of four per-node BCEs,
         {object distributions, predicate scores} x {source, target}). Source and target images go
-        through the backbone as one batch when their padded sizes agree.
+        through the backbone in separate passes, each normalised by its own batch statistics; only
+        the source pass updates BatchNorm's running statistics.
 
         Eval: returns per image {"boxes" (D, 4), "labels" (D,), "scores" (D,), "rel_pairs" (M, 2)
         long indices into boxes (subject, object), "rel_scores" (M, P + 1) [background,
@@ -140,22 +141,21 @@ class SceneGraphRCNN(nn.Module):
         det = self.detector
         il_s, tg = det.transform(images, targets)
         use_da = target_images is not None and len(target_images) > 0 and align != "none"
-        if use_da:
-            il_t, _ = det.transform(target_images)
-            if il_t.tensors.shape[-2:] == il_s.tensors.shape[-2:]:
-                # one backbone pass for both domains: cheaper, and BatchNorm sees both
-                allf = self._backbone(torch.cat([il_s.tensors, il_t.tensors]))
-                n = len(images)
-                feats_s = {k: v[:n] for k, v in allf.items()}
-                feats_t = {k: v[n:] for k, v in allf.items()}
-            else:
-                feats_s, feats_t = self._backbone(il_s.tensors), self._backbone(il_t.tensors)
-        else:
-            feats_s = self._backbone(il_s.tensors)
-
+        feats_s = self._backbone(il_s.tensors)
         proposals, rpn_losses = det.rpn(il_s, feats_s, tg)
         _, roi_losses = det.roi_heads(feats_s, proposals, il_s.image_sizes, tg)
         losses = {**rpn_losses, **roi_losses, "loss_relation": self._relation_loss(feats_s, tg, il_s.image_sizes)}
+        if use_da:
+            # After the labelled losses: the transform draws a random size in training mode, and
+            # the samplers above must see the generator as align="none" leaves it.
+            il_t, _ = det.transform(target_images)
+            # A pass of its own: each domain is normalised by its own batch statistics, so the
+            # labelled path (its losses and the running statistics) is that of align="none" and
+            # only the GRL gradients differ. A joint pass normalised the source with mixed
+            # statistics, so switching alignment on also shifted the features the labelled heads
+            # learn from. The running statistics stay the source's (AdaBN is `--target-bn`).
+            with _running_stats_frozen(det.backbone):
+                feats_t = self._backbone(il_t.tensors)
         if use_da:
             if align in ("appearance", "both"):
                 losses["loss_domain_image"] = 0.5 * (
@@ -295,6 +295,23 @@ def _eval_mode(module: nn.Module):
         yield module
     finally:
         module.train(was)
+
+
+@contextlib.contextmanager
+def _running_stats_frozen(module: nn.Module):
+    """Context: BatchNorm layers of `module` still normalise with the batch's statistics in
+    training mode, but do not move their running statistics (momentum 0 leaves them as they are)."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield module
+    finally:
+        for m, (mom, nbt) in zip(bns, saved):
+            m.momentum = mom
+            if nbt is not None:
+                m.num_batches_tracked.copy_(nbt)
 
 
 def build_model(cfg: ModelConfig) -> SceneGraphRCNN:
