@@ -11,6 +11,8 @@ constraint, the share of the SDR-to-oracle gap closed) and the content gap over 
 small detector). Every row but the oracle starts with the same SDR phase (same data, steps and
 seed), so that phase is trained once (OUT/sdr_phase.pt) and every row forks from it; a row's
 "minutes" then exclude it (the table notes its time). `--no-share-sdr` retrains it in every row.
+A later call with the same `--out` keeps every listed row that already finished with the same
+configuration (so a call can add rows to a table); `--rerun` trains them again.
 Results: OUT/table.md, OUT/results.json.
 """
 
@@ -68,6 +70,9 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, default=1)
     ap.add_argument("--no-share-sdr", action="store_true",
                     help="train every row's SDR phase itself instead of forking all rows from one")
+    ap.add_argument("--rerun", action="store_true",
+                    help="train every listed row again; by default a row whose folder holds a finished run of the "
+                         "same configuration (an earlier call with the same --out) is kept as it is")
     ap.add_argument("--collect", action="store_true",
                     help="only build the table from the rows' OUT/<row>/history.json (e.g. after a timeout)")
     ap.add_argument("--row", default=None, help=argparse.SUPPRESS)  # one row, in a child process
@@ -102,7 +107,7 @@ def main() -> None:
     if args.row is not None:  # child: one row, its history to out/<row>.json
         name = row_name(args.row, args.tag)
         res = run_rows([args.row], args.source, domain, out, base, log=lambda m: print(f"[{name}] {m}", flush=True),
-                       tag=args.tag)
+                       tag=args.tag, keep_complete=not args.rerun)
         (out / f"{slug(name)}.json").write_text(json.dumps(res[name], default=str))
         return
     t0 = time.perf_counter()
@@ -131,7 +136,7 @@ def main() -> None:
                     results[names[r]] = json.loads(f.read_text()) if f.is_file() else {"final": {}, "seconds": 0}
         results = {names[r]: results[names[r]] for r in rows}
     else:
-        results = run_rows(rows, args.source, domain, out, base, tag=args.tag)
+        results = run_rows(rows, args.source, domain, out, base, tag=args.tag, keep_complete=not args.rerun)
     _report(results, args, out, t0)
 
 

@@ -86,9 +86,10 @@ def row_name(row: str, tag: str = "") -> str:
 
 
 def run_rows(rows: list[str], source_env: str, domain: Domain, out: Path, base: LoopConfig, log=print,
-             tag: str = "") -> dict:
+             tag: str = "", keep_complete: bool = False) -> dict:
     """Train every row (keys of ROWS) against `domain`; returns {row_name: history} (also in
-    out/slug(row_name)/)."""
+    out/slug(row_name)/). keep_complete: a row whose folder already holds a finished run of the
+    same configuration is not trained again; its history is returned as it is."""
     results = {}
     for row in rows:
         method, align = ROWS[row]
@@ -97,9 +98,25 @@ def run_rows(rows: list[str], source_env: str, domain: Domain, out: Path, base: 
             base, env=source_env, target=str(domain.train_images), out=str(Path(out) / slug(name)),
             method=method, align=align, eval_data=str(domain.eval_data),
             target_graphs=str(domain.train_graphs), oracle_data=str(domain.train_labelled))
+        done = complete_history(Path(cfg.out) / "history.json", cfg) if keep_complete else None
+        if done is not None:
+            log(f"== {name}: kept, {cfg.out}/history.json is a finished run of the same configuration")
+            results[name] = done
+            continue
         log(f"== {name}")
         results[name] = run(cfg, log=log)
     return results
+
+
+def complete_history(path: Path, cfg: LoopConfig) -> dict | None:
+    """The history at `path` if it is a finished run (it has its total "seconds") of exactly `cfg`,
+    else None (missing, unreadable, unfinished, or another configuration)."""
+    try:
+        h = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    same = h.get("config") == json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    return h if same and "seconds" in h else None
 
 
 def train_sdr_phase(source_env: str, domain: Domain, out: Path, base: LoopConfig, log=print) -> None:

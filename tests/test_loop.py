@@ -244,3 +244,46 @@ def test_keep_sdr_trains_iterations_on_generated_and_sdr_scenes(target, tmp_path
     # (an untrained model's boxes: most lift, those far off the ground area do not)
     shown = it1["example_targets"]
     assert it1["lifted"] >= 2 and len(shown) == it1["lifted"] and shown == sorted(set(shown)) and min(shown) >= 0
+
+
+def test_a_finished_row_of_the_same_configuration_is_kept(target, tmp_path, monkeypatch):
+    """tables.py can be called again on the same folder: finished rows of the same configuration
+    are kept, unfinished ones and other configurations are trained."""
+    import dataclasses
+
+    from sim2sg import experiment
+
+    root, _ = target
+    cfg = LoopConfig(env="clevr", target=str(root / "images"), out=str(tmp_path / "real"), align="none",
+                     iterations=0, sdr_scenes=2, width=64, height=64, sdr_steps=1, batch_size=2, lr_warmup_steps=1,
+                     progress=False)
+    run(cfg, log=lambda m: None)  # the config as the loop itself writes it
+    path = tmp_path / "real" / "history.json"
+    assert experiment.complete_history(path, cfg) == json.loads(path.read_text())
+    assert experiment.complete_history(path, dataclasses.replace(cfg, lr=5e-3)) is None
+    unfinished = {k: v for k, v in json.loads(path.read_text()).items() if k != "seconds"}
+    path.write_text(json.dumps(unfinished))
+    assert experiment.complete_history(path, cfg) is None
+    assert experiment.complete_history(tmp_path / "missing.json", cfg) is None
+
+    trained = []
+
+    def fake_run(c, log=print):
+        trained.append(Path(c.out).name)
+        h = {"config": json.loads(json.dumps(dataclasses.asdict(c), default=str)), "phases": [], "seconds": 1.0}
+        Path(c.out).mkdir(parents=True, exist_ok=True)
+        (Path(c.out) / "history.json").write_text(json.dumps(h))
+        return h
+
+    monkeypatch.setattr(experiment, "run", fake_run)
+    domain = experiment.Domain(tmp_path, tmp_path / "i", tmp_path / "l", tmp_path / "g", tmp_path / "e")
+    base = dataclasses.replace(cfg, out="")
+    experiment.run_rows(["SDR", "all (Sim2SG)"], "clevr", domain, tmp_path / "t", base, log=lambda m: None,
+                        keep_complete=True)
+    experiment.run_rows(["all (Sim2SG)", "oracle"], "clevr", domain, tmp_path / "t", base, log=lambda m: None,
+                        keep_complete=True)
+    assert trained == ["sdr", "all__sim2sg", "oracle"]
+    experiment.run_rows(["all (Sim2SG)"], "clevr", domain, tmp_path / "t", dataclasses.replace(base, lr=5e-3),
+                        log=lambda m: None, keep_complete=True)
+    experiment.run_rows(["SDR"], "clevr", domain, tmp_path / "t", base, log=lambda m: None)
+    assert trained == ["sdr", "all__sim2sg", "oracle", "all__sim2sg", "sdr"]
