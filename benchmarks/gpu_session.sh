@@ -60,6 +60,7 @@ table)
   python3 benchmarks/tables.py --source "$SRC" --target "$TGT" --k "$K" --out $D --collect "$@" \
       > "$OUTDIR/table_${SRC}.md" 2>&1
   cp $D/results_collected.json "$OUTDIR/table_${SRC}_results.json" 2>/dev/null
+  cp $D/curves_collected.png "$OUTDIR/table_${SRC}_curves.png" 2>/dev/null
   (cd $D && tar czf "$OUTDIR/table_${SRC}_histories.tgz" */history.json */graphs/iter1.jsonl.gz 2>/dev/null)
   grep -v "^\[" "$OUTDIR/table_${SRC}_log.txt" | tail -5
   # Where each row's time went, phase by phase (synthesis: predict / lift + crops / build + render).

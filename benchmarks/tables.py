@@ -13,7 +13,7 @@ seed), so that phase is trained once (OUT/sdr_phase.pt) and every row forks from
 "minutes" then exclude it (the table notes its time). `--no-share-sdr` retrains it in every row.
 A later call with the same `--out` keeps every listed row that already finished with the same
 configuration (so a call can add rows to a table); `--rerun` trains them again.
-Results: OUT/table.md, OUT/results.json.
+Results: OUT/table.md, OUT/results.json, OUT/curves.png (metrics and content gap over the phases).
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ import sys
 import time
 from pathlib import Path
 
+from sim2sg import atomic
 from sim2sg.env import load_env
-from sim2sg.experiment import (ROW_KEYS, content_gap_table, format_table, make_domain, row_name, run_rows,
+from sim2sg.experiment import (ROW_KEYS, content_gap_table, curves, format_table, make_domain, row_name, run_rows,
                                slug, train_sdr_phase)
 from sim2sg.loop import LoopConfig
 
@@ -156,8 +157,9 @@ def _report(results: dict, args, out: Path, t0: float, suffix: str = "") -> None
         note = f"; shared SDR phase {json.loads(shared.read_text()).get('seconds', 0) / 60:.1f} min (not in the rows' minutes)"
     text = (f"command: python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}\n"
             f"device: {dev}; wall {time.perf_counter() - t0:.0f} s{note}\n\n{table}\n\ncontent gap (generated vs target graphs):\n{gap}\n")
-    (out / f"table{suffix}.md").write_text(text)
-    (out / f"results{suffix}.json").write_text(json.dumps(results, default=str))
+    atomic.write_text(out / f"table{suffix}.md", text)
+    atomic.write_text(out / f"results{suffix}.json", json.dumps(results, default=str))
+    curves(results, out / f"curves{suffix}.png", k=args.k)
     print(text)
 
 

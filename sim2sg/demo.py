@@ -19,7 +19,8 @@ from pathlib import Path
 
 from . import atomic
 from .env import load_env
-from .experiment import content_gap_table, figure, format_table, make_domain, run_rows, slug, train_sdr_phase
+from .experiment import (content_gap_table, curves, figure, format_table, make_domain, run_rows, slug,
+                         train_sdr_phase)
 from .loop import LoopConfig
 
 
@@ -92,7 +93,7 @@ def run_demo(out: Path, device: str = "auto", preset: str | None = None, seed: i
     atomic.write_text(report / "table.md", f"loop options: {options}\n\n{table}\n\n"
                       f"content gap (generated vs target graphs):\n{gap}\n")
     atomic.write_text(report / "results.json", json.dumps(results, default=str) + "\n")
-    _curves(results, report / "curves.png")
+    curves(results, report / "curves.png", k=20)
     sim = next((r for r in results if r.startswith("all")), None)
     if sim is not None:
         ex = out / "runs" / slug(sim) / "examples"
@@ -105,39 +106,6 @@ def run_demo(out: Path, device: str = "auto", preset: str | None = None, seed: i
     log("\n" + table + "\n\ncontent gap (generated vs target graphs):\n" + gap)
     log(f"report: {report}")
     return report
-
-
-def _curves(results: dict, path: Path) -> None:
-    """Content gap and target metrics over the phases of each run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for row, h in results.items():
-        phases = h.get("phases", [])
-        x = list(range(len(phases)))
-        names = [ph["name"] for ph in phases]
-        m = [ph.get("summary", {}).get("mAP@0.5") for ph in phases]
-        r = [ph.get("summary", {}).get("R@20") for ph in phases]
-        g = [(ph.get("content_gap") or {}).get("count_tv") for ph in phases]
-        if any(v is not None for v in m):
-            axes[0].plot(x, [v if v is not None else float("nan") for v in m], "o-", label=row)
-            axes[1].plot(x, [v if v is not None else float("nan") for v in r], "o-", label=row)
-        if any(v is not None for v in g):
-            axes[2].plot(x, [v if v is not None else float("nan") for v in g], "o-", label=row)
-        for ax in axes:
-            ax.set_xticks(x, names, rotation=20, fontsize=7)
-    for ax, title in zip(axes, ("target mAP@0.5", "target R@20 (graph constraint)", "content gap: count TV")):
-        ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
 
 
 __all__ = ["PRESETS", "Preset", "run_demo"]

@@ -182,6 +182,47 @@ def content_gap_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def curves(results: dict, path: Path, k: int = 20) -> None:
+    """Plot, at the end of each phase of each row's history (x: optimizer step): target mAP@0.5 and
+    R@k (graph constraint), and the content gap of the graphs it trained on (count TV, ground-position
+    W1 in metres, predicate TV; the SDR phase's are the SDR sampler's). Written atomically to
+    `path` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (("target mAP@0.5", "summary", "mAP@0.5"), (f"target R@{k} (graph constraint)", "summary", f"R@{k}"),
+              ("content gap: count TV", "content_gap", "count_tv"),
+              ("content gap: position W1 (m)", "content_gap", "position_w1"),
+              ("content gap: predicate TV", "content_gap", "predicate_tv"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
+    for row, h in results.items():
+        phases = h.get("phases", [])
+        x = [ph.get("step", i) for i, ph in enumerate(phases)]  # rows' phases differ; their steps line up
+        for ax, (_, part, key) in zip(axes, panels):
+            v = [(ph.get(part) or {}).get(key) for ph in phases]
+            if any(y is not None for y in v):
+                ax.plot(x, [y if y is not None else float("nan") for y in v], "o-", label=row)
+    for ax, (title, _, _) in zip(axes, panels):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("optimizer step (end of each phase)", fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic.temp_path_for(path)
+    try:
+        fig.savefig(tmp, dpi=110, format="png")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+
+
 def figure(paths_by_column: list[tuple[str, Path]], out: Path, height: int = 160) -> None:
     """A row of images with titles (like the paper's Fig. 3): SDR, iterations, target."""
     tiles = []

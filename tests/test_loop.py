@@ -287,3 +287,25 @@ def test_a_finished_row_of_the_same_configuration_is_kept(target, tmp_path, monk
                         log=lambda m: None, keep_complete=True)
     experiment.run_rows(["SDR"], "clevr", domain, tmp_path / "t", base, log=lambda m: None)
     assert trained == ["sdr", "all__sim2sg", "oracle", "all__sim2sg", "sdr"]
+
+
+def test_curves_plot_every_row_over_its_steps(tmp_path):
+    """One PNG, written atomically, from rows with and without a content gap (SDR, oracle)."""
+    import cv2
+
+    from sim2sg.experiment import curves
+
+    gap = {"count_tv": 0.4, "position_w1": 0.2, "predicate_tv": 0.0}
+    results = {
+        "SDR": {"phases": [{"name": "sdr", "step": 10, "summary": {"mAP@0.5": 0.5, "R@50": 0.1}, "content_gap": gap},
+                           {"name": "sdr (continued)", "step": 30, "summary": {"mAP@0.5": 0.6, "R@50": 0.12}}]},
+        "all (Sim2SG)": {"phases": [{"name": "sdr", "step": 10, "summary": {"mAP@0.5": 0.5}, "content_gap": gap},
+                                    {"name": "iteration 1", "step": 30, "summary": {"mAP@0.5": 0.7},
+                                     "content_gap": dict(gap, count_tv=0.1)}]},
+        "oracle": {"phases": [{"name": "oracle", "step": 30, "summary": {"mAP@0.5": 0.9, "R@50": 0.2}}]},
+        "unfinished": {"phases": []},
+    }
+    curves(results, tmp_path / "c.png", k=50)
+    img = cv2.imread(str(tmp_path / "c.png"))
+    assert img is not None and img.shape[1] > img.shape[0] > 100
+    assert [p.name for p in tmp_path.iterdir()] == ["c.png"]
