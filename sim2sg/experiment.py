@@ -115,6 +115,8 @@ def complete_history(path: Path, cfg: LoopConfig) -> dict | None:
         h = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(h, dict):
+        return None
     same = h.get("config") == json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
     return h if same and "seconds" in h else None
 

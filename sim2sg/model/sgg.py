@@ -156,7 +156,6 @@ class SceneGraphRCNN(nn.Module):
             # learn from. The running statistics stay the source's (AdaBN is `--target-bn`).
             with _running_stats_frozen(det.backbone):
                 feats_t = self._backbone(il_t.tensors)
-        if use_da:
             if align in ("appearance", "both"):
                 losses["loss_domain_image"] = 0.5 * (
                     image_domain_loss(self.domain_image, feats_s, 0.0, grl_lambda)
