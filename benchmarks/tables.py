@@ -14,6 +14,8 @@ seed), so that phase is trained once (OUT/sdr_phase.pt) and every row forks from
 A later call with the same `--out` keeps every listed row that already finished with the same
 configuration (so a call can add rows to a table); `--rerun` trains them again.
 Results: OUT/table.md, OUT/results.json, OUT/curves.png (metrics and content gap over the phases).
+Seeds: run the table once per `--seed` into its own `--out`, then
+`python benchmarks/tables.py --merge OUT0 OUT1 OUT2 --out OUT --source ... --k ...` gives mean +- std.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 from sim2sg import atomic
 from sim2sg.env import load_env
 from sim2sg.experiment import (ROW_KEYS, content_gap_table, curves, format_table, make_domain, row_name, run_rows,
-                               slug, train_sdr_phase)
+                               seeds_table, slug, train_sdr_phase)
 from sim2sg.loop import LoopConfig
 
 
@@ -76,8 +78,14 @@ def main() -> None:
                          "same configuration (an earlier call with the same --out) is kept as it is")
     ap.add_argument("--collect", action="store_true",
                     help="only build the table from the rows' OUT/<row>/history.json (e.g. after a timeout)")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                    help="only merge finished tables (one --out folder per seed, e.g. runs with --seed 0, 1, 2) into "
+                         "OUT/table_seeds.md: mean +- std per column, paired differences against SDR and sigma_c,label")
     ap.add_argument("--row", default=None, help=argparse.SUPPRESS)  # one row, in a child process
     args = ap.parse_args()
+    if args.merge:
+        _merge(args)
+        return
     w, h = (int(v) for v in args.size.split("x"))
     out = Path(args.out)
     base = LoopConfig(env=args.source, target="", out="", iterations=args.iterations, sdr_scenes=args.n_source,
@@ -160,6 +168,25 @@ def _report(results: dict, args, out: Path, t0: float, suffix: str = "") -> None
     atomic.write_text(out / f"table{suffix}.md", text)
     atomic.write_text(out / f"results{suffix}.json", json.dumps(results, default=str))
     curves(results, out / f"curves{suffix}.png", k=args.k)
+    print(text)
+
+
+def _merge(args) -> None:
+    runs = []
+    for d in args.merge:
+        f = next((Path(d) / n for n in ("results_collected.json", "results.json") if (Path(d) / n).is_file()), None)
+        if f is None:
+            sys.exit(f"error: {d}: no results_collected.json or results.json (run or --collect that table first)")
+        try:
+            runs.append(json.loads(f.read_text()))
+        except ValueError as e:
+            sys.exit(f"error: {f}: not JSON ({e})")
+    cats = list(load_env(args.source).categories)
+    text = f"merged: {' '.join(args.merge)}\n\n{seeds_table(runs, cats, args.k)}\n"
+    if all(any("final_source_bn" in h for h in run.values()) for run in runs):
+        text += ("\nthe same rows, predicting on the target with the training BatchNorm statistics (no AdaBN):\n"
+                 + seeds_table(runs, cats, args.k, final="final_source_bn") + "\n")
+    atomic.write_text(Path(args.out) / "table_seeds.md", text)
     print(text)
 
 

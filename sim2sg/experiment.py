@@ -163,6 +163,70 @@ def format_table(results: dict, categories: list[str], k: int = 20, final: str =
     return "\n".join(lines)
 
 
+def seeds_table(runs: list[dict], categories: list[str], k: int = 20, final: str = "final") -> str:
+    """Markdown: `format_table`'s columns as mean +- standard deviation (ddof 1) over `runs`, one
+    results dict ({row: history}) per seed, for the rows present in every run. The gap closed is
+    computed within each run (its own SDR and oracle), then averaged. Below it, the paired
+    differences in mAP@0.5 and R@K against SDR, and of all (Sim2SG) against sigma_c,label, the
+    comparisons the paper's ordering needs (the rows of one run share its SDR phase)."""
+    rows = [r for r in runs[0] if all(r in run for run in runs)] if runs else []
+
+    def cell(v, digits=3):  # a cell from fewer runs than the table's says how many
+        return _ms(v, digits) + (f" ({len(v)} of {len(runs)})" if 0 < len(v) < len(runs) else "")
+
+    def vals(row, key, cls=None):
+        out = []
+        for run in runs:
+            s = run[row].get(final, {}) or {}
+            v = (s.get("AP@0.5", {}) or {}).get(cls) if cls else s.get(key)
+            if v is not None:
+                out.append(float(v))
+        return out
+
+    def gaps(row, key):
+        out = []
+        for run in runs:
+            x, lo, hi = ((run.get(r, {}).get(final, {}) or {}).get(key) for r in (row, "SDR", "oracle"))
+            if None not in (x, lo, hi) and abs(hi - lo) > 1e-9:
+                out.append((x - lo) / (hi - lo) * 100)
+        return out
+
+    def diffs(row, base, key):
+        if base not in rows:
+            return []
+        return [(run[row].get(final, {}) or {})[key] - (run[base].get(final, {}) or {})[key] for run in runs
+                if key in (run[row].get(final, {}) or {}) and key in (run[base].get(final, {}) or {})]
+
+    head = ["method", *[f"AP {c}" for c in categories], "mAP@0.5", f"R@{k}", f"R@{k} ceiling",
+            "gap closed mAP (%)", f"gap closed R@{k} (%)", "seeds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row, *[cell(vals(row, None, c)) for c in categories], cell(vals(row, "mAP@0.5")),
+                 cell(vals(row, f"R@{k}"), 4), cell(vals(row, f"R@{k} ceiling"), 4),
+                 cell(gaps(row, "mAP@0.5"), 0), cell(gaps(row, f"R@{k}"), 0), str(len(runs))]
+        lines.append("| " + " | ".join(cells) + " |")
+    pairs = [(r, "SDR") for r in rows if r not in ("SDR", "oracle")]
+    label, sim = next((r for r in rows if r.startswith("sigma_c,label") and "+" not in r), None), \
+        next((r for r in rows if r.startswith("all")), None)
+    if label and sim:
+        pairs.append((sim, label))
+    if pairs:
+        lines += ["", f"| paired difference | mAP@0.5 | R@{k} | seeds |", "|---|---|---|---|"]
+        for a, b in pairs:
+            d_m, d_r = diffs(a, b, "mAP@0.5"), diffs(a, b, f"R@{k}")
+            lines.append(f"| {a} - {b} | {_ms(d_m, signed=True)} | {_ms(d_r, 4, signed=True)} | {len(d_m)} |")
+    return "\n".join(lines)
+
+
+def _ms(v: list[float], digits: int = 3, signed: bool = False) -> str:
+    """"mean +- std" (std with ddof 1; a single value has none); "-" for no values."""
+    if not v:
+        return "-"
+    m = float(np.mean(v))
+    fmt = f"{{:{'+' if signed else ''}.{digits}f}}"
+    return fmt.format(m) if len(v) == 1 else f"{fmt.format(m)} +- {float(np.std(v, ddof=1)):.{digits}f}"
+
+
 def _f(x) -> str:
     return "-" if x is None else f"{x:.3f}"
 

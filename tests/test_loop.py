@@ -309,3 +309,21 @@ def test_curves_plot_every_row_over_its_steps(tmp_path):
     img = cv2.imread(str(tmp_path / "c.png"))
     assert img is not None and img.shape[1] > img.shape[0] > 100
     assert [p.name for p in tmp_path.iterdir()] == ["c.png"]
+
+
+def test_seeds_table_gives_mean_std_gaps_per_run_and_paired_differences():
+    from sim2sg.experiment import seeds_table
+
+    def run(sdr, label, sim, oracle):
+        h = lambda m: {"final": {"mAP@0.5": m, "R@20": m / 10, "AP@0.5": {"cube": m}}}  # noqa: E731
+        return {"SDR": h(sdr), "sigma_c,label": h(label), "all (Sim2SG)": h(sim), "oracle": h(oracle)}
+
+    text = seeds_table([run(0.5, 0.6, 0.7, 1.0), run(0.7, 0.8, 0.8, 0.9)], ["cube"], k=20)
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in text.splitlines() if line.startswith("| ")}
+    assert rows["SDR"][2] == "0.600 +- 0.141"  # mAP: mean 0.6, std (ddof 1) of 0.5, 0.7
+    # gap closed within each run: (0.7 - 0.5) / 0.5 = 40%, (0.8 - 0.7) / 0.2 = 50%
+    assert rows["all (Sim2SG)"][5] == "45 +- 7"
+    assert "| all (Sim2SG) - sigma_c,label | +0.050 +- 0.071 |" in text
+    assert "| sigma_c,label - SDR | +0.100 +- 0.000 |" in text
+    one = seeds_table([run(0.5, 0.6, 0.7, 1.0), {"SDR": run(0.5, 0, 0, 0)["SDR"]}], ["cube"], k=20)
+    assert "all (Sim2SG)" not in one  # only rows every run has
