@@ -178,9 +178,12 @@ def _merge(args) -> None:
         if f is None:
             sys.exit(f"error: {d}: no results_collected.json or results.json (run or --collect that table first)")
         try:
-            runs.append(json.loads(f.read_text()))
+            r = json.loads(f.read_text())
         except ValueError as e:
             sys.exit(f"error: {f}: not JSON ({e})")
+        if not isinstance(r, dict) or not all(isinstance(h, dict) for h in r.values()):
+            sys.exit(f"error: {f}: expected an object of rows ({{row name: history}}), as tables.py writes")
+        runs.append(r)
     cats = list(load_env(args.source).categories)
     text = f"merged: {' '.join(args.merge)}\n\n{seeds_table(runs, cats, args.k)}\n"
     if all(any("final_source_bn" in h for h in run.values()) for run in runs):
