@@ -1,0 +1,92 @@
+"""How large is the GRL's push on each backbone tensor, measured in the units Adam steps in?
+
+    .venv/bin/python benchmarks/grl_adam.py --checkpoint RUN/sdr_phase.pt --env clevr \
+        --target out/demo/clevr-target/train/images --size 128x128
+
+Loads a loop's SDR-phase checkpoint (`LoopConfig.sdr_checkpoint`: model + AdamW state), renders
+`--batch` SDR scenes of `--env` in memory and takes as many target images, and computes, per
+backbone tensor (ResNet body and FPN), the gradient of the labelled losses and the gradient that the
+domain losses send back through the GRLs (weight `--grl`). Each is divided elementwise by Adam's
+normaliser sqrt(v) (the checkpoint's `exp_avg_sq`); the median is the size of that term's step
+in units of the learning rate. Adam is invariant to the scale of a gradient that dominates a tensor,
+so where the labelled gradient is small the GRL term moves the tensor at the full learning rate,
+whatever its weight. Prints the tensors where the GRL term is at least half the labelled one, then
+a summary line.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sim2sg.env import load_env
+from sim2sg.loop import SampleDataset
+from sim2sg.model import ModelConfig, build_model
+from sim2sg.sample import sample_scenes
+from sim2sg.synth import render_options, synthesize, texture_library
+from sim2sg.train.data import ImageFolder
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", required=True, help="a loop's SDR-phase checkpoint (sdr_phase.pt)")
+    ap.add_argument("--env", default="clevr")
+    ap.add_argument("--target", required=True, help="folder of unlabelled target images")
+    ap.add_argument("--size", default="128x128", help="WxH the checkpoint was trained at")
+    ap.add_argument("--backbone", default="resnet18")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--grl", type=float, default=0.03, help="GRL weight lambda")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    w, h = (int(v) for v in args.size.split("x"))
+    torch.manual_seed(args.seed)
+    env = load_env(args.env)
+    ck = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+    model = build_model(ModelConfig(num_classes=len(env.categories), num_predicates=len(env.predicates),
+                                    image_size=(h, w), backbone=args.backbone))
+    model.load_state_dict(ck["model"])
+    model.train()
+    # make_optimizer's order: tensors with weight decay (ndim > 1), then the rest.
+    params = [p for p in model.parameters() if p.requires_grad]
+    order = [p for p in params if p.ndim > 1] + [p for p in params if p.ndim <= 1]
+    state = ck["optimizer"]["state"]
+    sqrt_v = {id(p): state[i]["exp_avg_sq"].sqrt().add(1e-8) for i, p in enumerate(order) if i in state}
+
+    graphs = list(sample_scenes(env, seed=args.seed + 1, count=args.batch))
+    samples = synthesize(graphs, [f"{i:06d}" for i in range(args.batch)], env, render_options(env, w, h), "cpu",
+                         np.random.default_rng(args.seed), texture_library(Path(args.checkpoint).parent / "grl_adam_tex"))
+    ds = SampleDataset(samples, list(env.predicates))
+    images, targets = zip(*[ds[i] for i in range(len(ds))])
+    tf = ImageFolder(args.target, size=(h, w))
+    target_images = [tf[i][0] for i in range(min(args.batch, len(tf)))]
+    named = {n: p for n, p in model.named_parameters() if n.startswith("detector.backbone") and id(p) in sqrt_v}
+
+    def grads(domain: bool) -> dict[str, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(args.seed)
+        losses = model(list(images), list(targets), target_images=target_images, align="both", grl_lambda=args.grl)
+        sum(v for k, v in losses.items() if ("domain" in k) == domain).backward()
+        return {n: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)) for n, p in named.items()}
+
+    g_task, g_grl = grads(False), grads(True)
+    print(f"{'backbone tensor':48s} {'|g_task|':>9s} {'|g_grl|':>9s} {'task/sqrt(v)':>12s} {'grl/sqrt(v)':>11s}")
+    rows = []
+    for n, p in named.items():
+        s = sqrt_v[id(p)]
+        t, g = float((g_task[n].abs() / s).median()), float((g_grl[n].abs() / s).median())
+        rows.append((n, float(g_task[n].norm()), float(g_grl[n].norm()), t, g))
+    for n, a, b, t, g in rows:
+        if g >= 0.5 * t:
+            print(f"{n.removeprefix('detector.backbone.')[:48]:48s} {a:9.5f} {b:9.5f} {t:12.3f} {g:11.3f}")
+    norm = lambda k: float(np.sqrt(sum(r[k] ** 2 for r in rows)))  # noqa: E731
+    dominated = sum(1 for r in rows if r[4] >= 0.5 * r[3])
+    print(f"\nbackbone: |g_grl| / |g_task| = {norm(2) / norm(1):.3f} (lambda {args.grl}); median step size "
+          f"task {np.median([r[3] for r in rows]):.3f}, GRL {np.median([r[4] for r in rows]):.3f}; "
+          f"{dominated} of {len(rows)} tensors have a GRL term >= half the task term")
+
+
+if __name__ == "__main__":
+    main()
