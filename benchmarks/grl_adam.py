@@ -59,11 +59,8 @@ def main() -> None:
                                     image_size=(h, w), backbone=args.backbone))
     model.load_state_dict(ck["model"])
     model.train()
-    # make_optimizer's order: tensors with weight decay (ndim > 1), then the rest.
-    params = [p for p in model.parameters() if p.requires_grad]
-    order = [p for p in params if p.ndim > 1] + [p for p in params if p.ndim <= 1]
-    state = ck["optimizer"]["state"]
-    sqrt_v = {id(p): state[i]["exp_avg_sq"].sqrt().add(1e-8) for i, p in enumerate(order) if i in state}
+    opt = _optimizer(model, ck)
+    sqrt_v = {id(p): st["exp_avg_sq"].sqrt().add(1e-8) for p, st in opt.state.items() if "exp_avg_sq" in st}
 
     graphs = list(sample_scenes(env, seed=args.seed + 1, count=args.batch))
     samples = synthesize(graphs, [f"{i:06d}" for i in range(args.batch)], env, render_options(env, w, h), "cpu",
@@ -117,16 +114,22 @@ def main() -> None:
                 print(f"{n.removeprefix('detector.')[:48]:48s} {a[n]:9.4f} {b[n]:9.4f}")
 
 
+def _optimizer(model, ck: dict) -> torch.optim.Optimizer:
+    """The trainer's AdamW (`make_optimizer`) with the checkpoint's state, at a constant lr 2e-3."""
+    opt = make_optimizer(model, TrainConfig(source="-", out="-", lr=2e-3))
+    opt.load_state_dict(ck["optimizer"])
+    for g in opt.param_groups:
+        g["lr"] = 2e-3
+    return opt
+
+
 def _train(ck: dict, mcfg: ModelConfig, train, target, args, align: str):
     """`args.steps` AdamW steps from checkpoint `ck`; returns ({tensor: relative change}, mean labelled
     loss of the last 10 steps, [(grad norm all, domain heads, rest)] per step)."""
     model = build_model(mcfg)
     model.load_state_dict(ck["model"])
     model.train()
-    opt = make_optimizer(model, TrainConfig(source="-", out="-", lr=2e-3))
-    opt.load_state_dict(ck["optimizer"])
-    for g in opt.param_groups:
-        g["lr"] = 2e-3
+    opt = _optimizer(model, ck)
     w0 = {n: p.detach().clone() for n, p in model.named_parameters()}
     heads = [p for n, p in model.named_parameters() if n.startswith("domain_")]
     net = [p for n, p in model.named_parameters() if not n.startswith("domain_")]

@@ -174,28 +174,25 @@ def seeds_table(runs: list[dict], categories: list[str], k: int = 20, final: str
     def cell(v, digits=3):  # a cell from fewer runs than the table's says how many
         return _ms(v, digits) + (f" ({len(v)} of {len(runs)})" if 0 < len(v) < len(runs) else "")
 
+    def summary(run, row) -> dict:
+        return run.get(row, {}).get(final, {}) or {}
+
     def vals(row, key, cls=None):
-        out = []
-        for run in runs:
-            s = run[row].get(final, {}) or {}
-            v = (s.get("AP@0.5", {}) or {}).get(cls) if cls else s.get(key)
-            if v is not None:
-                out.append(float(v))
-        return out
+        got = ((summary(run, row).get("AP@0.5", {}) or {}).get(cls) if cls else summary(run, row).get(key)
+               for run in runs)
+        return [float(v) for v in got if v is not None]
 
     def gaps(row, key):
         out = []
         for run in runs:
-            x, lo, hi = ((run.get(r, {}).get(final, {}) or {}).get(key) for r in (row, "SDR", "oracle"))
+            x, lo, hi = (summary(run, r).get(key) for r in (row, "SDR", "oracle"))
             if None not in (x, lo, hi) and abs(hi - lo) > 1e-9:
                 out.append((x - lo) / (hi - lo) * 100)
         return out
 
     def diffs(row, base, key):
-        if base not in rows:
-            return []
-        return [(run[row].get(final, {}) or {})[key] - (run[base].get(final, {}) or {})[key] for run in runs
-                if key in (run[row].get(final, {}) or {}) and key in (run[base].get(final, {}) or {})]
+        pairs = ((summary(run, row).get(key), summary(run, base).get(key)) for run in runs)
+        return [a - b for a, b in pairs if a is not None and b is not None]
 
     head = ["method", *[f"AP {c}" for c in categories], "mAP@0.5", f"R@{k}", f"R@{k} ceiling",
             "gap closed mAP (%)", f"gap closed R@{k} (%)", "seeds"]
