@@ -18,7 +18,9 @@ constant lr 2e-3, gradient norm clipped at 10 as `train_step` does): without ali
 both domain classifiers at GRL weight `--grl`. It prints the gradient norms (all, domain heads, the
 rest), how often the clip acted, the labelled loss of the last 10 steps, and how far each FPN and
 RPN tensor moved (||W - W0|| / ||W0||) in each run. `--clip-apart` clips the domain heads'
-gradients apart from the network's (an alternative, not what `train_step` does).
+gradients apart from the network's (an alternative, not what `train_step` does). `--bound B` adds
+a third run as `train_step` trains with `--grl-bound B` (`bounded_backward`: the GRL gradient at
+most B x the labelled one per network tensor, the heads clipped apart).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from sim2sg.model import ModelConfig, build_model
 from sim2sg.sample import sample_scenes
 from sim2sg.synth import render_options, synthesize, texture_library
 from sim2sg.train.data import ImageFolder
-from sim2sg.train.engine import TrainConfig, make_optimizer
+from sim2sg.train.engine import DOMAIN_LOSSES, TrainConfig, bounded_backward, make_optimizer
 
 
 def main() -> None:
@@ -50,6 +52,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=0, help="also train this many steps without and with alignment")
     ap.add_argument("--clip-apart", action="store_true", help="with --steps: clip the domain heads apart")
+    ap.add_argument("--bound", type=float, default=0.0, help="with --steps: also train with --grl-bound BOUND")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     torch.manual_seed(args.seed)
@@ -101,17 +104,19 @@ def main() -> None:
                           np.random.default_rng(args.seed), texture_library(Path(args.checkpoint).parent / "grl_adam_tex"))
         train = SampleDataset(more, list(env.predicates))
         runs = {a: _train(ck, model.cfg, train, tf, args, a) for a in ("none", "both")}
+        if args.bound > 0:
+            runs["bounded"] = _train(ck, model.cfg, train, tf, args, "both", bound=args.bound)
         print(f"\n{args.steps} steps from the checkpoint, same batches:")
         for a, (moved, loss, norms) in runs.items():
             clipped = sum(t[0] > 10.0 for t in norms)
-            print(f"  align {a:4s}: labelled loss (last 10 steps) {loss:.3f}; gradient norm all / domain heads / rest: "
+            print(f"  align {a:7s}: labelled loss (last 10 steps) {loss:.3f}; gradient norm all / domain heads / rest: "
                   f"median {np.median([t[0] for t in norms]):.2f} / {np.median([t[1] for t in norms]):.2f} / "
                   f"{np.median([t[2] for t in norms]):.2f}; clipped {clipped} of {len(norms)} steps")
-        (a, _, _), (b, _, _) = runs["none"], runs["both"]
-        print(f"{'tensor (relative change)':48s} {'no align':>9s} {'aligned':>9s}")
-        for n in a:
+        moved = [m for m, _, _ in runs.values()]
+        print(f"{'tensor (relative change)':48s} {'no align':>9s} {'aligned':>9s}" + (f" {'bounded':>9s}" if args.bound > 0 else ""))
+        for n in moved[0]:
             if (".fpn." in n or ".rpn." in n) and n.endswith("weight"):
-                print(f"{n.removeprefix('detector.')[:48]:48s} {a[n]:9.4f} {b[n]:9.4f}")
+                print(f"{n.removeprefix('detector.')[:48]:48s}" + "".join(f" {m[n]:9.4f}" for m in moved))
 
 
 def _optimizer(model, ck: dict) -> torch.optim.Optimizer:
@@ -123,8 +128,8 @@ def _optimizer(model, ck: dict) -> torch.optim.Optimizer:
     return opt
 
 
-def _train(ck: dict, mcfg: ModelConfig, train, target, args, align: str):
-    """`args.steps` AdamW steps from checkpoint `ck`; returns ({tensor: relative change}, mean labelled
+def _train(ck: dict, mcfg: ModelConfig, train, target, args, align: str, bound: float = 0.0):
+    """`args.steps` AdamW steps from checkpoint `ck` (`bound` > 0: as `--grl-bound bound`); returns ({tensor: relative change}, mean labelled
     loss of the last 10 steps, [(grad norm all, domain heads, rest)] per step)."""
     model = build_model(mcfg)
     model.load_state_dict(ck["model"])
@@ -142,10 +147,14 @@ def _train(ck: dict, mcfg: ModelConfig, train, target, args, align: str):
         out = model(list(images), list(targets), target_images=[target[i][0] for i in tidx] if align != "none" else None,
                     align=align, grl_lambda=args.grl)
         opt.zero_grad(set_to_none=True)
-        sum(out.values()).backward()
+        if bound > 0:
+            bounded_backward(model, sum(v for k, v in out.items() if k not in DOMAIN_LOSSES),
+                             sum(v for k, v in out.items() if k in DOMAIN_LOSSES), bound, clip=0.0)
+        else:
+            sum(out.values()).backward()
         norm = lambda ps: sum(float((p.grad.float() ** 2).sum()) for p in ps if p.grad is not None) ** 0.5  # noqa: E731
         norms.append((norm(net + heads), norm(heads), norm(net)))
-        if args.clip_apart:
+        if args.clip_apart or bound > 0:
             torch.nn.utils.clip_grad_norm_(net, 10.0)
             torch.nn.utils.clip_grad_norm_(heads, 10.0)
         else:

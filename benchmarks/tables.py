@@ -57,6 +57,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--augment", default="photometric", help="none or photometric (all rows alike)")
     ap.add_argument("--grl-weight", type=float, default=0.1)
+    ap.add_argument("--grl-bound", type=float, default=0.0,
+                    help="> 0: the GRL gradient is at most this times the labelled one on every network tensor "
+                         "(sim2sg.train.engine.bounded_backward); 0: the paper's plain sum")
     ap.add_argument("--score-threshold", type=float, default=0.5, help="loop rows: detections lifted to 3D")
     ap.add_argument("--min-fit-iou", type=float, default=0.3, help="loop rows: the lift's box-fit gate")
     ap.add_argument("--domain", default=None, help="folder of the rendered target domain (default OUT/domain; "
@@ -91,7 +94,8 @@ def main() -> None:
     base = LoopConfig(env=args.source, target="", out="", iterations=args.iterations, sdr_scenes=args.n_source,
                       width=w, height=h, sdr_steps=args.sdr_steps, iter_steps=args.iter_steps,
                       batch_size=args.batch, lr=args.lr, backbone=args.backbone, device=args.device,
-                      seed=args.seed, augment=args.augment, grl_weight=args.grl_weight, progress=False,
+                      seed=args.seed, augment=args.augment, grl_weight=args.grl_weight, grl_bound=args.grl_bound,
+                      progress=False,
                       target_bn=args.target_bn, target_textures=args.target_textures,
                       keep_sdr=args.keep_sdr, score_threshold=args.score_threshold, min_fit_iou=args.min_fit_iou,
                       sdr_checkpoint=None if args.no_share_sdr else str(out / "sdr_phase.pt"))

@@ -65,6 +65,9 @@ def train_cmd(
     optimizer: Optim = typer.Option(Optim.adamw, "--optimizer"),
     grl_weight: float = typer.Option(0.1, "--grl-weight", min=0.0, help="GRL lambda (DA Faster R-CNN uses 0.1)."),
     grl_ramp: Ramp = typer.Option(Ramp.fixed, "--grl-ramp", help="fixed, or DANN's 2/(1+exp(-10p))-1 ramp."),
+    grl_bound: float = typer.Option(0.0, "--grl-bound", min=0.0, help="> 0: per network tensor, the "
+                                    "gradient through the GRLs is scaled to at most this times the labelled "
+                                    "gradient, and the domain classifiers are clipped apart (0: off, the paper's way)."),
     align_warmup: int = typer.Option(0, "--align-warmup", min=0, help="Steps before the GRLs switch on."),
     augment: Optional[str] = typer.Option(None, "--augment", help="Photometric augmentation of the labelled images: "
                                           "none or photometric (colour, blur, noise; boxes unchanged). "
@@ -101,7 +104,7 @@ def train_cmd(
             cfg = LoopConfig(env=env, target=str(target), out=str(out), method=method, align=align,
                              iterations=loop, sdr_scenes=sdr_scenes, width=w, height=h, sdr_steps=sdr_steps,
                              iter_steps=iter_steps, batch_size=batch, lr=lr, backbone=backbone.value,
-                             grl_weight=grl_weight, score_threshold=score_thresh, min_fit_iou=min_fit_iou,
+                             grl_weight=grl_weight, grl_bound=grl_bound, score_threshold=score_thresh, min_fit_iou=min_fit_iou,
                              augment=augment or "photometric",
                              target_bn=target_bn, target_textures=target_textures, keep_sdr=keep_sdr,
                              eval_data=str(eval_data) if eval_data else None,
@@ -122,7 +125,7 @@ def train_cmd(
             source=str(source), out=str(out), target=str(target) if target else None, val=str(val) if val else None,
             align=align, backbone=backbone.value, weights=str(weights) if weights else None,
             epochs=epochs, steps=steps, batch_size=batch, lr=lr, optimizer=optimizer.value,
-            grl_weight=grl_weight, grl_ramp=grl_ramp.value, align_warmup_steps=align_warmup,
+            grl_weight=grl_weight, grl_ramp=grl_ramp.value, grl_bound=grl_bound, align_warmup_steps=align_warmup,
             augment=augment or "none", device=device, seed=seed, workers=workers, checkpoint_every=checkpoint_every,
             image_every=image_every, amp=not no_amp, progress=progress, model=overrides,
         )

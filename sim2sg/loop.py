@@ -100,6 +100,7 @@ class LoopConfig:
     backbone: str = "resnet18"
     grl_weight: float = 0.1
     grl_ramp: str = "dann"
+    grl_bound: float = 0.0  # > 0: GRL gradient <= grl_bound x labelled gradient per tensor (train.engine.bounded_backward)
     score_threshold: float = 0.5
     min_fit_iou: float = 0.3  # lift gate: boxes no object of the class can project onto (sim2sg.lift)
     target_bn: bool = False  # AdaBN: BatchNorm statistics of the target images whenever predicting there
@@ -135,6 +136,8 @@ class LoopConfig:
                      "target_bn_images"):
             if getattr(self, name) < (0 if name == "iterations" else 1):
                 raise InputError(f"--{name.replace('_', '-')}", name, "out of range")
+        if not self.grl_bound >= 0:
+            raise InputError("--grl-bound", "grl_bound", f"must be >= 0 (0: off), got {self.grl_bound}")
 
     @property
     def loops(self) -> bool:
@@ -230,7 +233,7 @@ def make_trainer(cfg: LoopConfig, env: Environment) -> Trainer:
         model.channels_last = True
     tcfg = TrainConfig(source="<memory>", out=cfg.out, batch_size=cfg.batch_size, lr=cfg.lr,
                        lr_warmup_steps=cfg.lr_warmup_steps, grl_weight=cfg.grl_weight, grl_ramp=cfg.grl_ramp,
-                       seed=cfg.seed, device=str(device), amp=cfg.amp, augment=cfg.augment,
+                       grl_bound=cfg.grl_bound, seed=cfg.seed, device=str(device), amp=cfg.amp, augment=cfg.augment,
                        tensorboard=False, progress=False)
     return Trainer(model, make_optimizer(model, tcfg), tcfg, device, 0, cfg.total_steps())
 

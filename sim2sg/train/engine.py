@@ -13,6 +13,9 @@ Losses: the detector's (RPN objectness + box, ROI classification + box), the rel
 multi-label BCE, and when aligning, D^a's (eq. 3, `loss_domain_image`) and D^c's (eq. 4,
 `loss_domain_pred`) behind gradient reversal with weight lambda = `grl_schedule(step, ...)`.
 During the first `align_warmup_steps` steps lambda = 0 and target images are not used at all.
+
+`grl_bound` > 0 bounds what the GRLs may do to the network, tensor by tensor (`bounded_backward`):
+under Adam, lambda alone does not (see that function).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from .data import ImageFolder, LabelledDataset, collate
 CHECKPOINT_FORMAT = "sim2sg-checkpoint"
 CHECKPOINT_VERSION = 1
 DOMAIN_LOSSES = ("loss_domain_image", "loss_domain_pred")
+DOMAIN_HEADS = ("domain_image", "domain_objects", "domain_predicates")  # SceneGraphRCNN's classifiers
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,10 @@ class TrainConfig:
     len(source) // batch_size steps). lr: peak learning rate after `lr_warmup_steps` linear warm-up,
     then cosine decay to `min_lr_ratio * lr`. grl_weight / grl_ramp ("fixed" | "dann") /
     align_warmup_steps: the GRL schedule (`sim2sg.model.grl_schedule`); domain_loss_weight scales
-    both domain losses. augment: "none" or "photometric" (`sim2sg.train.augment`: colour, blur and
+    both domain losses. grl_bound: 0 sums every gradient and clips them together (the paper's
+    way); > 0 scales, per network tensor, the gradient arriving through the GRLs down to at most
+    grl_bound x the labelled losses' gradient on that tensor, and clips the domain classifiers
+    apart from the network (`bounded_backward`). augment: "none" or "photometric" (`sim2sg.train.augment`: colour, blur and
     noise on the labelled images only; seeded by (seed, step)). amp: bf16 autocast on CUDA (ignored on CPU). deterministic:
     `torch.use_deterministic_algorithms(True, warn_only=True)` on CUDA too (on the CPU always;
     `make_reproducible`). model: overrides of
@@ -80,6 +87,7 @@ class TrainConfig:
     augment: str = "none"
     grl_weight: float = 0.1
     grl_ramp: str = "fixed"
+    grl_bound: float = 0.0
     align_warmup_steps: int = 0
     domain_loss_weight: float = 1.0
     seed: int = 0
@@ -118,6 +126,8 @@ class TrainConfig:
             bad("steps", f"must be >= 1, got {self.steps}")
         if not self.lr > 0:
             bad("lr", f"must be positive, got {self.lr}")
+        if not self.grl_bound >= 0:
+            bad("grl_bound", f"must be >= 0 (0: off), got {self.grl_bound}")
         defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)
                     if f.name not in ("num_classes", "num_predicates", "image_size", "backbone")}
         for k, v in self.model.items():
@@ -345,13 +355,67 @@ def train_step(model, optimizer, batch, cfg: TrainConfig, step: int, total_steps
         raise FloatingPointError(f"loss is {total.item()} at step {step}: {({k: v.item() for k, v in losses.items()})}; "
                                  "try a lower --lr")
     optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    if cfg.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    optimizer.step()
+    domain = [cfg.domain_loss_weight * v for k, v in losses.items() if k in DOMAIN_LOSSES]
     out = {k: v.item() for k, v in losses.items()}
+    if cfg.grl_bound > 0 and domain:
+        labelled = sum(v for k, v in losses.items() if k not in DOMAIN_LOSSES)
+        out["grl_scale"] = bounded_backward(model, labelled, sum(domain), cfg.grl_bound, cfg.grad_clip)
+    else:
+        total.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
     out.update(loss=total.item(), lr=lr, grl_lambda=lam)
     return out
+
+
+def domain_head_parameters(model: torch.nn.Module) -> tuple[list, list]:
+    """(network parameters, domain-classifier parameters), those that require gradients."""
+    net, heads = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (heads if name.split(".")[0] in DOMAIN_HEADS else net).append(p)
+    return net, heads
+
+
+def bounded_backward(model: torch.nn.Module, labelled: torch.Tensor, domain: torch.Tensor, bound: float,
+                     clip: float) -> float:
+    """Fill `.grad` for one aligned step with the adversarial gradient bounded tensor by tensor.
+
+    For each network tensor W, with g_l the gradient of the `labelled` losses and g_d the gradient
+    the `domain` losses send back through the GRLs: grad W = g_l + s g_d, s = min(1, bound ||g_l|| /
+    ||g_d||). The network is clipped to norm `clip` (as without alignment) and the domain
+    classifiers (their own, unreversed gradients) apart, to `clip` too; clip <= 0: no clipping.
+    Returns the mean s over the network tensors that get a GRL gradient.
+
+    Why: Adam divides each element's step by that element's own gradient scale, so wherever g_d
+    dominates g_l - the FPN levels the labelled losses barely use - the GRL term moves W at the
+    full learning rate whatever lambda is, and rewrites features the detector's heads share.
+    Bounded, the GRL term stays a perturbation of the labelled step on every tensor. And with the
+    classifiers clipped apart, their gradients (tens of times the network's) no longer shrink
+    the network's labelled step through one global clip. Costs a second backward pass.
+    """
+    net, heads = domain_head_parameters(model)
+    g_l = torch.autograd.grad(labelled, net, retain_graph=True, allow_unused=True)
+    domain.backward()
+    scales = []
+    with torch.no_grad():
+        for p, gl in zip(net, g_l):
+            gd = p.grad
+            if gl is None:
+                # only the GRLs reach this tensor: bound ||g_l|| = 0, so it gets no gradient
+                p.grad = None
+                continue
+            if gd is None:
+                p.grad = gl
+                continue
+            s = (bound * gl.float().norm() / gd.float().norm().clamp(min=1e-30)).clamp(max=1.0)
+            p.grad = gl + gd * s.to(gd.dtype)
+            scales.append(s)
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(net, clip)
+            torch.nn.utils.clip_grad_norm_(heads, clip)
+    return float(torch.stack(scales).mean()) if scales else 1.0
 
 
 def train_one_epoch(model, optimizer, source_loader, target_loader, cfg: TrainConfig, *, first_step: int,
