@@ -10,7 +10,10 @@ constraint, the share of the SDR-to-oracle gap closed) and the content gap over 
 `--parallel N` trains N rows at once as separate processes (one GPU is far from saturated by one
 small detector). Every row but the oracle starts with the same SDR phase (same data, steps and
 seed), so that phase is trained once (OUT/sdr_phase.pt) and every row forks from it; a row's
-"minutes" then exclude it (the table notes its time). `--no-share-sdr` retrains it in every row.
+"minutes" then exclude it (the table notes its time). The loop rows (sigma_c,label, + sigma_a,
+all) also train alike until the GRLs switch on at iteration 2, so iteration 1 is trained once too
+(OUT/warmup_<hash>.pt, folder OUT/warmup) and they differ only by what the aligned iterations do.
+`--no-share-sdr` retrains both in every row.
 A later call with the same `--out` keeps every listed row that already finished with the same
 configuration (so a call can add rows to a table); `--rerun` trains them again.
 Results: OUT/table.md, OUT/results.json, OUT/curves.png (metrics and content gap over the phases).
@@ -21,6 +24,7 @@ Seeds: run the table once per `--seed` into its own `--out`, then
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -31,8 +35,8 @@ from pathlib import Path
 
 from sim2sg import atomic
 from sim2sg.env import load_env
-from sim2sg.experiment import (ROW_KEYS, content_gap_table, curves, format_table, make_domain, row_name, run_rows,
-                               seeds_table, slug, train_sdr_phase)
+from sim2sg.experiment import (ROW_KEYS, WARMUP_ROWS, content_gap_table, curves, format_table, make_domain, row_name,
+                               run_rows, seeds_table, slug, train_sdr_phase, train_warmup, warmup_path)
 from sim2sg.loop import LoopConfig
 
 
@@ -117,6 +121,8 @@ def main() -> None:
         return
     domain = make_domain(args.target, Path(args.domain) if args.domain else out / "domain", args.n_target, args.n_eval, w, h,
                          "cuda" if args.device in ("auto", "cuda") and _cuda() else "cpu")
+    if not args.no_share_sdr:  # the loop rows also share their iterations before the GRLs switch on
+        base = dataclasses.replace(base, warmup_checkpoint=warmup_path(rows, args.source, domain, out, base))
     if args.row is not None:  # child: one row, its history to out/<row>.json
         name = row_name(args.row, args.tag)
         res = run_rows([args.row], args.source, domain, out, base, log=lambda m: print(f"[{name}] {m}", flush=True),
@@ -135,6 +141,13 @@ def main() -> None:
             procs.append((r, subprocess.Popen([sys.executable, __file__, *sys.argv[1:], "--row", r], env=child_env)))
     if any(r != "oracle" for r in rows):
         train_sdr_phase(args.source, domain, out, base)
+    if base.warmup_checkpoint:
+        # The rows that do not loop need no warm-up: in parallel they train while it does.
+        while args.parallel > 1 and len(procs) < args.parallel - 1 and any(r not in WARMUP_ROWS for r in pending):
+            r = next(r for r in pending if r not in WARMUP_ROWS)
+            pending.remove(r)
+            procs.append((r, subprocess.Popen([sys.executable, __file__, *sys.argv[1:], "--row", r], env=child_env)))
+        train_warmup(args.source, domain, out, base)
     if args.parallel > 1:
         while pending or procs:
             while pending and len(procs) < args.parallel:
@@ -167,6 +180,11 @@ def _report(results: dict, args, out: Path, t0: float, suffix: str = "") -> None
     note = ""
     if shared.is_file():
         note = f"; shared SDR phase {json.loads(shared.read_text()).get('seconds', 0) / 60:.1f} min (not in the rows' minutes)"
+    warm = out / "warmup" / "history.json"
+    if warm.is_file():
+        phases = json.loads(warm.read_text()).get("phases", [])[1:]  # its SDR phase is the shared one
+        note += (f"; the loop rows' shared warm-up ({', '.join(p['name'] for p in phases)}) "
+                 f"{sum(p.get('seconds', 0) for p in phases) / 60:.1f} min (not in their minutes)")
     text = (f"command: python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}\n"
             f"device: {dev}; wall {time.perf_counter() - t0:.0f} s{note}\n\n{table}\n\ncontent gap (generated vs target graphs):\n{gap}\n")
     atomic.write_text(out / f"table{suffix}.md", text)

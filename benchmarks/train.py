@@ -7,7 +7,8 @@
 Images are toy scenes (`sim2sg.train.toydata`, 2..`--objects` shapes with their relations), made
 once in memory; data loading is not measured. Training: forward + backward + AdamW step, bf16
 autocast and channels_last on CUDA (as `fit` does); with `--align` other than none, each step also
-pushes an equal batch of target images through the domain classifiers. Inference: eval-mode
+pushes an equal batch of target images through the domain classifiers (`--grl-bound B ...`: also
+with the bounded GRL gradient, `bounded_backward`, which adds a second backward pass). Inference: eval-mode
 forward (detections + relation pairs). Timed after `--warmup` untimed steps, with CUDA syncs.
 """
 
@@ -43,7 +44,7 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def setup(backbone: str, size, batch: int, align: str, coco: bool, device, objects: int):
+def setup(backbone: str, size, batch: int, align: str, coco: bool, device, objects: int, bound: float = 0.0):
     """(model, optimizer, config, images, targets, target images or None), seeded, in train mode,
     as `fit` sets them up (channels_last on CUDA)."""
     torch.manual_seed(0)
@@ -54,7 +55,7 @@ def setup(backbone: str, size, batch: int, align: str, coco: bool, device, objec
         model = model.to(memory_format=torch.channels_last)
         model.channels_last = True
     cfg = TrainConfig(source="-", out="-", align=align, target="-" if align != "none" else None, lr=1e-4,
-                      lr_warmup_steps=1, grl_weight=0.1)
+                      lr_warmup_steps=1, grl_weight=0.1, grl_bound=bound)
     opt = make_optimizer(model, cfg)
     images, targets = make_batch(batch, size, objects, 0)
     tgt_images = make_batch(batch, size, objects, 1)[0] if align != "none" else None
@@ -62,8 +63,9 @@ def setup(backbone: str, size, batch: int, align: str, coco: bool, device, objec
     return model, opt, cfg, images, targets, tgt_images
 
 
-def bench(backbone: str, size, batch: int, align: str, coco: bool, device, steps: int, warmup: int, objects: int):
-    model, opt, cfg, images, targets, tgt_images = setup(backbone, size, batch, align, coco, device, objects)
+def bench(backbone: str, size, batch: int, align: str, coco: bool, device, steps: int, warmup: int, objects: int,
+          bound: float = 0.0):
+    model, opt, cfg, images, targets, tgt_images = setup(backbone, size, batch, align, coco, device, objects, bound)
     total = warmup + steps
     for s in range(warmup):
         train_step(model, opt, (images, targets, tgt_images), cfg, s, total, device)
@@ -104,6 +106,8 @@ def main():
     ap.add_argument("--batch", type=int, nargs="+", default=[8])
     ap.add_argument("--backbone", nargs="+", default=["resnet18"])
     ap.add_argument("--align", nargs="+", default=["none"], choices=["none", "appearance", "prediction", "both"])
+    ap.add_argument("--grl-bound", type=float, nargs="+", default=[0.0],
+                    help="aligned configurations: GRL bounds to time (0: the plain summed gradient)")
     ap.add_argument("--coco-heads", action="store_true", help="also time torchvision's COCO-sized heads")
     ap.add_argument("--steps", type=int, default=6, help="timed steps")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
@@ -123,15 +127,18 @@ def main():
     for backbone in args.backbone:
         for batch in args.batch:
             for align in args.align:
-                for coco in ([False, True] if args.coco_heads else [False]):
-                    tr, inf, loss, mem = bench(backbone, size, batch, align, coco, device, args.steps, args.warmup, args.objects)
-                    rows.append((backbone, batch, align, "coco" if coco else "small", tr, inf, loss, mem))
-                    print(f"  done {rows[-1][:4]}", flush=True)
-    hdr = f"{'backbone':<10} {'batch':>5} {'align':<10} {'heads':<6} {'train img/s':>11} {'infer img/s':>11} {'loss':>7} {'GPU GiB':>7}"
+                for bound in (args.grl_bound if align != "none" else [0.0]):
+                    for coco in ([False, True] if args.coco_heads else [False]):
+                        tr, inf, loss, mem = bench(backbone, size, batch, align, coco, device, args.steps, args.warmup,
+                                                   args.objects, bound)
+                        name = align + (f"/b{bound:g}" if bound > 0 else "")
+                        rows.append((backbone, batch, name, "coco" if coco else "small", tr, inf, loss, mem))
+                        print(f"  done {rows[-1][:4]}", flush=True)
+    hdr = f"{'backbone':<10} {'batch':>5} {'align':<14} {'heads':<6} {'train img/s':>11} {'infer img/s':>11} {'loss':>7} {'GPU GiB':>7}"
     print(hdr)
     print("-" * len(hdr))
     for b, n, a, h, tr, inf, loss, mem in rows:
-        print(f"{b:<10} {n:>5} {a:<10} {h:<6} {tr:>11.1f} {inf:>11.1f} {loss:>7.3f} {mem:>7.2f}")
+        print(f"{b:<10} {n:>5} {a:<14} {h:<6} {tr:>11.1f} {inf:>11.1f} {loss:>7.3f} {mem:>7.2f}")
     if args.profile:
         profile(args.backbone[0], size, args.batch[0], args.align[0], device, args.objects)
 

@@ -13,6 +13,7 @@ numbers only show the machinery); "full" is the benchmark size for a GPU.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 from . import atomic
 from .env import load_env
 from .experiment import (content_gap_table, curves, figure, format_table, make_domain, run_rows, slug,
-                         train_sdr_phase)
+                         train_sdr_phase, train_warmup, warmup_path)
 from .loop import LoopConfig
 
 
@@ -80,6 +81,8 @@ def run_demo(out: Path, device: str = "auto", preset: str | None = None, seed: i
     # by what follows it (CPU training with 2 threads is not bit-reproducible between runs).
     if any(r != "oracle" for r in p.rows):
         train_sdr_phase("clevr", domain, out / "runs", base, log=log)
+    base = dataclasses.replace(base, warmup_checkpoint=warmup_path(list(p.rows), "clevr", domain, out / "runs", base))
+    train_warmup("clevr", domain, out / "runs", base, log=log)  # the loop rows' iteration 1, once (full preset)
     results = run_rows(list(p.rows), "clevr", domain, out / "runs", base, log=log)
     report = out / "report"
     cats = list(load_env("clevr").categories)

@@ -10,6 +10,7 @@ the SDR-to-oracle gap each row closes.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from . import atomic
 from . import graph as sg
 from .dataset.render_job import write_samples
 from .env import load_env
-from .loop import LoopConfig, run
+from .loop import LoopConfig, run, shares_warmup, warmup_key
 from .sample import sample_scene, scene_rng
 from .synth import render_options, synthesize, texture_library
 
@@ -35,6 +36,8 @@ ROWS = {
     "all (Sim2SG)": ("sim2sg", "all"),
     "oracle": ("oracle", "none"),
 }
+# The rows that loop: identical until the GRLs switch on, so they can share that warm-up.
+WARMUP_ROWS = ("sigma_c,label", "sigma_c,label + sigma_a", "all (Sim2SG)")
 ROW_KEYS = {"sdr": "SDR", "pseudo": "pseudo-label", "da": "DA (sigma_a)", "label": "sigma_c,label",
             "label+appearance": "sigma_c,label + sigma_a", "all": "all (Sim2SG)", "oracle": "oracle"}
 
@@ -92,12 +95,8 @@ def run_rows(rows: list[str], source_env: str, domain: Domain, out: Path, base: 
     same configuration is not trained again; its history is returned as it is."""
     results = {}
     for row in rows:
-        method, align = ROWS[row]
         name = row_name(row, tag)
-        cfg = dataclasses.replace(
-            base, env=source_env, target=str(domain.train_images), out=str(Path(out) / slug(name)),
-            method=method, align=align, eval_data=str(domain.eval_data),
-            target_graphs=str(domain.train_graphs), oracle_data=str(domain.train_labelled))
+        cfg = row_config(row, source_env, domain, Path(out) / slug(name), base)
         done = complete_history(Path(cfg.out) / "history.json", cfg) if keep_complete else None
         if done is not None:
             log(f"== {name}: kept, {cfg.out}/history.json is a finished run of the same configuration")
@@ -106,6 +105,36 @@ def run_rows(rows: list[str], source_env: str, domain: Domain, out: Path, base: 
         log(f"== {name}")
         results[name] = run(cfg, log=log)
     return results
+
+
+def row_config(row: str, source_env: str, domain: Domain, out: Path, base: LoopConfig) -> LoopConfig:
+    """The run of table row `row` (a key of ROWS) against `domain`, in folder `out`."""
+    method, align = ROWS[row]
+    return dataclasses.replace(base, env=source_env, target=str(domain.train_images), out=str(out), method=method,
+                               align=align, eval_data=str(domain.eval_data), target_graphs=str(domain.train_graphs),
+                               oracle_data=str(domain.train_labelled))
+
+
+def warmup_path(rows: list[str], source_env: str, domain: Domain, out: Path, base: LoopConfig) -> str | None:
+    """Where the loop rows share their warm-up (`LoopConfig.warmup_checkpoint`) when at least two of
+    `rows` (ROWS keys) loop, else None (one row has nothing to share): OUT/warmup_<hash>.pt, the
+    hash of everything the warm-up depends on, so that calls with other loop settings in the same
+    OUT (`tables.py --tag`) each get their own."""
+    if sum(r in WARMUP_ROWS for r in rows) < 2:
+        return None
+    key = warmup_key(row_config("sigma_c,label", source_env, domain, out, base))
+    return str(Path(out) / f"warmup_{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt")
+
+
+def train_warmup(source_env: str, domain: Domain, out: Path, base: LoopConfig, log=print) -> None:
+    """Train the loop rows' shared warm-up - the SDR phase and the iterations before the GRLs
+    switch on - once into `base.warmup_checkpoint` (folder OUT/warmup). Nothing to do when the
+    file exists, no path is set, or the GRLs start at iteration 1."""
+    cfg = row_config("sigma_c,label", source_env, domain, Path(out) / "warmup", base)
+    if not shares_warmup(cfg) or Path(cfg.warmup_checkpoint).is_file():
+        return
+    log(f"== warm-up (shared by the loop rows until iteration {cfg.align_from_iteration})")
+    run(cfg, log=log, warmup_only=True)
 
 
 def complete_history(path: Path, cfg: LoopConfig) -> dict | None:

@@ -79,6 +79,13 @@ class LoopConfig:
     sdr_checkpoint: every method but the oracle starts with the same SDR phase (same data, same
     steps, same seed); with this path the first run saves its end state (model, optimizer, step,
     RNG states) and later runs with the same settings start from it instead of retraining it.
+    warmup_checkpoint: the loop rows (label, label+appearance, all) train identically until the
+    GRLs switch on at iteration `align_from_iteration`: same SDR phase, same generated scenes,
+    same steps. With this path the first such run saves its state at the end of iteration
+    `align_from_iteration - 1` (trainer, loop generator, history, example images and generated
+    graphs) and later runs with the same settings continue from it. Besides the time, this takes
+    the GPU's run-to-run spread out of the comparison between those rows: they then differ only by
+    what the aligned iterations do.
     """
 
     env: str
@@ -114,6 +121,7 @@ class LoopConfig:
     oracle_data: str | None = None
     keep_usd: bool = False
     sdr_checkpoint: str | None = None  # the SDR phase's end state: loaded when the file exists, else saved there
+    warmup_checkpoint: str | None = None  # loop rows' state before the GRLs switch on: likewise
     render_batch: int = 256
     device: str = "auto"
     amp: bool = True
@@ -241,13 +249,15 @@ def make_trainer(cfg: LoopConfig, env: Environment) -> Trainer:
 def train_phase(tr: Trainer, source, target, steps: int, align: str, progress: bool = False,
                 desc: str = "train") -> dict:
     """`steps` optimizer steps on `source` (paired with `target` batches when aligning); the GRL
-    weight follows the run-wide schedule over tr.total steps. Returns mean logged values."""
+    weight follows the run-wide schedule over tr.total steps. Returns the mean of each logged value
+    over the steps that logged it."""
     from .train.data import collate
     from .train.engine import batch_indices, train_step
 
     cfg = dataclasses.replace(tr.cfg, align=align)
     tr.model.train()
     sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
     bar = None
     if progress:
         from tqdm import tqdm
@@ -261,14 +271,15 @@ def train_phase(tr: Trainer, source, target, steps: int, align: str, progress: b
             timgs = [target[i][0] for i in tidx]
         logs = train_step(tr.model, tr.optimizer, (images, targets, timgs), cfg, tr.step, tr.total, tr.device)
         tr.step += 1
-        for k, v in logs.items():
+        for k, v in logs.items():  # per key: some (grl_scale) come from the aligned steps only
             sums[k] = sums.get(k, 0.0) + v
+            counts[k] = counts.get(k, 0) + 1
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{logs['loss']:.3f}", refresh=False)
     if bar is not None:
         bar.close()
-    return {k: v / max(1, steps) for k, v in sums.items()}
+    return {k: v / counts[k] for k, v in sums.items()}
 
 
 def _sdr_key(cfg: LoopConfig) -> dict:
@@ -311,6 +322,76 @@ def load_sdr_phase(tr: Trainer, cfg: LoopConfig) -> bool:
     tr.optimizer.load_state_dict(state["optimizer"])
     tr.step = int(state["step"])
     set_rng_state(state["rng"])
+    return True
+
+
+# What a warm-up checkpoint may not depend on: the alignment (it has not started), its GRL
+# settings, and where things go.
+_WARMUP_FREE = ("out", "align", "grl_weight", "grl_ramp", "grl_bound", "keep_usd", "progress", "device",
+                "sdr_checkpoint", "warmup_checkpoint")
+
+
+def warmup_key(cfg: LoopConfig) -> str:
+    """What the loop rows' warm-up depends on (`LoopConfig.warmup_checkpoint`), as a JSON string."""
+    d = dataclasses.asdict(cfg)
+    return json.dumps({k: v for k, v in d.items() if k not in _WARMUP_FREE} | {"total_steps": cfg.total_steps()},
+                      sort_keys=True, default=str)
+
+
+def shares_warmup(cfg: LoopConfig) -> bool:
+    """Whether `cfg` saves or loads `warmup_checkpoint`: a loop run with at least one iteration
+    before the GRLs switch on."""
+    return bool(cfg.warmup_checkpoint) and cfg.loops and 1 < cfg.align_from_iteration <= cfg.iterations + 1
+
+
+def save_warmup(tr: Trainer, cfg: LoopConfig, rng: np.random.Generator, history: dict) -> None:
+    """Write the loop's state at the end of iteration `align_from_iteration - 1` to
+    `cfg.warmup_checkpoint` (atomically): the trainer's (as `save_sdr_phase`), the loop
+    generator's, the phases recorded so far, and this run's folder (for its example images and
+    generated graphs)."""
+    import io
+
+    from .train.engine import rng_state
+
+    buf = io.BytesIO()
+    torch.save({"key": warmup_key(cfg), "model": tr.model.state_dict(), "optimizer": tr.optimizer.state_dict(),
+                "step": tr.step, "rng": rng_state(), "loop_rng": json.dumps(rng.bit_generator.state),
+                "phases": json.dumps(history["phases"], default=_json_default), "folder": str(Path(cfg.out).resolve())},
+               buf)
+    atomic.write_bytes(cfg.warmup_checkpoint, buf.getvalue())
+
+
+def load_warmup(tr: Trainer, cfg: LoopConfig, rng: np.random.Generator, history: dict) -> bool:
+    """Continue from `cfg.warmup_checkpoint` when it exists (False when there is none): restores
+    the trainer, the loop generator and the recorded phases, and copies the saving run's example
+    images and generated graphs of those iterations into this run's folder. A file saved with
+    other settings is an `InputError`."""
+    path = Path(cfg.warmup_checkpoint)
+    if not path.is_file():
+        return False
+    from .train.engine import set_rng_state
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("key") != warmup_key(cfg):
+        raise InputError(path, "key", "this warm-up checkpoint was saved with other settings (env, sizes, steps, "
+                                      "seed, loop options, ...); delete it or pick another path")
+    tr.model.load_state_dict(state["model"])
+    tr.optimizer.load_state_dict(state["optimizer"])
+    tr.step = int(state["step"])
+    set_rng_state(state["rng"])
+    rng.bit_generator.state = json.loads(state["loop_rng"])
+    history["phases"] = json.loads(state["phases"])
+    src, out = Path(state["folder"]), Path(cfg.out)
+    if src.resolve() != out.resolve():
+        names = ["sdr"] + [f"iter{i}" for i in range(1, cfg.align_from_iteration)]
+        for f in sorted((src / "examples").glob("*.png")):
+            if f.stem.rsplit("_", 1)[0] in names:
+                atomic.write_bytes(out / "examples" / f.name, f.read_bytes())
+        for i in range(1, cfg.align_from_iteration):
+            f = src / "graphs" / f"iter{i}.jsonl.gz"
+            if f.is_file():
+                atomic.write_bytes(out / "graphs" / f.name, f.read_bytes())
+    atomic.write_text(out / "history.json", json.dumps(history, indent=1, default=_json_default) + "\n")
     return True
 
 
@@ -406,10 +487,11 @@ def _read_graphs(folder: str | None, env: Environment) -> list[nx.MultiDiGraph] 
 
 
 # ---- the run ---------------------------------------------------------------------------------------
-def run(cfg: LoopConfig, log=print, sdr_only: bool = False) -> dict:
+def run(cfg: LoopConfig, log=print, sdr_only: bool = False, warmup_only: bool = False) -> dict:
     """Run `cfg`; returns {"config", "phases": [{name, steps, seconds, metrics, content_gap}], ...}
     and writes it to cfg.out/history.json (plus the last phase's metrics to metrics.json).
-    sdr_only: stop after the SDR phase (to save it once to `cfg.sdr_checkpoint` for other runs)."""
+    sdr_only: stop after the SDR phase (to save it once to `cfg.sdr_checkpoint` for other runs);
+    warmup_only: stop once `cfg.warmup_checkpoint` is saved (likewise)."""
     from .eval.content import content_gap
     from .train.data import ImageFolder, LabelledDataset
 
@@ -472,12 +554,24 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False) -> dict:
     _save_examples(out, "sdr", sdr_samples[:4])
     sdr = SampleDataset(sdr_samples, list(env.predicates))
     del sdr_samples
-    # The SDR phase never aligns: content first (the paper's warm-up). A run that never loops
-    # (SDR, DA) spends the loop's steps on SDR data, with its GRLs on from then on.
-    if not load_sdr_phase(tr, cfg):
-        train_phase(tr, sdr, target, cfg.sdr_steps, "none", cfg.progress, "sdr")
-        save_sdr_phase(tr, cfg)
-    record("sdr", time.perf_counter() - t, gap=history.get("sdr_content_gap"))
+    rng = np.random.default_rng([cfg.seed, 2])  # the loop's: scene seeds and rendering
+    # A loop row with a saved warm-up (SDR phase + the iterations before the GRLs) continues from
+    # it and skips those phases (`LoopConfig.warmup_checkpoint`).
+    warm = shares_warmup(cfg) and not sdr_only
+    if warmup_only and not warm:
+        raise ValueError("warmup_only needs a loop run with warmup_checkpoint and align_from_iteration > 1")
+    resumed = warm and load_warmup(tr, cfg, rng, history)
+    if resumed:
+        log(f"[warm-up] continuing at iteration {cfg.align_from_iteration} from {cfg.warmup_checkpoint}")
+        if warmup_only:
+            return history
+    else:
+        # The SDR phase never aligns: content first (the paper's warm-up). A run that never loops
+        # (SDR, DA) spends the loop's steps on SDR data, with its GRLs on from then on.
+        if not load_sdr_phase(tr, cfg):
+            train_phase(tr, sdr, target, cfg.sdr_steps, "none", cfg.progress, "sdr")
+            save_sdr_phase(tr, cfg)
+        record("sdr", time.perf_counter() - t, gap=history.get("sdr_content_gap"))
     if sdr_only:
         return _finish(history, out, t_run)
     if not cfg.loops and cfg.method == "sim2sg" and cfg.iterations * cfg.iter_steps > 0:
@@ -495,8 +589,7 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False) -> dict:
     if not cfg.loops:
         return _finish(history, out, t_run)
 
-    rng = np.random.default_rng([cfg.seed, 2])
-    for it in range(1, cfg.iterations + 1):
+    for it in range(cfg.align_from_iteration if resumed else 1, cfg.iterations + 1):
         t = time.perf_counter()
         outs = predict_target(tr, target, bn_images=bn)
         t_predict = time.perf_counter() - t
@@ -526,7 +619,7 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False) -> dict:
         align = model_align if it >= cfg.align_from_iteration else "none"
         generated = SampleDataset(samples, list(env.predicates))
         data = torch.utils.data.ConcatDataset([generated, sdr]) if cfg.keep_sdr else generated
-        train_phase(tr, data, target, cfg.iter_steps, align, cfg.progress, f"iteration {it}")
+        means = train_phase(tr, data, target, cfg.iter_steps, align, cfg.progress, f"iteration {it}")
         # The report's examples are scenes generated from target predictions (not SDR fallbacks),
         # named with the target image each came from.
         shown = [i for i, k in enumerate(sources) if k >= 0][:4] or list(range(min(4, len(samples))))
@@ -537,7 +630,14 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False) -> dict:
                 "synthesis_split": {"predict": round(t_predict, 2), "lift": round(t_generate, 2),
                                     "render": round(t_synth - t_predict - t_generate, 2)},
                 "align": align, "graphs": len(graphs),
+                # mean losses over the phase's steps, GRL weight, and with --grl-bound the mean share
+                # of the GRL gradient let through (grl_scale)
+                "train": {k: round(v, 5) for k, v in means.items()},
                 "lifted": sum(k >= 0 for k in sources), "example_targets": [sources[i] for i in shown]}, gap)
+        if warm and it == cfg.align_from_iteration - 1:
+            save_warmup(tr, cfg, rng, history)
+            if warmup_only:
+                return history
     return _finish(history, out, t_run)
 
 

@@ -56,10 +56,12 @@ def test_loop_runs_and_records_content_gap(target, tmp_path):
     cfg = LoopConfig(env="clevr", target=str(root / "images"), out=str(tmp_path / "run"), align="all",
                      iterations=1, sdr_scenes=4, width=64, height=64, sdr_steps=2, iter_steps=2, batch_size=2,
                      lr_warmup_steps=1, align_from_iteration=1, target_graphs=str(root / "graphs"),
-                     progress=False, keep_usd=True)
+                     progress=False, keep_usd=True, grl_bound=0.5)
     h = run(cfg, log=lambda m: None)
     assert [p["name"] for p in h["phases"]] == ["sdr", "iteration 1"]
     assert h["phases"][1]["align"] == "both" and h["phases"][1]["content_gap"]["count_tv"] >= 0
+    train = h["phases"][1]["train"]  # the phase's mean losses; the bounded path ran
+    assert train["loss_domain_image"] > 0 and train["grl_lambda"] > 0 and 0 < train["grl_scale"] <= 1
     saved = json.loads((tmp_path / "run" / "history.json").read_text())
     assert saved["phases"][1]["step"] == 4
     assert len(list((tmp_path / "run" / "usd" / "iter1").glob("*.usdc"))) == 4
@@ -108,6 +110,45 @@ def test_rows_fork_from_one_shared_sdr_phase(target, tmp_path, monkeypatch):
     assert all(torch.equal(a[k], c[k]) for k in a)
     with pytest.raises(InputError, match="other settings"):
         run(dataclasses.replace(base, out=str(tmp_path / "d"), lr=5e-3), log=lambda m: None)
+
+
+def test_loop_rows_fork_from_one_shared_warmup(target, tmp_path, monkeypatch):
+    """A loop row that continues from the saved warm-up (the iterations before the GRLs) ends
+    exactly where an unbroken run ends, with its history, examples and generated graphs; other GRL
+    settings share it, other loop settings are refused."""
+    import dataclasses
+
+    from sim2sg import loop
+    from sim2sg.errors import InputError
+
+    torch.set_num_threads(1)
+    root, _ = target
+    trainers, phases = [], []
+    make = loop.make_trainer
+    monkeypatch.setattr(loop, "make_trainer", lambda *a: trainers.append(make(*a)) or trainers[-1])
+    phase = loop.train_phase
+    monkeypatch.setattr(loop, "train_phase", lambda tr, src, tgt, steps, *a: phases.append(steps) or phase(tr, src, tgt, steps, *a))
+    warm = tmp_path / "warm.pt"
+    base = LoopConfig(env="clevr", target=str(root / "images"), out="", align="all", iterations=2, sdr_scenes=4,
+                      width=64, height=64, sdr_steps=2, iter_steps=3, batch_size=2, lr_warmup_steps=1,
+                      align_from_iteration=2, target_graphs=str(root / "graphs"), progress=False,
+                      warmup_checkpoint=str(warm))
+    quiet = lambda m: None  # noqa: E731
+    a = run(dataclasses.replace(base, out=str(tmp_path / "a"), warmup_checkpoint=None), log=quiet)
+    assert phases == [2, 3, 3]
+    b = run(dataclasses.replace(base, out=str(tmp_path / "b"), align="label", grl_weight=0.5), log=quiet)
+    assert warm.is_file() and phases == [2, 3, 3, 2, 3, 3]  # saved after iteration 1, then went on
+    c = run(dataclasses.replace(base, out=str(tmp_path / "c")), log=quiet)
+    assert phases == [2, 3, 3, 2, 3, 3, 3]  # only the aligned iteration
+    wa, wc = trainers[0].model.state_dict(), trainers[2].model.state_dict()
+    assert all(torch.equal(wa[k], wc[k]) for k in wa)
+    assert [p["name"] for p in c["phases"]] == [p["name"] for p in a["phases"]] == ["sdr", "iteration 1", "iteration 2"]
+    assert c["phases"][:2] == json.loads(json.dumps(b["phases"][:2]))
+    assert c["phases"][2]["align"] == "both" and c["phases"][2]["step"] == 8
+    assert (tmp_path / "c" / "graphs" / "iter1.jsonl.gz").read_bytes() == (tmp_path / "b" / "graphs" / "iter1.jsonl.gz").read_bytes()
+    assert {f.name for f in (tmp_path / "c" / "examples").glob("*.png")} == {f.name for f in (tmp_path / "a" / "examples").glob("*.png")}
+    with pytest.raises(InputError, match="other settings"):
+        run(dataclasses.replace(base, out=str(tmp_path / "d"), score_threshold=0.9), log=quiet)
 
 
 def test_synthesis_is_the_same_with_and_without_worker_processes(tmp_path):
