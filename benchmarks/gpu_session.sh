@@ -2,6 +2,7 @@
 # Every GPU run of a session, by part, each printing a short table last:
 #   bash benchmarks/gpu_session.sh bench     # render + train throughput (H100)
 #   bash benchmarks/gpu_session.sh render    # render throughput only, clevr and driving, batch 2048
+#   bash benchmarks/gpu_session.sh align     # training throughput: no alignment, aligned, aligned + --grl-bound
 #   bash benchmarks/gpu_session.sh issue4    # clevr 1000 train / 200 val, train <= 10 min, eval
 #   bash benchmarks/gpu_session.sh table ENV TARGET_ENV K [extra tables.py args]
 # Needs (carried, since the GPU machine has no network): .whl/ (usd-core, pycocotools, moderngl,
@@ -29,6 +30,10 @@ bench)
 render)
   python3 benchmarks/render.py --device cuda --batch 2048 --scenes 16 --iters 5 --compile \
       --envs clevr:256x256,driving:640x192 2>&1 | tee "$OUTDIR/render_cuda.txt" | tail -8
+  ;;
+align)  # training throughput with alignment: plain summed gradient vs --grl-bound (a second backward pass)
+  python3 benchmarks/train.py --device cuda --size 256 --batch 32 --steps 30 --align none both --grl-bound 0 0.1 \
+      2>&1 | tee "$OUTDIR/train_align_cuda.txt" | tail -6
   ;;
 profile)  # training step: batch scaling and where the time goes
   python3 benchmarks/train.py --device cuda --size 256 --batch 16 32 64 --steps 10 --profile 2>&1 | tee "$OUTDIR/train_profile.txt" | head -8
