@@ -291,37 +291,49 @@ def _sdr_key(cfg: LoopConfig) -> dict:
     return {k: d[k] for k in keys} | {"total_steps": cfg.total_steps()}
 
 
-def save_sdr_phase(tr: Trainer, cfg: LoopConfig) -> None:
-    """Write the trainer's state after the SDR phase to `cfg.sdr_checkpoint` (atomically)."""
-    if not cfg.sdr_checkpoint:
-        return
+def _save_state(tr: Trainer, path: str, key: str, **extra) -> None:
+    """The trainer's state (model, optimizer, step, every RNG state) with `key` and `extra`
+    entries (strings), written atomically to `path`."""
     import io
 
     from .train.engine import rng_state
 
     buf = io.BytesIO()
-    torch.save({"key": json.dumps(_sdr_key(cfg), sort_keys=True), "model": tr.model.state_dict(),
-                "optimizer": tr.optimizer.state_dict(), "step": tr.step, "rng": rng_state()}, buf)
-    atomic.write_bytes(cfg.sdr_checkpoint, buf.getvalue())
+    torch.save({"key": key, "model": tr.model.state_dict(), "optimizer": tr.optimizer.state_dict(),
+                "step": tr.step, "rng": rng_state(), **extra}, buf)
+    atomic.write_bytes(path, buf.getvalue())
 
 
-def load_sdr_phase(tr: Trainer, cfg: LoopConfig) -> bool:
-    """Restore the SDR phase's end state from `cfg.sdr_checkpoint` when it exists; False when there
-    is none. A file saved with other settings is an `InputError` (it would silently mix runs)."""
-    path = Path(cfg.sdr_checkpoint) if cfg.sdr_checkpoint else None
-    if path is None or not path.is_file():
-        return False
+def _load_state(tr: Trainer, path: Path, key: str, what: str) -> dict:
+    """Restore the trainer from a `_save_state` file; returns the file's entries. A file saved
+    with another `key` is an `InputError` (it would silently mix runs)."""
     from .train.engine import set_rng_state
 
     # on the host: the RNG states must stay CPU tensors; load_state_dict moves the rest
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("key") != json.dumps(_sdr_key(cfg), sort_keys=True):
-        raise InputError(path, "key", "this SDR checkpoint was saved with other settings (env, sizes, steps, "
-                                      "seed, ...); delete it or pick another path")
+    if state.get("key") != key:
+        raise InputError(path, "key", f"this {what} checkpoint was saved with other settings (env, sizes, steps, "
+                                      "seed, loop options, ...); delete it or pick another path")
     tr.model.load_state_dict(state["model"])
     tr.optimizer.load_state_dict(state["optimizer"])
     tr.step = int(state["step"])
     set_rng_state(state["rng"])
+    return state
+
+
+def save_sdr_phase(tr: Trainer, cfg: LoopConfig) -> None:
+    """Write the trainer's state after the SDR phase to `cfg.sdr_checkpoint` (atomically)."""
+    if cfg.sdr_checkpoint:
+        _save_state(tr, cfg.sdr_checkpoint, json.dumps(_sdr_key(cfg), sort_keys=True))
+
+
+def load_sdr_phase(tr: Trainer, cfg: LoopConfig) -> bool:
+    """Restore the SDR phase's end state from `cfg.sdr_checkpoint` when it exists; False when there
+    is none. A file saved with other settings is an `InputError`."""
+    path = Path(cfg.sdr_checkpoint) if cfg.sdr_checkpoint else None
+    if path is None or not path.is_file():
+        return False
+    _load_state(tr, path, json.dumps(_sdr_key(cfg), sort_keys=True), "SDR")
     return True
 
 
@@ -349,16 +361,8 @@ def save_warmup(tr: Trainer, cfg: LoopConfig, rng: np.random.Generator, history:
     `cfg.warmup_checkpoint` (atomically): the trainer's (as `save_sdr_phase`), the loop
     generator's, the phases recorded so far, and this run's folder (for its example images and
     generated graphs)."""
-    import io
-
-    from .train.engine import rng_state
-
-    buf = io.BytesIO()
-    torch.save({"key": warmup_key(cfg), "model": tr.model.state_dict(), "optimizer": tr.optimizer.state_dict(),
-                "step": tr.step, "rng": rng_state(), "loop_rng": json.dumps(rng.bit_generator.state),
-                "phases": json.dumps(history["phases"], default=_json_default), "folder": str(Path(cfg.out).resolve())},
-               buf)
-    atomic.write_bytes(cfg.warmup_checkpoint, buf.getvalue())
+    _save_state(tr, cfg.warmup_checkpoint, warmup_key(cfg), loop_rng=json.dumps(rng.bit_generator.state),
+                phases=json.dumps(history["phases"], default=_json_default), folder=str(Path(cfg.out).resolve()))
 
 
 def load_warmup(tr: Trainer, cfg: LoopConfig, rng: np.random.Generator, history: dict) -> bool:
@@ -369,16 +373,7 @@ def load_warmup(tr: Trainer, cfg: LoopConfig, rng: np.random.Generator, history:
     path = Path(cfg.warmup_checkpoint)
     if not path.is_file():
         return False
-    from .train.engine import set_rng_state
-
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("key") != warmup_key(cfg):
-        raise InputError(path, "key", "this warm-up checkpoint was saved with other settings (env, sizes, steps, "
-                                      "seed, loop options, ...); delete it or pick another path")
-    tr.model.load_state_dict(state["model"])
-    tr.optimizer.load_state_dict(state["optimizer"])
-    tr.step = int(state["step"])
-    set_rng_state(state["rng"])
+    state = _load_state(tr, path, warmup_key(cfg), "warm-up")
     rng.bit_generator.state = json.loads(state["loop_rng"])
     history["phases"] = json.loads(state["phases"])
     src, out = Path(state["folder"]), Path(cfg.out)

@@ -83,21 +83,29 @@ def test_bad_config_is_one_clear_error(tmp_path):
         run(LoopConfig(env="clevr", target=str(tmp_path), out=str(tmp_path / "o"), align="everything"))
 
 
-def test_rows_fork_from_one_shared_sdr_phase(target, tmp_path, monkeypatch):
-    """A run that loads the saved SDR phase ends exactly where an unbroken run ends; a checkpoint
-    saved with other settings is refused."""
-    import dataclasses
-
+@pytest.fixture
+def counted(monkeypatch):
+    """([trainers made], [steps of each training phase]) of the loop runs in a test."""
     from sim2sg import loop
-    from sim2sg.errors import InputError
 
-    torch.set_num_threads(1)
-    root, _ = target
     trainers, phases = [], []
     make = loop.make_trainer
     monkeypatch.setattr(loop, "make_trainer", lambda *a: trainers.append(make(*a)) or trainers[-1])
     phase = loop.train_phase
     monkeypatch.setattr(loop, "train_phase", lambda tr, src, tgt, steps, *a: phases.append(steps) or phase(tr, src, tgt, steps, *a))
+    return trainers, phases
+
+
+def test_rows_fork_from_one_shared_sdr_phase(target, tmp_path, counted):
+    """A run that loads the saved SDR phase ends exactly where an unbroken run ends; a checkpoint
+    saved with other settings is refused."""
+    import dataclasses
+
+    from sim2sg.errors import InputError
+
+    torch.set_num_threads(1)
+    root, _ = target
+    trainers, phases = counted
     base = LoopConfig(env="clevr", target=str(root / "images"), out="", align="none", iterations=1, sdr_scenes=4,
                       width=64, height=64, sdr_steps=2, iter_steps=2, batch_size=2, lr_warmup_steps=1,
                       progress=False, sdr_checkpoint=str(tmp_path / "sdr.pt"))
@@ -112,22 +120,17 @@ def test_rows_fork_from_one_shared_sdr_phase(target, tmp_path, monkeypatch):
         run(dataclasses.replace(base, out=str(tmp_path / "d"), lr=5e-3), log=lambda m: None)
 
 
-def test_loop_rows_fork_from_one_shared_warmup(target, tmp_path, monkeypatch):
+def test_loop_rows_fork_from_one_shared_warmup(target, tmp_path, counted):
     """A loop row that continues from the saved warm-up (the iterations before the GRLs) ends
     exactly where an unbroken run ends, with its history, examples and generated graphs; other GRL
     settings share it, other loop settings are refused."""
     import dataclasses
 
-    from sim2sg import loop
     from sim2sg.errors import InputError
 
     torch.set_num_threads(1)
     root, _ = target
-    trainers, phases = [], []
-    make = loop.make_trainer
-    monkeypatch.setattr(loop, "make_trainer", lambda *a: trainers.append(make(*a)) or trainers[-1])
-    phase = loop.train_phase
-    monkeypatch.setattr(loop, "train_phase", lambda tr, src, tgt, steps, *a: phases.append(steps) or phase(tr, src, tgt, steps, *a))
+    trainers, phases = counted
     warm = tmp_path / "warm.pt"
     base = LoopConfig(env="clevr", target=str(root / "images"), out="", align="all", iterations=2, sdr_scenes=4,
                       width=64, height=64, sdr_steps=2, iter_steps=3, batch_size=2, lr_warmup_steps=1,
