@@ -79,7 +79,8 @@ def main() -> None:
                     "loop settings adds rows beside the first call's (same SDR phase and domain)")
     ap.add_argument("--parallel", type=int, default=1)
     ap.add_argument("--no-share-sdr", action="store_true",
-                    help="train every row's SDR phase itself instead of forking all rows from one")
+                    help="train every row's SDR phase (and the loop rows' iterations before the GRLs) itself "
+                         "instead of forking the rows from one")
     ap.add_argument("--rerun", action="store_true",
                     help="train every listed row again; by default a row whose folder holds a finished run of the "
                          "same configuration (an earlier call with the same --out) is kept as it is")

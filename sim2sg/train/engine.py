@@ -59,8 +59,9 @@ class TrainConfig:
     both domain losses. grl_bound: 0 sums every gradient and clips them together (the paper's
     way); > 0 scales, per network tensor, the gradient arriving through the GRLs down to at most
     grl_bound x the labelled losses' gradient on that tensor, and clips the domain classifiers
-    apart from the network (`bounded_backward`). augment: "none" or "photometric" (`sim2sg.train.augment`: colour, blur and
-    noise on the labelled images only; seeded by (seed, step)). amp: bf16 autocast on CUDA (ignored on CPU). deterministic:
+    apart from the network (`bounded_backward`). augment: "none" or "photometric"
+    (`sim2sg.train.augment`: colour, blur and noise on the labelled images only; seeded by
+    (seed, step)). amp: bf16 autocast on CUDA (ignored on CPU). deterministic:
     `torch.use_deterministic_algorithms(True, warn_only=True)` on CUDA too (on the CPU always;
     `make_reproducible`). model: overrides of
     `ModelConfig` fields (e.g. {"rpn_post_nms_train": 300}).
