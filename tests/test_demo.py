@@ -15,6 +15,7 @@ def test_demo_writes_report(tmp_path, monkeypatch):
     report = demo.run_demo(tmp_path, device="cpu", preset="small", log=lambda m: None)
     table = (report / "table.md").read_text()
     assert "| SDR |" in table and "| all (Sim2SG) |" in table and "mAP@0.5" in table
+    assert "small preset (2 SDR steps at 64x64)" in table  # the reader is told what the numbers are
     assert (report / "curves.png").stat().st_size > 0 and (report / "figure.png").stat().st_size > 0
     # both rows fork from one shared SDR phase, so they agree on it exactly
     import json
