@@ -37,7 +37,7 @@ from sim2sg.model import ModelConfig, build_model
 from sim2sg.sample import sample_scenes
 from sim2sg.synth import render_options, synthesize, texture_library
 from sim2sg.train.data import ImageFolder
-from sim2sg.train.engine import DOMAIN_LOSSES, TrainConfig, bounded_backward, make_optimizer
+from sim2sg.train.engine import DOMAIN_LOSSES, TrainConfig, bounded_backward, domain_head_parameters, make_optimizer
 
 
 def main() -> None:
@@ -129,15 +129,15 @@ def _optimizer(model, ck: dict) -> torch.optim.Optimizer:
 
 
 def _train(ck: dict, mcfg: ModelConfig, train, target, args, align: str, bound: float = 0.0):
-    """`args.steps` AdamW steps from checkpoint `ck` (`bound` > 0: as `--grl-bound bound`); returns ({tensor: relative change}, mean labelled
-    loss of the last 10 steps, [(grad norm all, domain heads, rest)] per step)."""
+    """`args.steps` AdamW steps from checkpoint `ck` (`bound` > 0: as `--grl-bound bound`); returns
+    ({tensor: relative change}, mean labelled loss of the last 10 steps, [(grad norm all, domain
+    heads, rest)] per step)."""
     model = build_model(mcfg)
     model.load_state_dict(ck["model"])
     model.train()
     opt = _optimizer(model, ck)
     w0 = {n: p.detach().clone() for n, p in model.named_parameters()}
-    heads = [p for n, p in model.named_parameters() if n.startswith("domain_")]
-    net = [p for n, p in model.named_parameters() if not n.startswith("domain_")]
+    net, heads = domain_head_parameters(model)
     rng = np.random.default_rng(args.seed)
     losses, norms = [], []
     for step in range(args.steps):

@@ -8,8 +8,8 @@ Images are toy scenes (`sim2sg.train.toydata`, 2..`--objects` shapes with their 
 once in memory; data loading is not measured. Training: forward + backward + AdamW step, bf16
 autocast and channels_last on CUDA (as `fit` does); with `--align` other than none, each step also
 pushes an equal batch of target images through the domain classifiers (`--grl-bound B ...`: also
-with the bounded GRL gradient, `bounded_backward`, which adds a second backward pass). Inference: eval-mode
-forward (detections + relation pairs). Timed after `--warmup` untimed steps, with CUDA syncs.
+with the bounded GRL gradient, `bounded_backward`, which adds a second backward pass). Inference:
+eval-mode forward (detections + relation pairs). Timed after `--warmup` untimed steps, with CUDA syncs.
 """
 
 from __future__ import annotations
