@@ -134,27 +134,27 @@ def main() -> None:
     procs, results = [], {}
     # Rows share the host's cores: each its share of CPU threads, not all of them (oversubscribed).
     child_env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // max(1, args.parallel))))
-    # The oracle does not start from the SDR phase: in parallel it trains while that phase does.
-    pending = sorted(rows, key=lambda r: r != "oracle")
-    if args.parallel > 1:
-        while pending and pending[0] == "oracle" and len(procs) < args.parallel - 1:
-            r = pending.pop(0)
+    pending = list(rows)
+
+    def start(needs: tuple[str, ...] = (), slots: int = args.parallel) -> None:
+        """In parallel mode, start pending rows not in `needs` (rows that wait for a shared phase
+        still being trained) while fewer than `slots` run."""
+        while args.parallel > 1 and len(procs) < slots and any(r not in needs for r in pending):
+            r = next(r for r in pending if r not in needs)
+            pending.remove(r)
             procs.append((r, subprocess.Popen([sys.executable, __file__, *sys.argv[1:], "--row", r], env=child_env)))
+
+    # The oracle does not start from the SDR phase: in parallel it trains while that phase does.
+    start(needs=tuple(r for r in rows if r != "oracle"), slots=args.parallel - 1)
     if any(r != "oracle" for r in rows):
         train_sdr_phase(args.source, domain, out, base)
     if base.warmup_checkpoint:
         # The rows that do not loop need no warm-up: in parallel they train while it does.
-        while args.parallel > 1 and len(procs) < args.parallel - 1 and any(r not in WARMUP_ROWS for r in pending):
-            r = next(r for r in pending if r not in WARMUP_ROWS)
-            pending.remove(r)
-            procs.append((r, subprocess.Popen([sys.executable, __file__, *sys.argv[1:], "--row", r], env=child_env)))
+        start(needs=WARMUP_ROWS, slots=args.parallel - 1)
         train_warmup(args.source, domain, out, base)
     if args.parallel > 1:
         while pending or procs:
-            while pending and len(procs) < args.parallel:
-                r = pending.pop(0)
-                cmd = [sys.executable, __file__, *sys.argv[1:], "--row", r]
-                procs.append((r, subprocess.Popen(cmd, env=child_env)))
+            start()
             time.sleep(2)
             for r, p in list(procs):
                 if p.poll() is not None:
