@@ -79,6 +79,9 @@ def train_cmd(
                                          "in its predicted box, the ground with a rectified ground patch)."),
     keep_sdr: bool = typer.Option(False, "--keep-sdr", help="Sim2SG: every iteration trains on the generated "
                                   "scenes together with the SDR scenes."),
+    align_sdr_scenes: bool = typer.Option(False, "--align-sdr-scenes", help="Sim2SG with --keep-sdr: the domain "
+                                          "classifiers see the SDR scenes too (default: only the scenes generated "
+                                          "from the target, whose content is aligned with it)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
     seed: int = typer.Option(0, "--seed"),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
@@ -107,6 +110,7 @@ def train_cmd(
                              grl_weight=grl_weight, grl_bound=grl_bound, score_threshold=score_thresh, min_fit_iou=min_fit_iou,
                              augment=augment or "photometric",
                              target_bn=target_bn, target_textures=target_textures, keep_sdr=keep_sdr,
+                             align_sdr_scenes=align_sdr_scenes,
                              eval_data=str(eval_data) if eval_data else None,
                              target_graphs=str(target_graphs) if target_graphs else None,
                              oracle_data=str(oracle_data) if oracle_data else None, keep_usd=keep_usd,

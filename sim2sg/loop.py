@@ -76,6 +76,12 @@ class LoopConfig:
     keep_sdr: each iteration trains on its generated scenes together with the SDR scenes (as the
     pseudo-label baseline keeps them), so that objects a weak model misses on the target - absent
     from the scenes generated from its predictions - stay in what the network learns from.
+    align_sdr_scenes: with keep_sdr, the domain classifiers (sigma_a, sigma_c,pred) see the SDR
+    scenes as source images too. Off (the default), they see only the scenes generated from the
+    target: the paper aligns features only once the content is aligned (end of sec. 3; 5.3), and
+    the SDR scenes' content is the very gap sigma_c,label closes; D^c would learn to tell them
+    from the target by their class mix, and its reversed gradient would push the predictions on
+    them away from their own labels. On reproduces tables run before 2026-11-25.
     sdr_checkpoint: every method but the oracle starts with the same SDR phase (same data, same
     steps, same seed); with this path the first run saves its end state (model, optimizer, step,
     RNG states) and later runs with the same settings start from it instead of retraining it.
@@ -114,6 +120,7 @@ class LoopConfig:
     target_bn_images: int = 512
     target_textures: bool = False  # synthesis: textures cropped from the target images (sim2sg.target_look)
     keep_sdr: bool = False  # iterations train on the generated scenes and the SDR scenes together
+    align_sdr_scenes: bool = False  # with keep_sdr: the SDR scenes are source images of the domain losses too
     augment: str = "photometric"  # on every labelled batch of every method (sim2sg.train.augment)
     pseudo_threshold: float = 0.7
     eval_data: str | None = None
@@ -183,6 +190,21 @@ class SampleDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return self.images[i].float() / 255.0, {k: (v.clone() if torch.is_tensor(v) else v) for k, v in self.targets[i].items()}
+
+
+class LabelledOnly(torch.utils.data.Dataset):
+    """`dataset`'s items with "domain_source": False in each target: they train the labelled
+    losses only, never the domain classifiers (`SceneGraphRCNN.forward`)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        image, target = self.dataset[i]
+        return image, {**target, "domain_source": False}
 
 
 class ListDataset(torch.utils.data.Dataset):
@@ -339,8 +361,8 @@ def load_sdr_phase(tr: Trainer, cfg: LoopConfig) -> bool:
 
 # What a warm-up checkpoint may not depend on: the alignment (it has not started), its GRL
 # settings, and where things go.
-_WARMUP_FREE = ("out", "align", "grl_weight", "grl_ramp", "grl_bound", "keep_usd", "progress", "device",
-                "sdr_checkpoint", "warmup_checkpoint")
+_WARMUP_FREE = ("out", "align", "grl_weight", "grl_ramp", "grl_bound", "align_sdr_scenes", "keep_usd", "progress",
+                "device", "sdr_checkpoint", "warmup_checkpoint")
 
 
 def warmup_key(cfg: LoopConfig) -> str:
@@ -613,7 +635,10 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False, warmup_only: bool = 
         t_synth = time.perf_counter() - t
         align = model_align if it >= cfg.align_from_iteration else "none"
         generated = SampleDataset(samples, list(env.predicates))
-        data = torch.utils.data.ConcatDataset([generated, sdr]) if cfg.keep_sdr else generated
+        if cfg.keep_sdr:
+            data = torch.utils.data.ConcatDataset([generated, sdr if cfg.align_sdr_scenes else LabelledOnly(sdr)])
+        else:
+            data = generated
         means = train_phase(tr, data, target, cfg.iter_steps, align, cfg.progress, f"iteration {it}")
         # The report's examples are scenes generated from target predictions (not SDR fallbacks),
         # named with the target image each came from.

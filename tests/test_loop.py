@@ -264,17 +264,19 @@ def test_cpu_training_is_reproducible_with_two_threads():
 
 
 def test_keep_sdr_trains_iterations_on_generated_and_sdr_scenes(target, tmp_path, monkeypatch):
-    """With keep_sdr an iteration's training set is the generated scenes plus the SDR scenes; the
-    report's examples come from scenes generated from target predictions."""
+    """With keep_sdr an iteration's training set is the generated scenes plus the SDR scenes, the
+    SDR scenes marked to stay out of the domain losses unless align_sdr_scenes; the report's
+    examples come from scenes generated from target predictions."""
     import sim2sg.loop as loop
 
     torch.set_num_threads(1)
     root, _ = target
-    sizes = []
+    sizes, marks = [], []
     real = loop.train_phase
 
     def spy(tr, source, *a, **k):
         sizes.append(len(source))
+        marks.append([source[i][1].get("domain_source", True) for i in range(len(source))])
         return real(tr, source, *a, **k)
 
     monkeypatch.setattr(loop, "train_phase", spy)
@@ -284,6 +286,9 @@ def test_keep_sdr_trains_iterations_on_generated_and_sdr_scenes(target, tmp_path
     h = run(LoopConfig(out=str(tmp_path / "a"), keep_sdr=True, **base), log=lambda m: None)
     run(LoopConfig(out=str(tmp_path / "b"), **base), log=lambda m: None)
     assert sizes == [3, 4 + 3, 3, 4]  # SDR phase, iteration 1 (4 target images, 1 scene each)
+    assert marks[1] == [True] * 4 + [False] * 3 and all(marks[0]) and all(marks[3])
+    run(LoopConfig(out=str(tmp_path / "c"), keep_sdr=True, align_sdr_scenes=True, **base), log=lambda m: None)
+    assert marks[5] == [True] * 7
     it1 = h["phases"][1]
     # (an untrained model's boxes: most lift, those far off the ground area do not)
     shown = it1["example_targets"]

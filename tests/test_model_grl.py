@@ -136,3 +136,59 @@ def test_target_pass_uses_its_own_batch_statistics_and_leaves_the_labelled_path_
         assert torch.equal(v, both[k]), k
     assert torch.equal(mean0, mean1) and torch.equal(var0, var1) and n0 == n1 == 1
     assert {"loss_domain_image", "loss_domain_pred"} <= set(both)
+
+
+def test_images_marked_not_domain_source_stay_out_of_the_domain_losses(monkeypatch):
+    """A source image with "domain_source": False trains the labelled losses only: the domain
+    classifiers get exactly the other source images' features and outputs (the rows they get
+    when nothing is marked), and with every source image marked, the target halves alone."""
+    import sim2sg.model.sgg as sgg
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_classes=3, num_predicates=4, image_size=(64, 64))
+    images = [torch.rand(3, 64, 64) for _ in range(3)]
+    boxes = torch.tensor([[5.0, 5, 20, 20], [30, 30, 50, 60]])
+    targets = [{"boxes": boxes, "labels": torch.tensor([1, 2]), "relations": torch.tensor([[0, 1, 1]])}] * 3
+    target_images = [torch.rand(3, 64, 64) for _ in range(2)]
+    state = build_model(cfg).state_dict()
+    seen = []
+    image_loss, pred_loss = sgg.image_domain_loss, sgg.prediction_domain_loss
+    monkeypatch.setattr(sgg, "image_domain_loss",
+                        lambda h, f, d, l: seen.append(("a", d, {k: v.detach() for k, v in f.items()})) or image_loss(h, f, d, l))
+    monkeypatch.setattr(sgg, "prediction_domain_loss",
+                        lambda h, p, d, l: seen.append(("c", d, p.detach())) or pred_loss(h, p, d, l))
+
+    def run(marks):
+        seen.clear()
+        model = build_model(cfg)
+        model.load_state_dict(state)
+        model.train()
+        torch.manual_seed(1)
+        tg = [dict(t, domain_source=m) for t, m in zip(targets, marks)]
+        losses = model(images, tg, target_images=target_images, align="both", grl_lambda=0.1)
+        return losses, list(seen)
+
+    plain, all_in = run([True, True, True])
+    marked, some_in = run([True, False, True])
+    for k in ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_relation"):
+        assert torch.equal(plain[k], marked[k]), k  # the labelled path does not change
+    src_all = [s for s in all_in if s[1] == 0.0]
+    src_some = [s for s in some_in if s[1] == 0.0]
+    # D^a: the feature maps of images 0 and 2, exactly
+    (_, _, fa), (_, _, fs) = src_all[0], src_some[0]
+    assert all(torch.equal(fs[k], fa[k][[0, 2]]) for k in fa)
+    # D^c: the object distributions and predicate scores of images 0 and 2 (image 0's rows first)
+    for (_, _, pa), (_, _, ps) in zip(src_all[1:], src_some[1:]):
+        per = len(pa) // 3  # every image has its full quota of proposals here
+        assert len(ps) == 2 * per
+        torch.testing.assert_close(ps, torch.cat([pa[:per], pa[2 * per:]]), rtol=0, atol=1e-6)
+    # the target halves are the same calls
+    tgt = lambda seen_: [s for s in seen_ if s[1] == 1.0]  # noqa: E731
+    assert len(tgt(all_in)) == len(tgt(some_in)) == 3
+
+    none, none_in = run([False, False, False])
+    assert all(s[1] == 1.0 for s in none_in) and len(none_in) == 3
+    head = build_model(cfg)
+    head.load_state_dict(state)
+    torch.testing.assert_close(none["loss_domain_image"],
+                               0.5 * image_loss(head.domain_image, none_in[0][2], 1.0, 0.1))

@@ -125,7 +125,11 @@ class SceneGraphRCNN(nn.Module):
         BCEs over all FPN levels) and/or loss_domain_pred (D^c, eq. 4: mean of four per-node BCEs,
         {object distributions, predicate scores} x {source, target}). Source and target images go
         through the backbone in separate passes, each normalised by its own batch statistics; only
-        the source pass updates BatchNorm's running statistics.
+        the source pass updates BatchNorm's running statistics. A target dict with
+        "domain_source": False trains the labelled losses only: the domain classifiers do not see
+        that image (e.g. SDR scenes mixed into the loop's generated ones, whose content is not
+        aligned with the target's). When no source image is left, the source halves of eq. 3 and
+        4 are left out for that step.
 
         Eval: returns per image {"boxes" (D, 4), "labels" (D,), "scores" (D,), "rel_pairs" (M, 2)
         long indices into boxes (subject, object), "rel_scores" (M, P + 1) [background,
@@ -156,20 +160,29 @@ class SceneGraphRCNN(nn.Module):
             # learn from. The running statistics stay the source's (AdaBN is `--target-bn`).
             with _running_stats_frozen(det.backbone):
                 feats_t = self._backbone(il_t.tensors)
+            # The source side of the domain losses: the images not marked domain_source=False.
+            keep = [i for i, t in enumerate(targets) if t.get("domain_source", True)]
+            src_feats, src_props, src_sizes = feats_s, proposals, il_s.image_sizes
+            if len(keep) < len(targets):
+                rows = torch.tensor(keep, dtype=torch.long, device=il_s.tensors.device)
+                src_feats = {k: v[rows] for k, v in feats_s.items()}
+                src_props = [proposals[i] for i in keep]
+                src_sizes = [il_s.image_sizes[i] for i in keep]
             if align in ("appearance", "both"):
                 losses["loss_domain_image"] = 0.5 * (
-                    image_domain_loss(self.domain_image, feats_s, 0.0, grl_lambda)
+                    (image_domain_loss(self.domain_image, src_feats, 0.0, grl_lambda) if keep else 0.0)
                     + image_domain_loss(self.domain_image, feats_t, 1.0, grl_lambda))
             if align in ("prediction", "both"):
                 # target images have no labels: RPN in eval mode (no sampling, no loss), autograd on
                 with _eval_mode(det.rpn):
                     proposals_t, _ = det.rpn(il_t, feats_t)
-                obj_s, rel_s = self._output_distributions(feats_s, proposals, il_s.image_sizes)
+                obj_s, rel_s = (self._output_distributions(src_feats, src_props, src_sizes) if keep
+                                else (None, None))
                 obj_t, rel_t = self._output_distributions(feats_t, proposals_t, il_t.image_sizes)
                 losses["loss_domain_pred"] = 0.25 * (
-                    prediction_domain_loss(self.domain_objects, obj_s, 0.0, grl_lambda)
+                    (prediction_domain_loss(self.domain_objects, obj_s, 0.0, grl_lambda) if keep else 0.0)
                     + prediction_domain_loss(self.domain_objects, obj_t, 1.0, grl_lambda)
-                    + prediction_domain_loss(self.domain_predicates, rel_s, 0.0, grl_lambda)
+                    + (prediction_domain_loss(self.domain_predicates, rel_s, 0.0, grl_lambda) if keep else 0.0)
                     + prediction_domain_loss(self.domain_predicates, rel_t, 1.0, grl_lambda))
         return losses
 
