@@ -105,7 +105,8 @@ def main() -> None:
                       seed=args.seed, augment=args.augment, grl_weight=args.grl_weight, grl_bound=args.grl_bound,
                       progress=False,
                       target_bn=args.target_bn, target_textures=args.target_textures,
-                      keep_sdr=args.keep_sdr, align_sdr_scenes=args.align_sdr_scenes, score_threshold=args.score_threshold, min_fit_iou=args.min_fit_iou,
+                      keep_sdr=args.keep_sdr, align_sdr_scenes=args.align_sdr_scenes,
+                      score_threshold=args.score_threshold, min_fit_iou=args.min_fit_iou,
                       sdr_checkpoint=None if args.no_share_sdr else str(out / "sdr_phase.pt"))
     rows = [ROW_KEYS[r.strip()] for r in args.rows.split(",") if r.strip()]
     names = {r: row_name(r, args.tag) for r in rows}

@@ -153,10 +153,17 @@ def test_images_marked_not_domain_source_stay_out_of_the_domain_losses(monkeypat
     state = build_model(cfg).state_dict()
     seen = []
     image_loss, pred_loss = sgg.image_domain_loss, sgg.prediction_domain_loss
-    monkeypatch.setattr(sgg, "image_domain_loss",
-                        lambda h, f, d, l: seen.append(("a", d, {k: v.detach() for k, v in f.items()})) or image_loss(h, f, d, l))
-    monkeypatch.setattr(sgg, "prediction_domain_loss",
-                        lambda h, p, d, l: seen.append(("c", d, p.detach())) or pred_loss(h, p, d, l))
+
+    def record_image(head, feats, domain, lam):  # D^a's inputs, then the real loss
+        seen.append(("a", domain, {k: v.detach() for k, v in feats.items()}))
+        return image_loss(head, feats, domain, lam)
+
+    def record_pred(head, probs, domain, lam):  # D^c's inputs, then the real loss
+        seen.append(("c", domain, probs.detach()))
+        return pred_loss(head, probs, domain, lam)
+
+    monkeypatch.setattr(sgg, "image_domain_loss", record_image)
+    monkeypatch.setattr(sgg, "prediction_domain_loss", record_pred)
 
     def run(marks):
         seen.clear()
@@ -183,8 +190,7 @@ def test_images_marked_not_domain_source_stay_out_of_the_domain_losses(monkeypat
         assert len(ps) == 2 * per
         torch.testing.assert_close(ps, torch.cat([pa[:per], pa[2 * per:]]), rtol=0, atol=1e-6)
     # the target halves are the same calls
-    tgt = lambda seen_: [s for s in seen_ if s[1] == 1.0]  # noqa: E731
-    assert len(tgt(all_in)) == len(tgt(some_in)) == 3
+    assert sum(s[1] == 1.0 for s in all_in) == sum(s[1] == 1.0 for s in some_in) == 3
 
     none, none_in = run([False, False, False])
     assert all(s[1] == 1.0 for s in none_in) and len(none_in) == 3
