@@ -606,6 +606,7 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False, warmup_only: bool = 
     if not cfg.loops:
         return _finish(history, out, t_run)
 
+    sdr_kept = sdr if cfg.align_sdr_scenes else LabelledOnly(sdr)  # what keep_sdr adds to each iteration
     for it in range(cfg.align_from_iteration if resumed else 1, cfg.iterations + 1):
         t = time.perf_counter()
         outs = predict_target(tr, target, bn_images=bn)
@@ -635,10 +636,7 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False, warmup_only: bool = 
         t_synth = time.perf_counter() - t
         align = model_align if it >= cfg.align_from_iteration else "none"
         generated = SampleDataset(samples, list(env.predicates))
-        if cfg.keep_sdr:
-            data = torch.utils.data.ConcatDataset([generated, sdr if cfg.align_sdr_scenes else LabelledOnly(sdr)])
-        else:
-            data = generated
+        data = torch.utils.data.ConcatDataset([generated, sdr_kept]) if cfg.keep_sdr else generated
         means = train_phase(tr, data, target, cfg.iter_steps, align, cfg.progress, f"iteration {it}")
         # The report's examples are scenes generated from target predictions (not SDR fallbacks),
         # named with the target image each came from.
