@@ -78,6 +78,9 @@ def main() -> None:
     ap.add_argument("--align-sdr-scenes", action="store_true",
                     help="with --keep-sdr: the domain classifiers see the SDR scenes too (as every table before "
                     "2026-11-25); default: only the scenes generated from the target")
+    ap.add_argument("--deterministic", action="store_true",
+                    help="CUDA: deterministic kernels (slower), so that a row trained again from the same shared "
+                         "SDR phase and warm-up repeats; without, the same row differed by up to 0.01 mAP")
     ap.add_argument("--tag", default="", help="suffix of the loop rows' folders, so that a second call with other "
                     "loop settings adds rows beside the first call's (same SDR phase and domain)")
     ap.add_argument("--parallel", type=int, default=1)
@@ -105,7 +108,7 @@ def main() -> None:
                       seed=args.seed, augment=args.augment, grl_weight=args.grl_weight, grl_bound=args.grl_bound,
                       progress=False,
                       target_bn=args.target_bn, target_textures=args.target_textures,
-                      keep_sdr=args.keep_sdr, align_sdr_scenes=args.align_sdr_scenes,
+                      keep_sdr=args.keep_sdr, align_sdr_scenes=args.align_sdr_scenes, deterministic=args.deterministic,
                       score_threshold=args.score_threshold, min_fit_iou=args.min_fit_iou,
                       sdr_checkpoint=None if args.no_share_sdr else str(out / "sdr_phase.pt"))
     rows = [ROW_KEYS[r.strip()] for r in args.rows.split(",") if r.strip()]

@@ -88,6 +88,8 @@ def train_cmd(
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", min=1),
     image_every: int = typer.Option(500, "--image-every", min=0, help="Steps between TensorBoard image grids (0: off)."),
     no_amp: bool = typer.Option(False, "--no-amp", help="Disable bf16 autocast on CUDA."),
+    deterministic: bool = typer.Option(False, "--deterministic", help="CUDA: deterministic kernels, so that a "
+                                       "run repeats (slower; on the CPU they are always on)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt (its stored config wins)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     model_set: list[str] = typer.Option([], "--set", help="Model setting KEY=VALUE (repeatable), e.g. "
@@ -114,7 +116,8 @@ def train_cmd(
                              eval_data=str(eval_data) if eval_data else None,
                              target_graphs=str(target_graphs) if target_graphs else None,
                              oracle_data=str(oracle_data) if oracle_data else None, keep_usd=keep_usd,
-                             device=device, amp=not no_amp, seed=seed, progress=progress, model=_overrides(model_set))
+                             device=device, amp=not no_amp, deterministic=deterministic, seed=seed,
+                             progress=progress, model=_overrides(model_set))
             run(cfg, log=info)
         return
     if source is None:
@@ -131,7 +134,7 @@ def train_cmd(
             epochs=epochs, steps=steps, batch_size=batch, lr=lr, optimizer=optimizer.value,
             grl_weight=grl_weight, grl_ramp=grl_ramp.value, grl_bound=grl_bound, align_warmup_steps=align_warmup,
             augment=augment or "none", device=device, seed=seed, workers=workers, checkpoint_every=checkpoint_every,
-            image_every=image_every, amp=not no_amp, progress=progress, model=overrides,
+            image_every=image_every, amp=not no_amp, deterministic=deterministic, progress=progress, model=overrides,
         )
         path = fit(cfg, resume=resume)
         info(f"wrote {path}")

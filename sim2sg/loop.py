@@ -90,8 +90,11 @@ class LoopConfig:
     same steps. With this path the first such run saves its state at the end of iteration
     `align_from_iteration - 1` (trainer, loop generator, history, example images and generated
     graphs) and later runs with the same settings continue from it. Besides the time, this takes
-    the GPU's run-to-run spread out of the comparison between those rows: they then differ only by
-    what the aligned iterations do.
+    the warm-up's run-to-run spread on the GPU out of the comparison between those rows: they then
+    differ only by what the aligned iterations do (and by those iterations' own spread: up to
+    0.01 mAP on the H100 unless `deterministic`).
+    deterministic: on CUDA, deterministic kernels (`train.engine.make_reproducible`; slower), so
+    that a row trained again from the same state repeats; on the CPU they are always on.
     """
 
     env: str
@@ -132,6 +135,7 @@ class LoopConfig:
     render_batch: int = 256
     device: str = "auto"
     amp: bool = True
+    deterministic: bool = False  # CUDA: deterministic kernels (train.engine.make_reproducible); CPU: always
     seed: int = 0
     progress: bool = True
     model: dict = field(default_factory=dict)
@@ -254,7 +258,7 @@ def make_trainer(cfg: LoopConfig, env: Environment) -> Trainer:
 
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    make_reproducible(device)
+    make_reproducible(device, cfg.deterministic)
     mcfg = ModelConfig.from_dict(dict(num_classes=len(env.categories), num_predicates=len(env.predicates),
                                       image_size=(cfg.height, cfg.width), backbone=cfg.backbone, **cfg.model))
     model = build_model(mcfg).to(device)
@@ -264,7 +268,7 @@ def make_trainer(cfg: LoopConfig, env: Environment) -> Trainer:
     tcfg = TrainConfig(source="<memory>", out=cfg.out, batch_size=cfg.batch_size, lr=cfg.lr,
                        lr_warmup_steps=cfg.lr_warmup_steps, grl_weight=cfg.grl_weight, grl_ramp=cfg.grl_ramp,
                        grl_bound=cfg.grl_bound, seed=cfg.seed, device=str(device), amp=cfg.amp, augment=cfg.augment,
-                       tensorboard=False, progress=False)
+                       deterministic=cfg.deterministic, tensorboard=False, progress=False)
     return Trainer(model, make_optimizer(model, tcfg), tcfg, device, 0, cfg.total_steps())
 
 
@@ -310,7 +314,14 @@ def _sdr_key(cfg: LoopConfig) -> dict:
     keys = ("env", "sdr_scenes", "width", "height", "sdr_steps", "batch_size", "lr", "lr_warmup_steps",
             "backbone", "augment", "amp", "seed", "model", "render_batch")
     d = dataclasses.asdict(cfg)
-    return {k: d[k] for k in keys} | {"total_steps": cfg.total_steps()}
+    return {k: d[k] for k in keys} | {"total_steps": cfg.total_steps()} | _deterministic_key(cfg)
+
+
+def _deterministic_key(cfg: LoopConfig) -> dict:
+    """The checkpoint keys' entry for `deterministic`: present only when on, so that the states
+    saved before the option existed keep their keys. A repeatable run must not start from a state
+    that nondeterministic kernels made."""
+    return {"deterministic": True} if cfg.deterministic else {}
 
 
 def _save_state(tr: Trainer, path: str, key: str, **extra) -> None:
@@ -368,8 +379,9 @@ _WARMUP_FREE = ("out", "align", "grl_weight", "grl_ramp", "grl_bound", "align_sd
 def warmup_key(cfg: LoopConfig) -> str:
     """What the loop rows' warm-up depends on (`LoopConfig.warmup_checkpoint`), as a JSON string."""
     d = dataclasses.asdict(cfg)
-    return json.dumps({k: v for k, v in d.items() if k not in _WARMUP_FREE} | {"total_steps": cfg.total_steps()},
-                      sort_keys=True, default=str)
+    d.pop("deterministic")
+    return json.dumps({k: v for k, v in d.items() if k not in _WARMUP_FREE} | {"total_steps": cfg.total_steps()}
+                      | _deterministic_key(cfg), sort_keys=True, default=str)
 
 
 def shares_warmup(cfg: LoopConfig) -> bool:

@@ -237,6 +237,21 @@ def test_the_target_true_graphs_hold_the_visible_objects(tmp_path):
     assert sum(counts) < sum(len(list(sg.objects(g))) for g in full)  # a town hides some objects
 
 
+def test_deterministic_enters_the_checkpoint_keys_only_when_on():
+    """A repeatable run (`deterministic`) never continues from a state that nondeterministic
+    kernels made, and the states saved before the option existed keep their keys."""
+    import dataclasses
+
+    from sim2sg.loop import _sdr_key, warmup_key
+
+    off = LoopConfig(env="clevr", target="t", out="o")
+    on = dataclasses.replace(off, deterministic=True)
+    assert "deterministic" not in json.loads(warmup_key(off)) and "deterministic" not in _sdr_key(off)
+    assert json.loads(warmup_key(on))["deterministic"] is True and _sdr_key(on)["deterministic"] is True
+    rest = lambda d: {k: v for k, v in d.items() if k != "deterministic"}  # noqa: E731
+    assert rest(json.loads(warmup_key(on))) == json.loads(warmup_key(off)) and rest(_sdr_key(on)) == _sdr_key(off)
+
+
 def test_cpu_training_is_reproducible_with_two_threads():
     """Same seed, same bytes: two identical trainings on the CPU with 2 threads end with identical
     weights (without deterministic kernels some thread-ordered accumulation made them differ)."""

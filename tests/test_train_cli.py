@@ -146,3 +146,21 @@ def test_load_weights_accepts_a_torchvision_resnet_state_dict(tmp_path):
     torch.save({"unrelated": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(InputError, match="no tensor matches"):
         load_weights(model, tmp_path / "other.pth")
+
+
+def test_loop_options_reach_the_loop_config(setup, tmp_path, monkeypatch):
+    """`sim2sg train --env` hands its loop options to `LoopConfig` unchanged (the loop itself is
+    replaced: this checks the wiring, not the training)."""
+    import sim2sg.loop as loop
+
+    _, _, tgt, _ = setup
+    seen = []
+    monkeypatch.setattr(loop, "run", lambda cfg, log=None: seen.append(cfg))
+    common = ["train", "--env", "clevr", "--target", str(tgt), "--loop", "1", "--out", str(tmp_path / "o")]
+    r = runner.invoke(app, common + ["--deterministic", "--keep-sdr", "--align-sdr-scenes", "--grl-bound", "0.1"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, common)
+    assert r.exit_code == 0, r.output
+    on, off = seen
+    assert (on.deterministic, on.keep_sdr, on.align_sdr_scenes, on.grl_bound) == (True, True, True, 0.1)
+    assert (off.deterministic, off.keep_sdr, off.align_sdr_scenes, off.grl_bound) == (False, False, False, 0.0)

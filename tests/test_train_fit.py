@@ -2,6 +2,7 @@
 last checkpoint ends with exactly the weights of an unbroken run."""
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -113,3 +114,19 @@ def test_bounded_alignment_trains_and_repeats_bit_for_bit(data, tmp_path):
     plain = load_checkpoint(fit(dataclasses.replace(cfg, out=str(tmp_path / "c"), grl_bound=0.0)))
     assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
     assert not all(torch.equal(v, plain["model"][k]) for k, v in a["model"].items())
+
+
+def test_deterministic_cuda_fixes_the_cublas_workspace(monkeypatch):
+    """On CUDA, `deterministic` sets the fixed cuBLAS workspace that deterministic matrix products
+    need, unless the user set one; without `deterministic` nothing is touched. (Only the device
+    type is read, so this runs without a GPU.)"""
+    from sim2sg.train.engine import make_reproducible
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    make_reproducible(torch.device("cuda"), deterministic=False)
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    make_reproducible(torch.device("cuda"), deterministic=True)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8" and torch.are_deterministic_algorithms_enabled()
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+    make_reproducible(torch.device("cuda"), deterministic=True)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"

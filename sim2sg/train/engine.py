@@ -24,6 +24,7 @@ import dataclasses
 import io
 import json
 import math
+import os
 import random
 import time
 from collections import defaultdict
@@ -172,7 +173,13 @@ def make_reproducible(device: torch.device, deterministic: bool = False) -> None
     when asked, and always on the CPU: there, with 2+ threads, some default kernel accumulates in
     a thread-dependent order, and identical 12-step trainings ended with most weights different
     (bit-identical with 1 thread, or with this switch, at no measurable cost). On CUDA it stays
-    opt-in (`deterministic`): deterministic kernels there are slower and some only warn."""
+    opt-in (`deterministic`): deterministic kernels there are slower and some only warn. Without
+    it, one loop row trained twice from the same state on the H100 differed by up to 0.01 mAP
+    (benchmarks/RESULTS.md, tenth session)."""
+    if deterministic and device.type == "cuda":
+        # cuBLAS is deterministic only with a fixed workspace; it reads this when its handle is
+        # made, so it must be set before the first matrix product (a user's own value wins).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if deterministic or device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
 
