@@ -14,9 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from sim2sg.env import load_env
-from sim2sg.look import randomize_look
-from sim2sg.sample import sample_scene, scene_rng
+from sim2sg.scene.environment import load_env
+from sim2sg.scene.look import randomize_look
+from sim2sg.scene.sdr import sample_scene, scene_rng
 from sim2sg.usd.compile import look_rng, write_textures
 from sim2sg.usd.stage import build_stage, write_stage
 

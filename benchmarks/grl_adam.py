@@ -31,13 +31,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sim2sg.env import load_env
-from sim2sg.loop import SampleDataset
+from sim2sg.dataset.synthesize import render_options, synthesize, texture_library
+from sim2sg.loop.run import SampleDataset
 from sim2sg.model import ModelConfig, build_model
-from sim2sg.sample import sample_scenes
-from sim2sg.synth import render_options, synthesize, texture_library
+from sim2sg.scene.environment import load_env
+from sim2sg.scene.sdr import sample_scenes
 from sim2sg.train.data import ImageFolder
-from sim2sg.train.engine import DOMAIN_LOSSES, TrainConfig, bounded_backward, domain_head_parameters, make_optimizer
+from sim2sg.train.engine import (
+    DOMAIN_LOSSES,
+    TrainConfig,
+    bounded_backward,
+    domain_head_parameters,
+    make_optimizer,
+)
 
 
 def main() -> None:

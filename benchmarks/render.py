@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/render.py --device cpu --threads 2 --batch 16 --compile
     .venv/bin/python benchmarks/render.py --device cuda --batch 1024 --compile
 
-Scenes: `sim2sg.sample.sample_scenes` + `sim2sg.usd.compile.compile_graph` for the built-in `clevr`
+Scenes: `sim2sg.scene.sdr.sample_scenes` + `sim2sg.usd.compile.compile_graph` for the built-in `clevr`
 (256x256) and `driving` (640x192) environments, written as .usdc to a temporary folder and read with
 `sim2sg.usd.read.load_scene` (the same path as `sim2sg render`). `--scenes N` distinct scenes are
 tiled to fill a batch.
@@ -39,8 +39,8 @@ import torch
 
 def build_scenes(env_name: str, count: int, folder: Path):
     """`count` stages of a built-in environment, loaded as SceneData."""
-    from sim2sg.env import load_env
-    from sim2sg.sample import sample_scenes
+    from sim2sg.scene.environment import load_env
+    from sim2sg.scene.sdr import sample_scenes
     from sim2sg.usd.compile import compile_graph, look_rng, write_textures
     from sim2sg.usd.read import load_scene
     from sim2sg.usd.stage import write_stage
@@ -63,7 +63,12 @@ def sync(device):
 
 def bench_sim2sg(scenes, width, height, batch, device, compiled, iters, ssaa=1):
     from sim2sg.render.batch import pack
-    from sim2sg.render.pipeline import RenderOptions, _intrinsics, render_batch, to_samples
+    from sim2sg.render.pipeline import (
+        RenderOptions,
+        _intrinsics,
+        render_batch,
+        to_samples,
+    )
 
     tiled = [scenes[i % len(scenes)] for i in range(batch)]
     names = [f"{i:06d}" for i in range(batch)]

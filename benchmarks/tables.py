@@ -34,10 +34,23 @@ import time
 from pathlib import Path
 
 from sim2sg import atomic
-from sim2sg.env import load_env
-from sim2sg.experiment import (ROW_KEYS, WARMUP_ROWS, content_gap_table, curves, format_table, make_domain, row_name,
-                               run_rows, seeds_table, slug, train_sdr_phase, train_warmup, warmup_path)
-from sim2sg.loop import LoopConfig
+from sim2sg.experiments.tables import (
+    ROW_KEYS,
+    WARMUP_ROWS,
+    content_gap_table,
+    curves,
+    format_table,
+    make_domain,
+    row_name,
+    run_rows,
+    seeds_table,
+    slug,
+    train_sdr_phase,
+    train_warmup,
+    warmup_path,
+)
+from sim2sg.loop.run import LoopConfig
+from sim2sg.scene.environment import load_env
 
 
 def main() -> None:

@@ -22,7 +22,12 @@ import torch
 
 from sim2sg.model import ModelConfig, build_model
 from sim2sg.train.engine import TrainConfig, make_optimizer, train_step
-from sim2sg.train.toydata import CATEGORIES, PREDICATES, draw_scene, relations_from_boxes
+from sim2sg.train.toydata import (
+    CATEGORIES,
+    PREDICATES,
+    draw_scene,
+    relations_from_boxes,
+)
 
 COCO_HEADS = dict(rpn_pre_nms_train=2000, rpn_post_nms_train=2000, rpn_pre_nms_test=1000, rpn_post_nms_test=1000,
                   roi_batch_per_image=512, box_head_dim=1024, detections_per_img=100)

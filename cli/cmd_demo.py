@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-
-from .common import fail, info, user_errors
+from sim2sg.cli.common import fail, info, user_errors
 
 
 def demo(
@@ -18,7 +17,7 @@ def demo(
 ) -> None:
     """Render the clevr-target domain, train SDR and Sim2SG against its unlabelled images, and
     write a report: a Table-1-like table, content-gap and metric curves, a Fig.-3-like figure."""
-    from sim2sg.demo import PRESETS, run_demo
+    from sim2sg.experiments.demo import PRESETS, run_demo
 
     if preset is not None and preset not in PRESETS:
         fail(f"--preset {preset!r}: expected one of {', '.join(PRESETS)}")

@@ -6,8 +6,7 @@ import enum
 from pathlib import Path
 
 import typer
-
-from .common import fail, info, user_errors
+from sim2sg.cli.common import fail, info, user_errors
 
 
 class Difficulty(str, enum.Enum):
@@ -58,7 +57,9 @@ def eval_cmd(
             if not checkpoint.is_file():
                 fail(f"{checkpoint}: checkpoint not found")
             try:
-                from sim2sg.train.predict import predict_dataset  # torch: import only on this path
+                from sim2sg.train.predict import (
+                    predict_dataset,  # torch: import only on this path
+                )
             except ImportError as e:
                 fail(f"prediction from a checkpoint is not available: {e}")
             info(f"predicting {data} with {checkpoint} ...")

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-
-from .common import EXIT_BAD_INPUT, fail, info, user_errors
+from sim2sg.cli.common import EXIT_BAD_INPUT, fail, info, user_errors
 
 
 def _parse_size(size: str) -> tuple[int, int]:
@@ -36,7 +35,8 @@ def render(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Render USD stages into a labelled dataset; finished images are skipped on a re-run."""
-    from sim2sg.dataset import render_job, writers as writers_mod
+    from sim2sg.dataset import render_job
+    from sim2sg.dataset import writers as writers_mod
 
     width, height = _parse_size(size)
     try:

@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-
-from .common import fail, user_errors
+from sim2sg.cli.common import fail, user_errors
 
 
 def envs() -> None:
     """List the built-in environments."""
-    from sim2sg.env import builtin_names, load_env
+    from sim2sg.scene.environment import builtin_names, load_env
 
     for name in builtin_names():
         e = load_env(name)
@@ -28,9 +27,9 @@ def sample(
     """Sample scene graphs with structured domain randomization."""
     from tqdm import tqdm
 
-    from sim2sg import graph as sg
-    from sim2sg.env import load_env
-    from sim2sg.sample import sample_scene, scene_rng
+    from sim2sg.scene import graph as sg
+    from sim2sg.scene.environment import load_env
+    from sim2sg.scene.sdr import sample_scene, scene_rng
 
     with user_errors():
         e = load_env(env)
@@ -50,7 +49,7 @@ def graph2usd(
     """Compile scene graphs into OpenUSD stages with materials, textures, lights and a camera."""
     from tqdm import tqdm
 
-    from sim2sg.env import load_env
+    from sim2sg.scene.environment import load_env
     from sim2sg.usd.compile import graph2usd as compile_all
     from sim2sg.usd.compile import graph_files
 

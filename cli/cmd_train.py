@@ -9,9 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-
-from .common import fail, info, user_errors
-
+from sim2sg.cli.common import fail, info, user_errors
 
 TRAIN_ALIGNS = ("none", "appearance", "prediction", "both")
 
@@ -101,7 +99,7 @@ def train_cmd(
     whole Sim2SG loop (Algorithm 1) against the --target images."""
     if env is not None:
         with user_errors():
-            from sim2sg.loop import LoopConfig, run
+            from sim2sg.loop.run import LoopConfig, run
 
             if target is None:
                 fail("--env (the Sim2SG loop) needs --target IMAGES")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .errors import InputError
+from sim2sg.errors import InputError
 
 
 def json_type(x) -> str:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sim2sg.cli.app import app
 from typer.testing import CliRunner
 
-from sim2sg.cli.app import app
-from sim2sg.dataset import labels, render_job
+from sim2sg.dataset import coco as labels
+from sim2sg.dataset import render_job
 from sim2sg.dataset.toy import three_object_sample
 from sim2sg.errors import InputError
 

@@ -1,8 +1,8 @@
 """`sim2sg envs`, `sample` and `graph2usd` through Typer's CliRunner."""
 
+from sim2sg.cli.app import app
 from typer.testing import CliRunner
 
-from sim2sg.cli.app import app
 from sim2sg.usd.stage import validate
 
 runner = CliRunner()

@@ -9,11 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from sim2sg import graph as sg
-from sim2sg.camera import Camera
-from sim2sg.dataset import clevr, kitti, labels, writers
+from sim2sg.dataset import clevr, kitti, writers
+from sim2sg.dataset import coco as labels
 from sim2sg.dataset.toy import three_object_sample, toy_camera
 from sim2sg.render.sample import ObjectLabel
+from sim2sg.scene import graph as sg
+from sim2sg.scene.camera import Camera
 
 WRITERS = ("clevr", "coco", "kitti", "sg")
 

@@ -1,10 +1,10 @@
 """`sim2sg demo` end to end on a micro preset (the real presets are sized for minutes, not tests)."""
 
 import torch
+from sim2sg.cli.app import app
 from typer.testing import CliRunner
 
-from sim2sg import demo
-from sim2sg.cli.app import app
+from sim2sg.experiments import demo
 
 
 def test_demo_writes_report(tmp_path, monkeypatch):

@@ -4,9 +4,9 @@ import tomllib
 
 import pytest
 
-from sim2sg.env import builtin_names, load_env, parse_env, resolve
 from sim2sg.errors import InputError
-from sim2sg.sample import sample_scene, scene_rng
+from sim2sg.scene.environment import builtin_names, load_env, parse_env, resolve
+from sim2sg.scene.sdr import sample_scene, scene_rng
 
 
 def test_builtins():

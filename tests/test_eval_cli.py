@@ -7,12 +7,10 @@ import sys
 import types
 
 import pytest
-from typer.testing import CliRunner
-
 from sim2sg.cli.app import app
-
 from test_eval_kitti import EASY, kitti_dir, kitti_preds  # noqa: F401 (fixture)
 from test_eval_relations import make_labels, pred_image, preds
+from typer.testing import CliRunner
 
 A, B = [0, 0, 10, 10], [20, 0, 30, 10]
 runner = CliRunner()

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from sim2sg import graph as sg
-from sim2sg.camera import Camera
 from sim2sg.eval.content import content_gap, wasserstein_1d
+from sim2sg.scene import graph as sg
+from sim2sg.scene.camera import Camera
 
 CAM = Camera(64, 64, 50.0, 50.0, 32.0, 32.0, (0.0, -10.0, 5.0), (0.0, 0.0, 0.0))
 

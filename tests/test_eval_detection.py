@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from test_eval_relations import make_labels, pred_image, preds
 
 from sim2sg.eval import evaluate, ground_truth_from_labels
-
-from test_eval_relations import make_labels, pred_image, preds
 
 A, B, C = [0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10]
 FAR = [200, 200, 210, 210]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from test_eval_relations import pred_image
 
 from sim2sg.errors import InputError
-from sim2sg.eval import evaluate, kitti_difficulty_mask, load_ground_truth, read_kitti_labels
-
-from test_eval_relations import pred_image
+from sim2sg.eval import (
+    evaluate,
+    kitti_difficulty_mask,
+    load_ground_truth,
+    read_kitti_labels,
+)
 
 EASY = [100.0, 100.0, 150.0, 150.0]      # h 50, occ 0, trunc 0.0
 MODERATE = [300.0, 100.0, 330.0, 130.0]  # h 30, occ 1, trunc 0.2
@@ -79,9 +83,9 @@ def test_short_false_detections_are_dropped_below_the_min_height(kitti_dir):
 
 
 def test_difficulty_needs_kitti(tmp_path):
-    from sim2sg.eval import ground_truth_from_labels
-
     from test_eval_relations import make_labels, preds
+
+    from sim2sg.eval import ground_truth_from_labels
 
     gt = ground_truth_from_labels(make_labels([([("cube", [0, 0, 10, 10])], [])]))
     with pytest.raises(InputError, match="KITTI"):

@@ -6,11 +6,10 @@ import copy
 import json
 
 import pytest
+from test_eval_relations import make_labels, pred_image, preds
 
 from sim2sg.errors import InputError
 from sim2sg.eval import evaluate, ground_truth_from_labels, load_predictions
-
-from test_eval_relations import make_labels, pred_image, preds
 
 A, B = [0, 0, 10, 10], [20, 0, 30, 10]
 

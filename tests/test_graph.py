@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from sim2sg import graph as sg
-from sim2sg.camera import Camera
 from sim2sg.errors import InputError
+from sim2sg.scene import graph as sg
+from sim2sg.scene.camera import Camera
 
 CAM = Camera(64, 48, 50.0, 50.0, 32.0, 24.0, (0.0, -10.0, 3.0), (0.0, 0.0, 0.0))
 CATS = ["cube", "sphere"]

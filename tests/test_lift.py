@@ -4,11 +4,11 @@ import math
 
 import numpy as np
 
-from sim2sg import graph as sg
-from sim2sg.env import load_env
-from sim2sg.lift import lift_graph
-from sim2sg.meshes import object_mesh
-from sim2sg.sample import sample_scenes
+from sim2sg.loop.lift import lift_graph
+from sim2sg.scene import graph as sg
+from sim2sg.scene.environment import load_env
+from sim2sg.scene.meshes import object_mesh
+from sim2sg.scene.sdr import sample_scenes
 
 
 def _box_of(obj, cam, env):

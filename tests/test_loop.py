@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from sim2sg import graph as sg
-from sim2sg.env import load_env
-from sim2sg.loop import LoopConfig, SampleDataset, run, target_camera
-from sim2sg.sample import sample_scenes
-from sim2sg.synth import render_options, synthesize, texture_library
+from sim2sg.dataset.synthesize import render_options, synthesize, texture_library
+from sim2sg.loop.run import LoopConfig, SampleDataset, run, target_camera
+from sim2sg.scene import graph as sg
+from sim2sg.scene.environment import load_env
+from sim2sg.scene.sdr import sample_scenes
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_bad_config_is_one_clear_error(tmp_path):
 @pytest.fixture
 def counted(monkeypatch):
     """([trainers made], [steps of each training phase]) of the loop runs in a test."""
-    from sim2sg import loop
+    import sim2sg.loop.run as loop
 
     trainers, phases = [], []
     make = loop.make_trainer
@@ -170,7 +170,7 @@ def test_synthesis_is_the_same_with_and_without_worker_processes(tmp_path):
 
 def test_summary_carries_every_recall_k():
     """Tables pick R@20 (clevr) or R@50 (dining, driving) from the same phase summary."""
-    from sim2sg.loop import summarize
+    from sim2sg.loop.run import summarize
 
     gc = {"R@20": 0.2, "R@50": 0.5, "R@100": 0.7}
     m = {"detection": {"mAP@0.5": 0.9, "AP@0.5": {"cube": 0.9}},
@@ -219,7 +219,7 @@ def test_target_batchnorm_changes_only_what_is_predicted_on_the_target(target, t
 def test_the_target_true_graphs_hold_the_visible_objects(tmp_path):
     """The content gap compares generated graphs with what the target images show: the domain's
     true graphs keep exactly the labelled (visible) objects of each image."""
-    from sim2sg.experiment import make_domain
+    from sim2sg.experiments.tables import make_domain
 
     torch.set_num_threads(1)
     dom = make_domain("driving-target", tmp_path / "dom", 3, 1, 160, 48, "cpu")
@@ -231,7 +231,7 @@ def test_the_target_true_graphs_hold_the_visible_objects(tmp_path):
     files = sorted(dom.train_graphs.glob("*.json"))
     counts = [len(list(sg.objects(sg.read_graph(f, env.categories, env.predicates)))) for f in files]
     assert counts == [per_image[im["id"]] for im in sorted(labels["images"], key=lambda im: im["file_name"])]
-    from sim2sg.sample import sample_scene, scene_rng
+    from sim2sg.scene.sdr import sample_scene, scene_rng
 
     full = [sample_scene(env, scene_rng(1000, i)) for i in range(3)]  # make_domain's default seed
     assert sum(counts) < sum(len(list(sg.objects(g))) for g in full)  # a town hides some objects
@@ -242,7 +242,7 @@ def test_deterministic_enters_the_checkpoint_keys_only_when_on():
     kernels made, and the states saved before the option existed keep their keys."""
     import dataclasses
 
-    from sim2sg.loop import _sdr_key, warmup_key
+    from sim2sg.loop.run import _sdr_key, warmup_key
 
     off = LoopConfig(env="clevr", target="t", out="o")
     on = dataclasses.replace(off, deterministic=True)
@@ -255,8 +255,8 @@ def test_deterministic_enters_the_checkpoint_keys_only_when_on():
 def test_cpu_training_is_reproducible_with_two_threads():
     """Same seed, same bytes: two identical trainings on the CPU with 2 threads end with identical
     weights (without deterministic kernels some thread-ordered accumulation made them differ)."""
-    from sim2sg.loop import make_trainer, train_phase
-    from sim2sg.sample import sample_scene, scene_rng
+    from sim2sg.loop.run import make_trainer, train_phase
+    from sim2sg.scene.sdr import sample_scene, scene_rng
 
     env = load_env("clevr")
     graphs = [sample_scene(env, scene_rng(0, i)) for i in range(16)]
@@ -282,7 +282,7 @@ def test_keep_sdr_trains_iterations_on_generated_and_sdr_scenes(target, tmp_path
     """With keep_sdr an iteration's training set is the generated scenes plus the SDR scenes, the
     SDR scenes marked to stay out of the domain losses unless align_sdr_scenes; the report's
     examples come from scenes generated from target predictions."""
-    import sim2sg.loop as loop
+    import sim2sg.loop.run as loop
 
     torch.set_num_threads(1)
     root, _ = target
@@ -315,7 +315,7 @@ def test_a_finished_row_of_the_same_configuration_is_kept(target, tmp_path, monk
     are kept, unfinished ones and other configurations are trained."""
     import dataclasses
 
-    from sim2sg import experiment
+    from sim2sg.experiments import tables as experiment
 
     root, _ = target
     cfg = LoopConfig(env="clevr", target=str(root / "images"), out=str(tmp_path / "real"), align="none",
@@ -357,7 +357,7 @@ def test_curves_plot_every_row_over_its_steps(tmp_path):
     """One PNG, written atomically, from rows with and without a content gap (SDR, oracle)."""
     import cv2
 
-    from sim2sg.experiment import curves
+    from sim2sg.experiments.tables import curves
 
     gap = {"count_tv": 0.4, "position_w1": 0.2, "predicate_tv": 0.0}
     results = {
@@ -376,7 +376,7 @@ def test_curves_plot_every_row_over_its_steps(tmp_path):
 
 
 def test_seeds_table_gives_mean_std_gaps_per_run_and_paired_differences():
-    from sim2sg.experiment import seeds_table
+    from sim2sg.experiments.tables import seeds_table
 
     def run(sdr, label, sim, oracle):
         h = lambda m: {"final": {"mAP@0.5": m, "R@20": m / 10, "AP@0.5": {"cube": m}}}  # noqa: E731

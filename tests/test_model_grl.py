@@ -5,9 +5,19 @@ import math
 import pytest
 import torch
 
-from sim2sg.model import ModelConfig, build_model, dann_lambda, grad_reverse, grl_schedule
-from sim2sg.model.relation import all_pairs, predicate_scores, relation_targets, spatial_encoding
-
+from sim2sg.model import (
+    ModelConfig,
+    build_model,
+    dann_lambda,
+    grad_reverse,
+    grl_schedule,
+)
+from sim2sg.model.relation_head import (
+    all_pairs,
+    predicate_scores,
+    relation_targets,
+    spatial_encoding,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -17,8 +17,8 @@ def test_wheel_install_has_cli_and_data(tmp_path):
         pytest.skip("setuptools is not installed in this environment")
     assert r.returncode == 0, r.stderr[-2000:]
     assert not (target / "cli").exists() and not (target / "scenes").exists()  # nothing generic at top level
-    code = ("import sim2sg, sim2sg.cli.app as a; from sim2sg.env import builtin_names; "
-            "from sim2sg.meshes import asset_names; print(sim2sg.__file__, builtin_names(), len(asset_names()))")
+    code = ("import sim2sg, sim2sg.cli.app as a; from sim2sg.scene.environment import builtin_names; "
+            "from sim2sg.scene.meshes import asset_names; print(sim2sg.__file__, builtin_names(), len(asset_names()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(target)}, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from sim2sg.camera import Camera
-from sim2sg.relations import derive_relations
+from sim2sg.scene.camera import Camera
+from sim2sg.scene.relations import derive_relations
 
 # Looking along +Y from behind the origin: behind = +Y, left = -X.
 CAM = Camera(64, 64, 50.0, 50.0, 32.0, 32.0, (0.0, -10.0, 5.0), (0.0, 0.0, 0.0))

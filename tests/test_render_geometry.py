@@ -8,9 +8,18 @@ import numpy as np
 import pytest
 import torch
 from pxr import Gf, UsdGeom
+from test_render_helpers import (
+    add_camera,
+    add_lights,
+    bind,
+    ground,
+    material,
+    new_stage,
+    quad,
+    shape,
+)
 
 from sim2sg.render.pipeline import RenderOptions, render_stages
-from test_render_helpers import add_camera, add_lights, bind, ground, material, new_stage, quad, shape
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -6,15 +6,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_render_helpers import (
+    add_camera,
+    add_lights,
+    bind,
+    clevr_stage,
+    material,
+    new_stage,
+    quad,
+    shape,
+)
 
-from sim2sg import graph as graphlib
-from sim2sg.camera import Camera
 from sim2sg.errors import InputError
 from sim2sg.render.pipeline import RenderOptions, render_scenes, render_stages
 from sim2sg.render.post import PostProcess
+from sim2sg.scene import graph as graphlib
+from sim2sg.scene.camera import Camera
 from sim2sg.usd.read import load_scene
-from test_render_helpers import add_camera, add_lights, bind, clevr_stage, material, new_stage, quad, shape
-
 
 
 @pytest.fixture(autouse=True, scope="module")

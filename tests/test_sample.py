@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim2sg import graph as sg
-from sim2sg.env import load_env
-from sim2sg.relations import derive_relations
-from sim2sg.sample import road_geometry, sample_scene, sample_scenes, scene_rng
+from sim2sg.scene import graph as sg
+from sim2sg.scene.environment import load_env
+from sim2sg.scene.relations import derive_relations
+from sim2sg.scene.sdr import road_geometry, sample_scene, sample_scenes, scene_rng
 
 
 @pytest.mark.parametrize("name", ["clevr", "clevr-appearance", "clevr-content", "clevr-target",

@@ -7,14 +7,20 @@ import numpy as np
 import pytest
 import torch
 
-from sim2sg import graph as sg
-from sim2sg.env import load_env
-from sim2sg.look import Surface, apply_target_look, randomize_look
-from sim2sg.loop import target_camera
-from sim2sg.meshes import context_uv_scale
-from sim2sg.sample import sample_scene, scene_rng
-from sim2sg.synth import render_options, synthesize, texture_library
-from sim2sg.target_look import TargetLook, ground_patch, ground_quad, object_crop, write_target_look
+from sim2sg.dataset.synthesize import render_options, synthesize, texture_library
+from sim2sg.loop.run import target_camera
+from sim2sg.loop.target_look import (
+    TargetLook,
+    ground_patch,
+    ground_quad,
+    object_crop,
+    write_target_look,
+)
+from sim2sg.scene import graph as sg
+from sim2sg.scene.environment import load_env
+from sim2sg.scene.look import Surface, apply_target_look, randomize_look
+from sim2sg.scene.meshes import context_uv_scale
+from sim2sg.scene.sdr import sample_scene, scene_rng
 
 
 def test_object_crop_keeps_the_inside_of_the_box():
@@ -135,7 +141,7 @@ def test_loop_with_target_textures_writes_stages_that_use_them(tmp_path):
     """The synthesis step with target textures: kept stages reference crops that exist."""
     from pxr import Usd, UsdShade
 
-    from sim2sg.loop import LoopConfig, run
+    from sim2sg.loop.run import LoopConfig, run
 
     torch.set_num_threads(1)
     _target_images(tmp_path / "images")
@@ -160,9 +166,8 @@ def test_train_cli_passes_the_loop_options(tmp_path):
     """`sim2sg train --env ... --target-textures --keep-sdr --target-bn` runs the loop with them."""
     import json
 
-    from typer.testing import CliRunner
-
     from sim2sg.cli.app import app
+    from typer.testing import CliRunner
 
     torch.set_num_threads(1)
     _target_images(tmp_path / "images")
@@ -179,7 +184,7 @@ def test_train_cli_passes_the_loop_options(tmp_path):
 
 def test_generated_scenes_do_not_depend_on_worker_processes(tmp_path):
     """Lifting and cropping in forked workers gives the graphs, looks and crop files of doing it here."""
-    from sim2sg.loop import LoopConfig, generate_scenes, predicted_graph
+    from sim2sg.loop.run import LoopConfig, generate_scenes, predicted_graph
 
     tenv, senv = load_env("clevr-target"), load_env("clevr")
     cam = target_camera(senv, 128, 128)

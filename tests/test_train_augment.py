@@ -7,9 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from sim2sg.train.augment import AugmentSpec, augment_batch, augment_images, colour_matrices, gaussian_blur
-from sim2sg.train.engine import TrainConfig
 from sim2sg.errors import InputError
+from sim2sg.train.augment import (
+    AugmentSpec,
+    augment_batch,
+    augment_images,
+    colour_matrices,
+    gaussian_blur,
+)
+from sim2sg.train.engine import TrainConfig
 
 OFF = AugmentSpec(brightness=0.0, contrast=0.0, saturation=0.0, hue_deg=0.0, grayscale_p=0.0, blur_p=0.0, noise_p=0.0)
 

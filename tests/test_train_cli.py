@@ -6,14 +6,19 @@ import json
 import numpy as np
 import pytest
 import torch
+from sim2sg.cli.app import app
 from typer.testing import CliRunner
 
-from sim2sg.cli.app import app
-from sim2sg.graph import read_graph
 from sim2sg.model import ModelConfig, build_model
+from sim2sg.scene.graph import read_graph
 from sim2sg.train.engine import TrainConfig, make_optimizer, save_checkpoint
 from sim2sg.train.predict import predict_dataset
-from sim2sg.train.toydata import CATEGORIES, PREDICATES, write_image_folder, write_toy_dataset
+from sim2sg.train.toydata import (
+    CATEGORIES,
+    PREDICATES,
+    write_image_folder,
+    write_toy_dataset,
+)
 
 runner = CliRunner()
 
@@ -151,7 +156,7 @@ def test_load_weights_accepts_a_torchvision_resnet_state_dict(tmp_path):
 def test_loop_options_reach_the_loop_config(setup, tmp_path, monkeypatch):
     """`sim2sg train --env` hands its loop options to `LoopConfig` unchanged (the loop itself is
     replaced: this checks the wiring, not the training)."""
-    import sim2sg.loop as loop
+    import sim2sg.loop.run as loop
 
     _, _, tgt, _ = setup
     seen = []

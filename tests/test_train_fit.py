@@ -13,7 +13,6 @@ from sim2sg.train.data import ImageFolder, LabelledDataset, collate
 from sim2sg.train.engine import TrainConfig, fit, load_checkpoint, train_step
 from sim2sg.train.toydata import write_image_folder, write_toy_dataset
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from pxr import Gf, Usd, UsdGeom, UsdLux, UsdSemantics, UsdShade
 
-from sim2sg import graph as sg
-from sim2sg.env import load_env
-from sim2sg.sample import sample_scenes
+from sim2sg.scene import graph as sg
+from sim2sg.scene.environment import load_env
+from sim2sg.scene.sdr import sample_scenes
 from sim2sg.usd.compile import graph2usd
 from sim2sg.usd.stage import read_graph_from_stage, validate
 

@@ -8,12 +8,22 @@ import cv2
 import numpy as np
 import pytest
 from pxr import Gf, UsdGeom
+from test_render_helpers import (
+    add_camera,
+    add_lights,
+    bind,
+    ground,
+    label,
+    material,
+    new_stage,
+    quad,
+    shape,
+)
 
-from sim2sg import graph as graphlib
-from sim2sg.camera import Camera
 from sim2sg.errors import InputError
+from sim2sg.scene import graph as graphlib
+from sim2sg.scene.camera import Camera
 from sim2sg.usd.read import load_scene
-from test_render_helpers import add_camera, add_lights, bind, ground, label, material, new_stage, quad, shape
 
 
 def _bounds(s, inst):

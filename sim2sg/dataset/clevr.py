@@ -25,8 +25,8 @@ import math
 
 import numpy as np
 
-from ..camera import Camera
-from ..render.sample import ObjectLabel, Sample
+from sim2sg.render.sample import ObjectLabel, Sample
+from sim2sg.scene.camera import Camera
 
 RELATION_EPS = 0.2  # CLEVR's eps, in its scene units (meters here)
 

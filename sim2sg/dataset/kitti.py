@@ -17,8 +17,8 @@ import math
 
 import numpy as np
 
-from ..camera import Camera
-from ..render.sample import ObjectLabel, Sample
+from sim2sg.render.sample import ObjectLabel, Sample
+from sim2sg.scene.camera import Camera
 
 # KITTI's `occluded` is a human-annotated state; we derive it from the exact occlusion fraction.
 # Upper bounds (exclusive) of states 0 (fully visible), 1 (partly occluded); above: 2 (largely).

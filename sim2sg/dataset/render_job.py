@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from ..render.sample import Sample
-from . import labels as labels_mod
-from . import writers as writers_mod
+from sim2sg.dataset import coco as labels_mod
+from sim2sg.dataset import writers as writers_mod
+from sim2sg.errors import InputError
+from sim2sg.render.sample import Sample
 
 STAGE_SUFFIXES = (".usd", ".usda", ".usdc")
 
@@ -110,7 +110,7 @@ def env_render_settings(env: Any) -> dict:
     """The render settings an environment contributes: {"min_visible_pixels": int >= 0, "post":
     dict or None} from its `[render] min_visible_pixels` and `[appearance.post]` tables.
 
-    The one place that knows the environment's layout: `env` is a `sim2sg.env.Environment` (its
+    The one place that knows the environment's layout: `env` is a `sim2sg.scene.environment.Environment` (its
     `min_visible_pixels` and `raw` TOML dict), a plain TOML dict, or None (defaults: 1 pixel, no
     post-processing). An empty `[appearance.post]` counts as none. The post table is checked here
     with `PostProcess.from_dict`, so a bad one is reported against the environment file.
@@ -127,7 +127,7 @@ def env_render_settings(env: Any) -> dict:
     if post is not None:
         if not isinstance(post, dict):
             raise InputError(source, "appearance.post", "expected a table")
-        from ..render.post import PostProcess
+        from sim2sg.render.post import PostProcess
 
         PostProcess.from_dict(post, source)
     return {"min_visible_pixels": mvp, "post": post}
@@ -135,7 +135,7 @@ def env_render_settings(env: Any) -> dict:
 
 def _default_env_of_stage(path: Path) -> str | None:
     """The environment named in a sim2sg stage's stored graph; None for other stages."""
-    from ..usd.stage import read_graph_from_stage
+    from sim2sg.usd.stage import read_graph_from_stage
 
     try:
         g, info = read_graph_from_stage(path)
@@ -145,7 +145,7 @@ def _default_env_of_stage(path: Path) -> str | None:
 
 
 def _default_load_env(name_or_path: str) -> Any:
-    from ..env import load_env
+    from sim2sg.scene.environment import load_env
 
     return load_env(name_or_path)
 
@@ -153,11 +153,11 @@ def _default_load_env(name_or_path: str) -> Any:
 def render_with_pipeline(paths: Sequence[Path], options: dict, device: str) -> list[Sample]:
     """The default `RenderFn`: `sim2sg.render.pipeline.render_stages` with `RenderOptions(**options)`
     (the post-processing dict becomes a `PostProcess`)."""
-    from ..render.pipeline import RenderOptions, render_stages
+    from sim2sg.render.pipeline import RenderOptions, render_stages
 
     opts = dict(options)
     if opts.get("post") is not None:
-        from ..render.post import PostProcess
+        from sim2sg.render.post import PostProcess
 
         opts["post"] = PostProcess.from_dict(opts["post"])
     return render_stages(list(paths), RenderOptions(**opts), device)
@@ -187,7 +187,7 @@ def run(
     A stage that fails with `InputError` is reported through `on_error(stage, message)` and listed
     in the report; the others still render. Other exceptions are bugs and propagate.
     `render_fn`, `env_of_stage` (stage -> environment name or None) and `load_env` default to the
-    renderer, the stage's stored graph and `sim2sg.env.load_env`.
+    renderer, the stage's stored graph and `sim2sg.scene.environment.load_env`.
     """
     from tqdm import tqdm
 
@@ -292,7 +292,7 @@ def _render_isolating(render_fn: RenderFn, stages: Sequence[Path], items: list[t
 
 def write_samples(out_dir: str | Path, samples: Sequence[Sample], writers: Sequence[str] = ("coco", "sg"),
                   split: str = "train", info: dict | None = None) -> Path:
-    """Write in-memory samples (e.g. rendered by `sim2sg.synth.synthesize`) as a sim2sg dataset
+    """Write in-memory samples (e.g. rendered by `sim2sg.dataset.synthesize.synthesize`) as a sim2sg dataset
     folder, image i named samples[i].name; returns the labels.json path."""
     out = Path(out_dir)
     writers = writers_mod.parse_writers(",".join(writers))

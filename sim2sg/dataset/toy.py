@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import graph as sg
-from ..camera import Camera
-from ..render.sample import ObjectLabel, Sample
+from sim2sg.render.sample import ObjectLabel, Sample
+from sim2sg.scene import graph as sg
+from sim2sg.scene.camera import Camera
 
 CLEVR_CATEGORIES = ("cube", "sphere", "cylinder")
 CLEVR_PREDICATES = ("front", "behind", "left", "right")

@@ -10,7 +10,7 @@ Optional writers (names used by `sim2sg render --writers`):
   "sg"     scene_graphs/NNNNNN.json   the stage's graph restricted to the visible objects, boxes filled
   "kitti"  kitti/{image_2,label_2,calib}/NNNNNN.{png,txt}  (see `sim2sg.dataset.kitti`)
   "clevr"  clevr/scenes/NNNNNN.json   (see `sim2sg.dataset.clevr`; the combined
-           clevr/CLEVR_scenes.json is assembled by `sim2sg.dataset.labels.assemble`)
+           clevr/CLEVR_scenes.json is assembled by `sim2sg.dataset.coco.assemble`)
   "coco"   the image's labels.json entries (always on: train and eval read labels.json)
 
 `write_sample` returns the image's COCO entries with image-local annotation indices; the caller
@@ -27,9 +27,10 @@ import networkx as nx
 import numpy as np
 import pycocotools.mask as mask_utils
 
-from .. import atomic, graph as sg
-from ..render.sample import Sample
-from . import clevr, kitti
+from sim2sg import atomic
+from sim2sg.dataset import clevr, kitti
+from sim2sg.render.sample import Sample
+from sim2sg.scene import graph as sg
 
 WRITERS = ("sg", "coco", "kitti", "clevr")
 DEPTH_SCALE = 1000.0  # depth PNG units per meter (millimetres)

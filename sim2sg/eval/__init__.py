@@ -8,22 +8,28 @@
 Boxes are [x1, y1, x2, y2] pixels, continuous coordinates; IoU has no +1 anywhere.
 """
 
-from .boxes import box_iou
-from .detection import detection_ap
-from .groundtruth import (
-    kitti_difficulty_mask,
+from sim2sg.eval.boxes import box_iou
+from sim2sg.eval.detection import detection_ap
+from sim2sg.eval.groundtruth import (
     KITTI_DIFFICULTIES,
     GroundTruth,
     ImageGT,
     apply_kitti_difficulty,
     ground_truth_from_labels,
+    kitti_difficulty_mask,
     load_ground_truth,
     read_kitti_labels,
     read_labels,
 )
-from .metrics import align_predictions, evaluate, format_table, write_metrics
-from .predictions import AlignedPrediction, ImagePrediction, Predictions, load_predictions, parse_predictions
-from .relations import perfect_prediction, recall_metrics, triplet_hit_ranks
+from sim2sg.eval.metrics import align_predictions, evaluate, format_table, write_metrics
+from sim2sg.eval.predictions import (
+    AlignedPrediction,
+    ImagePrediction,
+    Predictions,
+    load_predictions,
+    parse_predictions,
+)
+from sim2sg.eval.recall import perfect_prediction, recall_metrics, triplet_hit_ranks
 
 __all__ = [
     "KITTI_DIFFICULTIES", "AlignedPrediction", "GroundTruth", "ImageGT", "ImagePrediction", "Predictions",

@@ -74,7 +74,9 @@ class GroundTruth:
 def read_labels(path: str | Path) -> dict:
     """Read and validate a ``labels.json`` into a dict (`sim2sg.dataset.load_labels`: one
     `InputError` naming the file and field for any problem)."""
-    from sim2sg.dataset import load_labels  # imported here: it pulls in cv2, which scoring dicts does not need
+    from sim2sg.dataset import (
+        load_labels,  # imported here: it pulls in cv2, which scoring dicts does not need
+    )
 
     return load_labels(path)
 

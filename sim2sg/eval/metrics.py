@@ -2,7 +2,7 @@
 
 `evaluate(gt, predictions)` matches predictions to GT images, then computes detection AP@0.5
 (`sim2sg.eval.detection`) and triplet recall with and without graph constraint, each beside its
-ceiling (`sim2sg.eval.relations`). IoU everywhere: continuous coordinates, no +1, match at >= 0.5.
+ceiling (`sim2sg.eval.recall`). IoU everywhere: continuous coordinates, no +1, match at >= 0.5.
 Undefined values (a class without GT, no GT relations at all) are None (JSON null).
 """
 
@@ -16,11 +16,14 @@ import numpy as np
 
 from sim2sg import atomic
 from sim2sg.errors import InputError
-
-from .detection import detection_ap
-from .groundtruth import KITTI_DIFFICULTIES, GroundTruth, apply_kitti_difficulty
-from .predictions import AlignedPrediction, Predictions, parse_predictions
-from .relations import DEFAULT_KS, perfect_prediction, recall_metrics
+from sim2sg.eval.detection import detection_ap
+from sim2sg.eval.groundtruth import (
+    KITTI_DIFFICULTIES,
+    GroundTruth,
+    apply_kitti_difficulty,
+)
+from sim2sg.eval.predictions import AlignedPrediction, Predictions, parse_predictions
+from sim2sg.eval.recall import DEFAULT_KS, perfect_prediction, recall_metrics
 
 IOU_CONVENTION = "continuous pixel coordinates, no +1: area = (x2 - x1) * (y2 - y1); match at IoU >= 0.5"
 

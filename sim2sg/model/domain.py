@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .grl import grad_reverse
+from sim2sg.model.grl import grad_reverse
 
 
 class ImageDomainHead(nn.Module):

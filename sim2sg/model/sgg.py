@@ -20,8 +20,20 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 
-from .domain import ImageDomainHead, PredictionDomainHead, image_domain_loss, prediction_domain_loss
-from .relation import RelationHead, all_pairs, predicate_scores, relation_targets, spatial_encoding, union_boxes
+from sim2sg.model.domain import (
+    ImageDomainHead,
+    PredictionDomainHead,
+    image_domain_loss,
+    prediction_domain_loss,
+)
+from sim2sg.model.relation_head import (
+    RelationHead,
+    all_pairs,
+    predicate_scores,
+    relation_targets,
+    spatial_encoding,
+    union_boxes,
+)
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 ALIGN_MODES = ("none", "appearance", "prediction", "both")

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..usd.read import SceneData
+from sim2sg.usd.read import SceneData
 
 _TEXTURE_CACHE: "OrderedDict[tuple[str, str], torch.Tensor]" = OrderedDict()
 _TEXTURE_CACHE_SIZE = 256

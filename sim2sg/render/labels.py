@@ -25,8 +25,14 @@ from dataclasses import dataclass
 
 import torch
 
-from .batch import SceneBatch
-from .raster import Fragments, ScreenTriangles, coverage, gather_bound, kernel
+from sim2sg.render.batch import SceneBatch
+from sim2sg.render.raster import (
+    Fragments,
+    ScreenTriangles,
+    coverage,
+    gather_bound,
+    kernel,
+)
 
 
 @dataclass(frozen=True)

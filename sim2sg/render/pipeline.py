@@ -18,14 +18,14 @@ from typing import Sequence
 
 import torch
 
-from .. import graph as graphlib
-from ..usd.read import SceneData, load_scene
-from .batch import SceneBatch, pack
-from .labels import Labels, compute_labels
-from .post import PostProcess, apply_post  # noqa: F401  (PostProcess: RenderOptions.post)
-from .raster import Fragments, kernel, rasterize
-from .sample import ObjectLabel, Sample
-from .shade import finish, shade_fast, shadow_maps, view_triangles
+from sim2sg.render.batch import SceneBatch, pack
+from sim2sg.render.labels import Labels, compute_labels
+from sim2sg.render.post import PostProcess, apply_post  # noqa: F401  (PostProcess: RenderOptions.post)
+from sim2sg.render.raster import Fragments, kernel, rasterize
+from sim2sg.render.sample import ObjectLabel, Sample
+from sim2sg.render.shade import finish, shade_fast, shadow_maps, view_triangles
+from sim2sg.scene import graph as graphlib
+from sim2sg.usd.read import SceneData, load_scene
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..errors import InputError
+from sim2sg.errors import InputError
 
 Range = tuple[float, float]
 

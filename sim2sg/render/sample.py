@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
-from ..camera import Camera
+from sim2sg.scene.camera import Camera
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,14 @@ from __future__ import annotations
 
 import torch
 
-from .batch import SceneBatch
-from .raster import ScreenTriangles, clip_near, depth_map, gather_bound, kernel
+from sim2sg.render.batch import SceneBatch
+from sim2sg.render.raster import (
+    ScreenTriangles,
+    clip_near,
+    depth_map,
+    gather_bound,
+    kernel,
+)
 
 
 @gather_bound

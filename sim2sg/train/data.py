@@ -56,7 +56,7 @@ def read_labels(data_dir: str | Path) -> dict:
     if not path.is_file():
         raise InputError(path, "", "file not found (a sim2sg dataset folder holds labels.json)")
     try:
-        from sim2sg.dataset.labels import load_labels  # the full validator, when present
+        from sim2sg.dataset.coco import load_labels  # the full validator, when present
     except ImportError:
         load_labels = None
     if load_labels is not None:
@@ -196,7 +196,9 @@ class ImageFolder(Dataset):
         # crops, alignment batches): with a `size` and when they fit in `preload_bytes` decoded,
         # the images are decoded once and held as uint8 (the same values as decoding each time).
         if size is not None and 0 < len(self.files) * 3 * size[0] * size[1] <= preload_bytes:
-            from concurrent.futures import ThreadPoolExecutor  # cv2 decodes outside the GIL
+            from concurrent.futures import (
+                ThreadPoolExecutor,  # cv2 decodes outside the GIL
+            )
 
             def load(f):
                 return read_image(f, size).mul_(255.0).round_().to(torch.uint8)

@@ -38,10 +38,9 @@ from torch.utils.data import DataLoader
 from sim2sg import atomic
 from sim2sg.errors import InputError
 from sim2sg.model import ALIGN_MODES, BACKBONES, ModelConfig, build_model, grl_schedule
-
-from .augment import MODES as AUGMENT_MODES
-from .augment import augment_images
-from .data import ImageFolder, LabelledDataset, collate
+from sim2sg.train.augment import MODES as AUGMENT_MODES
+from sim2sg.train.augment import augment_images
+from sim2sg.train.data import ImageFolder, LabelledDataset, collate
 
 CHECKPOINT_FORMAT = "sim2sg-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -499,7 +498,8 @@ def evaluate(model, dataset: LabelledDataset, device, batch_size: int = 8, amp: 
              "predicate_names": ["__background__", *predicates], "images": records}
     metrics = None
     try:
-        from sim2sg.eval import evaluate as eval_metrics, load_ground_truth
+        from sim2sg.eval import evaluate as eval_metrics
+        from sim2sg.eval import load_ground_truth
     except ImportError:
         eval_metrics = None
     if eval_metrics is not None:
@@ -630,7 +630,7 @@ def log_images(writer, model, source, target, device, step: int, meta: dict, n: 
     forward: no RNG draws and no BatchNorm updates, so logging does not perturb training."""
     from torchvision.utils import make_grid
 
-    from .draw import draw_graph
+    from sim2sg.train.draw import draw_graph
 
     for tag, ds in (("source", source), ("target", target)):
         if ds is None:

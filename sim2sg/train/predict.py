@@ -19,13 +19,18 @@ import cv2
 import numpy as np
 
 from sim2sg import atomic
-from sim2sg.camera import Camera
 from sim2sg.errors import InputError
-from sim2sg.graph import add_object, add_relation, new_graph, write_graph
-
-from .data import LabelledDataset, list_images, read_image
-from .draw import draw_graph, select_graph
-from .engine import load_checkpoint, model_from_checkpoint, outputs_to_record, predict, resolve_device
+from sim2sg.scene.camera import Camera
+from sim2sg.scene.graph import add_object, add_relation, new_graph, write_graph
+from sim2sg.train.data import LabelledDataset, list_images, read_image
+from sim2sg.train.draw import draw_graph, select_graph
+from sim2sg.train.engine import (
+    load_checkpoint,
+    model_from_checkpoint,
+    outputs_to_record,
+    predict,
+    resolve_device,
+)
 
 
 def load_predictor(checkpoint: str | Path, device: str = "auto"):
@@ -54,7 +59,7 @@ def predict_dataset(checkpoint: Path, data_dir: Path, device: str = "auto", batc
     "image_2/<stem>.png"). Each image lists every detection (score >= the model's box score
     threshold, at most `detections_per_img`) and the best `rel_max_pairs_test` ordered pairs among
     the top `rel_top_objects`, with scores [background, predicates...] (see
-    `sim2sg.model.relation.predicate_scores`)."""
+    `sim2sg.model.relation_head.predicate_scores`)."""
     data_dir = Path(data_dir)
     model, meta, dev = load_predictor(checkpoint, device)
     cats, preds = meta["categories"], meta["predicates"]

@@ -16,13 +16,13 @@ import networkx as nx
 import numpy as np
 from pxr import Usd
 
-from .. import atomic
-from .. import graph as sg
-from ..env import Environment, load_env
-from ..errors import InputError
-from ..look import apply_target_look, randomize_look
-from ..textures import texture_image
-from .stage import TEXTURE_DIR, build_stage, write_stage
+from sim2sg import atomic
+from sim2sg.errors import InputError
+from sim2sg.scene import graph as sg
+from sim2sg.scene.environment import Environment, load_env
+from sim2sg.scene.look import apply_target_look, randomize_look
+from sim2sg.scene.textures import texture_image
+from sim2sg.usd.stage import TEXTURE_DIR, build_stage, write_stage
 
 FORMATS = ("usda", "usdc")
 
@@ -36,7 +36,7 @@ def compile_graph(g: nx.MultiDiGraph, env: Environment, rng: np.random.Generator
                   texture_root: str = f"./{TEXTURE_DIR}", target_look=None) -> tuple[Usd.Stage, list[str]]:
     """Dress graph `g` with a random look from `env` and build its in-memory stage; returns the
     stage and the texture names it uses. texture_root: see `build_stage` (default: beside the stage).
-    target_look: a `sim2sg.target_look.TargetLook` whose crops (under texture_root) replace the
+    target_look: a `sim2sg.loop.target_look.TargetLook` whose crops (under texture_root) replace the
     sampled textures of the surfaces it lists; the generator is used the same either way."""
     look = apply_target_look(randomize_look(g, env, rng), target_look)
     mesh_of = {c: env.spec(c).mesh for c in env.categories}

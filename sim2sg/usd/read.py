@@ -36,8 +36,8 @@ import cv2
 import numpy as np
 from pxr import Gf, Sdf, Usd, UsdGeom, UsdLux, UsdShade
 
-from ..camera import Camera
-from ..errors import InputError
+from sim2sg.errors import InputError
+from sim2sg.scene.camera import Camera
 
 # Tessellation of the primitive shapes: segments around the axis, rings from pole to pole.
 SEGMENTS = 32
@@ -83,7 +83,7 @@ class CameraRig:
         return fx, fy, cx, cy
 
     def camera(self, width: int, height: int) -> Camera:
-        """The `sim2sg.camera.Camera` of this rig (look_at = 1 m along the optical axis).
+        """The `sim2sg.scene.camera.Camera` of this rig (look_at = 1 m along the optical axis).
 
         `Camera` has no roll: a rolled USD camera renders correctly (the rasterizer uses `rotation`)
         but its `Camera` is the unrolled one.
@@ -617,7 +617,7 @@ class _Reader:
         meta = self.stage.GetRootLayer().customLayerData.get("sim2sg")
         graph, env, categories, predicates = None, None, None, ()
         if meta is not None:
-            from .. import graph as graphlib
+            from sim2sg.scene import graph as graphlib
             categories = tuple(str(c) for c in meta.get("categories", ()))
             predicates = tuple(str(p) for p in meta.get("predicates", ()))
             env = meta.get("env")

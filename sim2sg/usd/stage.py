@@ -17,11 +17,11 @@ import networkx as nx
 import numpy as np
 from pxr import Gf, Sdf, Usd, UsdGeom, Vt
 
-from .. import graph as sg
-from ..camera import Camera
-from ..errors import InputError
-from ..look import Look, Surface
-from ..meshes import Mesh, context_meshes, object_mesh
+from sim2sg.errors import InputError
+from sim2sg.scene import graph as sg
+from sim2sg.scene.camera import Camera
+from sim2sg.scene.look import Look, Surface
+from sim2sg.scene.meshes import Mesh, context_meshes, object_mesh
 
 # USD camera apertures are in tenths of a scene unit by the schema's convention (mm for a
 # cm-unit stage); only ratios with the focal length matter for the projection.

@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_utils
 
-from .. import atomic
-from ..checks import Checker
-from ..errors import InputError
+from sim2sg import atomic
+from sim2sg.checks import Checker
+from sim2sg.errors import InputError
 
 FORMAT = "sim2sg-labels"
 VERSION = 1

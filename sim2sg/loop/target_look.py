@@ -24,10 +24,10 @@ import cv2
 import networkx as nx
 import numpy as np
 
-from . import atomic
-from . import graph as sg
-from .camera import Camera
-from .meshes import context_uv_scale
+from sim2sg import atomic
+from sim2sg.scene import graph as sg
+from sim2sg.scene.camera import Camera
+from sim2sg.scene.meshes import context_uv_scale
 
 OBJECT_SIZE = 48  # texture side (px) of an object crop
 GROUND_SIZE = 64  # texture side (px) of a rectified ground patch
@@ -134,7 +134,7 @@ def write_target_look(image: np.ndarray, g: nx.MultiDiGraph, cam: Camera, boxes:
                       rng: np.random.Generator, root: Path, stem: str) -> TargetLook:
     """Crop the textures of lifted graph `g` (objects need `box`, px on `image`) from target
     `image` (H, W, 3) uint8 sRGB and write them as PNGs under `root` (the texture root) as
-    `stem_oN.png` / `stem_ground.png`; returns the overrides for `sim2sg.look.apply_target_look`.
+    `stem_oN.png` / `stem_ground.png`; returns the overrides for `sim2sg.scene.look.apply_target_look`.
     boxes: (N, 4) px, every detection on the image (the ground patch avoids all of them)."""
     objects: dict[int, str] = {}
     for oid, a in sg.objects(g):

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .boxes import box_iou
-from .groundtruth import ImageGT
-from .predictions import AlignedPrediction
+from sim2sg.eval.boxes import box_iou
+from sim2sg.eval.groundtruth import ImageGT
+from sim2sg.eval.predictions import AlignedPrediction
 
 DEFAULT_KS = (20, 50, 100)
 

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from .camera import Camera
-from .env import SPATIAL_PREDICATES
+from sim2sg.scene.camera import Camera
+from sim2sg.scene.environment import SPATIAL_PREDICATES
 
 
 def _over_footprint(p_xy: np.ndarray, b_pos, b_yaw: float, b_size) -> bool:

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 import networkx as nx
 import numpy as np
 
-from . import graph as sg
-from .camera import Camera
-from .env import CategorySpec, Environment
-from .errors import InputError
-from .relations import derive_relations
+from sim2sg.errors import InputError
+from sim2sg.scene import graph as sg
+from sim2sg.scene.camera import Camera
+from sim2sg.scene.environment import CategorySpec, Environment
+from sim2sg.scene.relations import derive_relations
 
 
 def scene_rng(seed: int, index: int) -> np.random.Generator:

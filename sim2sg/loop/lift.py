@@ -24,12 +24,12 @@ import math
 import networkx as nx
 import numpy as np
 
-from . import graph as sg
-from .camera import Camera
-from .env import CategorySpec, Environment
-from .meshes import object_mesh
-from .relations import derive_relations
-from .sample import _facing_yaw, road_geometry, sample_context
+from sim2sg.scene import graph as sg
+from sim2sg.scene.camera import Camera
+from sim2sg.scene.environment import CategorySpec, Environment
+from sim2sg.scene.meshes import object_mesh
+from sim2sg.scene.relations import derive_relations
+from sim2sg.scene.sdr import _facing_yaw, road_geometry, sample_context
 
 
 def _support_point(cam: Camera, box, z: float, max_height: float) -> tuple[np.ndarray, bool] | None:

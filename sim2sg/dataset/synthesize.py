@@ -18,14 +18,14 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 
-from .env import Environment
-from .render.pipeline import RenderOptions, render_scenes
-from .render.post import PostProcess
-from .render.sample import Sample
-from .textures import FAMILIES, VARIANTS, texture_name
-from .usd.compile import compile_graph, write_textures
-from .usd.read import load_scene
-from .usd.stage import TEXTURE_DIR, write_stage
+from sim2sg.render.pipeline import RenderOptions, render_scenes
+from sim2sg.render.post import PostProcess
+from sim2sg.render.sample import Sample
+from sim2sg.scene.environment import Environment
+from sim2sg.scene.textures import FAMILIES, VARIANTS, texture_name
+from sim2sg.usd.compile import compile_graph, write_textures
+from sim2sg.usd.read import load_scene
+from sim2sg.usd.stage import TEXTURE_DIR, write_stage
 
 
 def render_options(env: Environment, width: int, height: int, seed: int = 0, ssaa: int = 1,
@@ -58,7 +58,7 @@ def synthesize(graphs: Sequence[nx.MultiDiGraph], names: Sequence[str], env: Env
     workers: processes that build the scenes (look, USD stage, SceneData: CPU work, ~25 ms a
     scene) while the renderer runs on `device`; None = min(8, CPUs - 1), 0 = in this process.
     Each scene gets its own generator seeded from `rng` up front, so the output does not depend on
-    the number of workers. target_looks: per graph, None or a `sim2sg.target_look.TargetLook`
+    the number of workers. target_looks: per graph, None or a `sim2sg.loop.target_look.TargetLook`
     whose crops (written under texture_dir) replace the sampled textures it lists.
     """
     seeds = rng.integers(0, 2**63 - 1, size=len(graphs))

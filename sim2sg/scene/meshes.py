@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._data import data_dir
-from .errors import InputError
+from sim2sg._data import data_dir
+from sim2sg.errors import InputError
 
 SHAPES = ("box", "cylinder", "sphere", "cone", "wedge")
 
@@ -268,7 +268,7 @@ def slab(x0: float, x1: float, y0: float, y1: float, z0: float, z1: float, uv_sc
 
 
 # Mesh UV units per meter of the context surfaces, by (context kind, surface role): a Surface's
-# `uv_scale` multiplies these (`sim2sg.target_look` sizes its ground patches with them).
+# `uv_scale` multiplies these (`sim2sg.loop.target_look` sizes its ground patches with them).
 _CONTEXT_UV = {("ground", "ground"): 0.25, ("room", "ground"): 0.5, ("room", "wall"): 0.5,
                ("road", "ground"): 0.25, ("road", "road"): 0.25, ("road", "sidewalk"): 0.5}
 
@@ -283,7 +283,7 @@ def context_meshes(context: dict) -> list[tuple[str, str, Mesh]]:
 
     ground: one ground plane. room: floor plus back/left/right walls. road: grass below the road
     surface (z = 0), sidewalk slabs up to the curb height, and dashed lane markings; the road runs
-    along +Y (see `sim2sg.sample.road_geometry`).
+    along +Y (see `sim2sg.scene.sdr.road_geometry`).
     """
     kind, e = context["kind"], float(context.get("extent", 40.0))
     if kind == "ground":

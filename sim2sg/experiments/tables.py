@@ -2,7 +2,7 @@
 
 `make_domain(...)` renders a target domain from its environment file (unlabelled training images,
 labelled evaluation set, labelled training set for the oracle, and the true graphs for the
-content gap); `run_rows(...)` trains each configuration with `sim2sg.loop.run`; `format_table`
+content gap); `run_rows(...)` trains each configuration with `sim2sg.loop.run.run`; `format_table`
 prints per-class AP, mAP@0.5, R@K with its ceiling and without graph constraint, and the share of
 the SDR-to-oracle gap each row closes.
 """
@@ -18,13 +18,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import atomic
-from . import graph as sg
-from .dataset.render_job import write_samples
-from .env import load_env
-from .loop import LoopConfig, run, shares_warmup, warmup_key
-from .sample import sample_scene, scene_rng
-from .synth import render_options, synthesize, texture_library
+from sim2sg import atomic
+from sim2sg.dataset.render_job import write_samples
+from sim2sg.dataset.synthesize import render_options, synthesize, texture_library
+from sim2sg.loop.run import LoopConfig, run, shares_warmup, warmup_key
+from sim2sg.scene import graph as sg
+from sim2sg.scene.environment import load_env
+from sim2sg.scene.sdr import sample_scene, scene_rng
 
 # Table rows: name -> (method, align), in the paper's order.
 ROWS = {

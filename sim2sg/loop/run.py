@@ -38,16 +38,21 @@ import networkx as nx
 import numpy as np
 import torch
 
-from . import atomic
-from . import graph as sg
-from .camera import Camera
-from .env import Environment, load_env
-from .errors import InputError
-from .lift import lift_graph
-from .render.sample import Sample
-from .sample import sample_scene, scene_rng
-from .synth import render_options, synthesize, texture_library, worker_map
-from .target_look import write_target_look
+from sim2sg import atomic
+from sim2sg.dataset.synthesize import (
+    render_options,
+    synthesize,
+    texture_library,
+    worker_map,
+)
+from sim2sg.errors import InputError
+from sim2sg.loop.lift import lift_graph
+from sim2sg.loop.target_look import write_target_look
+from sim2sg.render.sample import Sample
+from sim2sg.scene import graph as sg
+from sim2sg.scene.camera import Camera
+from sim2sg.scene.environment import Environment, load_env
+from sim2sg.scene.sdr import sample_scene, scene_rng
 
 METHODS = ("sim2sg", "pseudo-label", "oracle")
 _TARGET_TEXTURES = "target"  # crops from the target images, under the run's texture folder
@@ -71,7 +76,7 @@ class LoopConfig:
     (phase "summary_source_bn"), so one run shows what the re-estimation alone changes.
     target_textures: the synthesis step textures each lifted object with the pixels inside its
     predicted box on its target image, and the ground (road) with a rectified patch of that
-    image's ground (`sim2sg.target_look`), instead of the source environment's random textures:
+    image's ground (`sim2sg.loop.target_look`), instead of the source environment's random textures:
     the generated data then carries the target's appearance as well as its content.
     keep_sdr: each iteration trains on its generated scenes together with the SDR scenes (as the
     pseudo-label baseline keeps them), so that objects a weak model misses on the target - absent
@@ -118,10 +123,10 @@ class LoopConfig:
     grl_ramp: str = "dann"
     grl_bound: float = 0.0  # > 0: GRL gradient <= grl_bound x labelled gradient per tensor (train.engine.bounded_backward)
     score_threshold: float = 0.5
-    min_fit_iou: float = 0.3  # lift gate: boxes no object of the class can project onto (sim2sg.lift)
+    min_fit_iou: float = 0.3  # lift gate: boxes no object of the class can project onto (sim2sg.loop.lift)
     target_bn: bool = False  # AdaBN: BatchNorm statistics of the target images whenever predicting there
     target_bn_images: int = 512
-    target_textures: bool = False  # synthesis: textures cropped from the target images (sim2sg.target_look)
+    target_textures: bool = False  # synthesis: textures cropped from the target images (sim2sg.loop.target_look)
     keep_sdr: bool = False  # iterations train on the generated scenes and the SDR scenes together
     align_sdr_scenes: bool = False  # with keep_sdr: the SDR scenes are source images of the domain losses too
     augment: str = "photometric"  # on every labelled batch of every method (sim2sg.train.augment)
@@ -147,7 +152,7 @@ class LoopConfig:
             raise InputError("--align", "align", f"expected one of {', '.join(ALIGNS)}, got {self.align!r}")
         if self.method == "oracle" and not self.oracle_data:
             raise InputError("--oracle-data", "oracle_data", "the oracle needs a labelled target dataset")
-        from .train.augment import MODES
+        from sim2sg.train.augment import MODES
 
         if self.augment not in MODES:
             raise InputError("--augment", "augment", f"expected one of {', '.join(MODES)}, got {self.augment!r}")
@@ -228,7 +233,7 @@ class ListDataset(torch.utils.data.Dataset):
 def target_camera(env: Environment, width: int, height: int) -> Camera:
     """The known camera of the target images: the environment's nominal camera (no jitter) at the
     target image size."""
-    from .sample import sample_camera
+    from sim2sg.scene.sdr import sample_camera
 
     spec = dataclasses.replace(env.camera, position_jitter=(0.0, 0.0, 0.0), look_at_jitter=(0.0, 0.0, 0.0))
     env0 = dataclasses.replace(env, camera=spec)
@@ -253,8 +258,14 @@ class Trainer:
 
 
 def make_trainer(cfg: LoopConfig, env: Environment) -> Trainer:
-    from .model import ModelConfig, build_model
-    from .train.engine import TrainConfig, make_optimizer, make_reproducible, resolve_device, seed_everything
+    from sim2sg.model import ModelConfig, build_model
+    from sim2sg.train.engine import (
+        TrainConfig,
+        make_optimizer,
+        make_reproducible,
+        resolve_device,
+        seed_everything,
+    )
 
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
@@ -277,8 +288,8 @@ def train_phase(tr: Trainer, source, target, steps: int, align: str, progress: b
     """`steps` optimizer steps on `source` (paired with `target` batches when aligning); the GRL
     weight follows the run-wide schedule over tr.total steps. Returns the mean of each logged value
     over the steps that logged it."""
-    from .train.data import collate
-    from .train.engine import batch_indices, train_step
+    from sim2sg.train.data import collate
+    from sim2sg.train.engine import batch_indices, train_step
 
     cfg = dataclasses.replace(tr.cfg, align=align)
     tr.model.train()
@@ -329,7 +340,7 @@ def _save_state(tr: Trainer, path: str, key: str, **extra) -> None:
     entries (strings), written atomically to `path`."""
     import io
 
-    from .train.engine import rng_state
+    from sim2sg.train.engine import rng_state
 
     buf = io.BytesIO()
     torch.save({"key": key, "model": tr.model.state_dict(), "optimizer": tr.optimizer.state_dict(),
@@ -340,7 +351,7 @@ def _save_state(tr: Trainer, path: str, key: str, **extra) -> None:
 def _load_state(tr: Trainer, path: Path, key: str, what: str) -> dict:
     """Restore the trainer from a `_save_state` file; returns the file's entries. A file saved
     with another `key` is an `InputError` (it would silently mix runs)."""
-    from .train.engine import set_rng_state
+    from sim2sg.train.engine import set_rng_state
 
     # on the host: the RNG states must stay CPU tensors; load_state_dict moves the rest
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -427,7 +438,7 @@ def load_warmup(tr: Trainer, cfg: LoopConfig, rng: np.random.Generator, history:
 def predict_target(tr: Trainer, target, batch: int = 32, bn_images: int = 0) -> list[dict]:
     """Eval-mode model outputs (host tensors) on every target image; with `bn_images` > 0 the
     BatchNorm statistics come from the first `bn_images` target images (`target_statistics`)."""
-    from .train.engine import predict
+    from sim2sg.train.engine import predict
 
     outs = []
     with target_statistics(tr, target, bn_images):
@@ -441,7 +452,7 @@ def target_statistics(tr: Trainer, target, n_images: int, batch: int = 32):
     """Context: the model's BatchNorm layers normalise with statistics of the first `n_images`
     target images (AdaBN, `sim2sg.train.adabn.target_batchnorm`; 0: unchanged). The backbone sees
     the images exactly as in `predict` (the detector's transform, autocast on CUDA)."""
-    from .train.adabn import target_batchnorm
+    from sim2sg.train.adabn import target_batchnorm
 
     n = min(len(target), max(0, n_images))
     model, dev = tr.model, tr.device
@@ -459,7 +470,7 @@ def save_model(tr: Trainer, cfg: LoopConfig, env: Environment, target_bn: bool, 
     """The run's current model as a `sim2sg train` checkpoint (`sim2sg eval --checkpoint` reads
     it), written atomically. `target_bn`: the caller has put the target's BatchNorm statistics in
     (`target_statistics`; what the run predicts with on the target); meta["target_batchnorm"]."""
-    from .train.engine import save_checkpoint
+    from sim2sg.train.engine import save_checkpoint
 
     meta = {"categories": list(env.categories), "predicates": list(env.predicates), "env": env.name,
             "image_size": [cfg.height, cfg.width], "target_batchnorm": target_bn, "method": cfg.method,
@@ -482,8 +493,8 @@ def evaluate_on(tr: Trainer, data_dir: str | None, env: Environment) -> dict | N
     """Metrics (sim2sg.eval) of the current model on a labelled dataset, or None."""
     if not data_dir:
         return None
-    from .train.data import LabelledDataset
-    from .train.engine import evaluate
+    from sim2sg.train.data import LabelledDataset
+    from sim2sg.train.engine import evaluate
 
     res = evaluate(tr.model, LabelledDataset(data_dir), tr.device, batch_size=32, amp=tr.cfg.amp,
                    categories=list(env.categories), predicates=list(env.predicates))
@@ -521,8 +532,8 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False, warmup_only: bool = 
     and writes it to cfg.out/history.json (plus the last phase's metrics to metrics.json).
     sdr_only: stop after the SDR phase (to save it once to `cfg.sdr_checkpoint` for other runs);
     warmup_only: stop once `cfg.warmup_checkpoint` is saved (likewise)."""
-    from .eval.content import content_gap
-    from .train.data import ImageFolder, LabelledDataset
+    from sim2sg.eval.content import content_gap
+    from sim2sg.train.data import ImageFolder, LabelledDataset
 
     cfg.validate()
     env = load_env(cfg.env)
@@ -675,7 +686,7 @@ def write_generated(path: Path, jobs: list, made: list) -> None:
     """One JSON line per generated scene, gzipped (same input, same bytes): {"target": index of
     the target image, "lifted": whether the scene came from its prediction (else an SDR fallback),
     "predicted": the predicted graph above the score threshold, "generated": the 3D scene graph
-    (`sim2sg.graph.to_dict` objects)}. So a user can see what the synthesis step made of each image."""
+    (`sim2sg.scene.graph.to_dict` objects)}. So a user can see what the synthesis step made of each image."""
     lines = [json.dumps({"target": k, "lifted": src >= 0, "predicted": sg.to_dict(pred), "generated": sg.to_dict(g)},
                         sort_keys=True, default=_json_default)
              for (k, _, pred, *_), (g, _, src) in zip(jobs, made)]
@@ -688,10 +699,10 @@ def generate_scenes(jobs: list, env: Environment, cam: Camera, cfg: LoopConfig, 
     """The synthesis step's CPU half for each job (k, r, predicted graph, target image (H, W, 3)
     uint8 or None, (N, 4) px boxes of every detection or None, seed): lift the predicted graph to
     3D (an SDR scene when nothing can be lifted) and, with an image, crop its target textures
-    (`sim2sg.target_look`). Returns [(graph, TargetLook or None, k or -1 for an SDR scene)].
+    (`sim2sg.loop.target_look`). Returns [(graph, TargetLook or None, k or -1 for an SDR scene)].
 
     Each job draws from its own generator (its seed), so the result does not depend on `workers`:
-    `sim2sg.synth.worker_map` (forked processes; None = min(8, CPUs - 1), 0 = here).
+    `sim2sg.dataset.synthesize.worker_map` (forked processes; None = min(8, CPUs - 1), 0 = here).
     """
     with worker_map(len(jobs), workers) as pmap:
         return pmap(_generate_one, jobs, env, cam, (cfg.score_threshold, cfg.min_fit_iou), cfg.seed,

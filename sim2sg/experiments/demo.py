@@ -18,11 +18,21 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import atomic
-from .env import load_env
-from .experiment import (content_gap_table, curves, figure, format_table, make_domain, run_rows, slug,
-                         train_sdr_phase, train_warmup, warmup_path)
-from .loop import LoopConfig
+from sim2sg import atomic
+from sim2sg.experiments.tables import (
+    content_gap_table,
+    curves,
+    figure,
+    format_table,
+    make_domain,
+    run_rows,
+    slug,
+    train_sdr_phase,
+    train_warmup,
+    warmup_path,
+)
+from sim2sg.loop.run import LoopConfig
+from sim2sg.scene.environment import load_env
 
 
 @dataclass(frozen=True)
@@ -108,7 +118,7 @@ def run_demo(out: Path, device: str = "auto", preset: str | None = None, seed: i
         ex = out / "runs" / slug(sim) / "examples"
         cols = [("SDR", ex / "sdr_0.png")] + [(f"iteration {i}", ex / f"iter{i}_0.png") for i in range(1, p.iterations + 1)]
         # The target image the last iteration's first example was generated from (Fig. 3's pairing).
-        from .train.data import list_images
+        from sim2sg.train.data import list_images
 
         k = (results[sim]["phases"][-1].get("example_targets") or [0])[0]
         figure(cols + [("target", list_images(domain.train_images)[max(0, k)])], report / "figure.png")

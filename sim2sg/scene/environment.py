@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._data import data_dir
-from .errors import InputError
+from sim2sg._data import data_dir
+from sim2sg.errors import InputError
 
 PLACEMENTS = ("area", "around", "on", "lane", "curb", "sidewalk", "roadside")
 ROAD_PLACEMENTS = ("lane", "curb", "sidewalk", "roadside")
@@ -334,7 +334,9 @@ def parse_env(raw: dict, source: str = "<env>") -> Environment:
     sizes_t = r.table(raw, "sizes", "", required=False)
     sizes = {k: r.num(sizes_t, k, "sizes", positive=True) for k in sizes_t}
 
-    from .textures import FAMILIES  # texture family names are defined beside their generators
+    from sim2sg.scene.textures import (
+        FAMILIES,  # texture family names are defined beside their generators
+    )
 
     objs = r.table(raw, "objects", "")
     total = r.irange(objs, "total", "objects", default=None)

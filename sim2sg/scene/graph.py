@@ -2,7 +2,7 @@
 
 A scene graph is a plain `networkx.MultiDiGraph` (no subclass):
 
-- ``G.graph``: ``env`` (environment name), ``camera`` (`sim2sg.camera.Camera`), ``context``
+- ``G.graph``: ``env`` (environment name), ``camera`` (`sim2sg.scene.camera.Camera`), ``context``
   (a JSON object describing the scene's context: ground, road layout, ...; environment-specific).
 - Node ``id`` (int >= 0) with attributes:
   ``category`` (str), ``position`` (x, y, z) world meters of the centre of the object's bottom face
@@ -39,10 +39,10 @@ from typing import Any
 
 import networkx as nx
 
-from . import atomic
-from .camera import Camera
-from .checks import Checker
-from .errors import InputError
+from sim2sg import atomic
+from sim2sg.checks import Checker
+from sim2sg.errors import InputError
+from sim2sg.scene.camera import Camera
 
 FORMAT = "sim2sg-scene-graph"
 VERSION = 1

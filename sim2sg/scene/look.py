@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
-from .env import Environment
-from .textures import VARIANTS, texture_name
+from sim2sg.scene.environment import Environment
+from sim2sg.scene.textures import VARIANTS, texture_name
 
 
 def srgb_to_linear(c) -> tuple[float, float, float]:
@@ -126,7 +126,7 @@ def randomize_look(g: nx.MultiDiGraph, env: Environment, rng: np.random.Generato
 
 
 def apply_target_look(look: Look, target) -> Look:
-    """`look` with the texture overrides of a `sim2sg.target_look.TargetLook`: each listed object
+    """`look` with the texture overrides of a `sim2sg.loop.target_look.TargetLook`: each listed object
     or context surface shows its target crop untinted (colour 1, the crop holds the colour);
     roughness, metallic and the lights stay as sampled. None returns `look` unchanged."""
     if target is None:
