@@ -31,15 +31,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sim2sg.dataset.synthesize import render_options, synthesize, texture_library
-from sim2sg.loop.run import SampleDataset
+from sim2sg.dataset.synthesize import synthesize, texture_library
 from sim2sg.model import ModelConfig, build_model
+from sim2sg.render.settings import render_options
 from sim2sg.scene.environment import load_env
 from sim2sg.scene.sdr import sample_scenes
-from sim2sg.train.data import ImageFolder
-from sim2sg.train.engine import (
+from sim2sg.train.config import TrainConfig
+from sim2sg.train.data import ImageFolder, SampleDataset
+from sim2sg.train.steps import (
     DOMAIN_LOSSES,
-    TrainConfig,
     bounded_backward,
     domain_head_parameters,
     make_optimizer,

@@ -37,9 +37,10 @@ import numpy as np
 import torch
 
 
-def build_scenes(env_name: str, count: int, folder: Path):
-    """`count` stages of a built-in environment, loaded as SceneData."""
+def build_scenes(env_name: str, count: int, folder: Path, width: int, height: int):
+    """`count` stages of a built-in environment, loaded as SceneData for width x height images."""
     from sim2sg.scene.environment import load_env
+    from sim2sg.scene.look import randomize_look
     from sim2sg.scene.sdr import sample_scenes
     from sim2sg.usd.compile import compile_graph, look_rng, write_textures
     from sim2sg.usd.read import load_scene
@@ -48,11 +49,11 @@ def build_scenes(env_name: str, count: int, folder: Path):
     env = load_env(env_name)
     scenes = []
     for i, g in enumerate(sample_scenes(env, 0, count)):
-        stage, textures = compile_graph(g, env, look_rng(0, f"{env_name}{i:06d}"))
+        stage, textures = compile_graph(g, env, randomize_look(g, env, look_rng(0, f"{env_name}{i:06d}")))
         write_textures(folder, textures)
         p = folder / f"{env_name}{i:06d}.usdc"
         write_stage(stage, p)
-        scenes.append(load_scene(p))
+        scenes.append(load_scene(p, width, height))
     return scenes
 
 
@@ -74,7 +75,7 @@ def bench_sim2sg(scenes, width, height, batch, device, compiled, iters, ssaa=1):
     names = [f"{i:06d}" for i in range(batch)]
     opt = RenderOptions(width, height, ssaa=ssaa, shadows=True, compile=compiled)
     packed = pack(tiled, device)
-    k = _intrinsics(tiled, width, height, device)
+    k = _intrinsics(tiled, device)
     times: dict[str, float] = {}
     last = [0.0]
 
@@ -151,15 +152,16 @@ void main() {
 
 
 def _gl_matrix(scene, width, height):
-    fx, fy, cx, cy = scene.rig.intrinsics(width, height)
-    n, f = scene.rig.near, scene.rig.far
+    cam = scene.camera  # at (width, height)
+    fx, fy, cx, cy = cam.fx, cam.fy, cam.cx, cam.cy
+    n, f = cam.near, cam.far
     proj = np.array([[2 * fx / width, 0, 2 * cx / width - 1, 0],
                      [0, -2 * fy / height, 1 - 2 * cy / height, 0],
                      [0, 0, (f + n) / (f - n), -2 * f * n / (f - n)],
                      [0, 0, 1, 0]])
     view = np.eye(4)
-    view[:3, :3] = scene.rig.rotation
-    view[:3, 3] = -scene.rig.rotation @ scene.rig.position
+    view[:3, :3] = cam.rotation()
+    view[:3, 3] = -cam.rotation() @ np.asarray(cam.position)
     return (proj @ view).astype(np.float32)
 
 
@@ -189,7 +191,7 @@ def bench_gl(scenes, width, height, count, iters):
     def one(i):
         vao, s = vaos[i % len(vaos)]
         prog["world_to_clip"].write(_gl_matrix(s, width, height).T.copy().tobytes())
-        prog["eye"].value = tuple(float(v) for v in s.rig.position)
+        prog["eye"].value = tuple(float(v) for v in s.camera.position)
         key = s.distant_dir[0] if len(s.distant_dir) else np.array([0, 0, -1.0])
         prog["key_dir"].value = tuple(float(v) for v in key)
         prog["key_rgb"].value = tuple(float(v) for v in (s.distant_rgb[0] if len(s.distant_rgb) else np.zeros(3)))
@@ -237,7 +239,7 @@ def main(argv=None):
         for spec in args.envs.split(","):
             env_name, size = spec.split(":")
             w, h = (int(v) for v in size.split("x"))
-            scenes = build_scenes(env_name, args.scenes, Path(tmp))
+            scenes = build_scenes(env_name, args.scenes, Path(tmp), w, h)
             tris = float(np.mean([len(s.tri_pos) for s in scenes]))
             rate, dev_rate, breakdown, warm, samples = bench_sim2sg(scenes, w, h, args.batch, device, args.compile, args.iters, args.ssaa)
             gl_rate, renderer, agree = float("nan"), "-", float("nan")

@@ -34,22 +34,24 @@ import time
 from pathlib import Path
 
 from sim2sg import atomic
-from sim2sg.experiments.tables import (
-    ROW_KEYS,
-    WARMUP_ROWS,
+from sim2sg.experiments.report import (
     content_gap_table,
     curves,
     format_table,
+    seeds_table,
+)
+from sim2sg.experiments.tables import (
+    ROW_KEYS,
+    WARMUP_ROWS,
     make_domain,
     row_name,
     run_rows,
-    seeds_table,
     slug,
     train_sdr_phase,
     train_warmup,
     warmup_path,
 )
-from sim2sg.loop.run import LoopConfig
+from sim2sg.loop.config import LoopConfig
 from sim2sg.scene.environment import load_env
 
 
@@ -76,7 +78,7 @@ def main() -> None:
     ap.add_argument("--grl-weight", type=float, default=0.1)
     ap.add_argument("--grl-bound", type=float, default=0.0,
                     help="> 0: the GRL gradient is at most this times the labelled one on every network tensor "
-                         "(sim2sg.train.engine.bounded_backward); 0: the paper's plain sum")
+                         "(sim2sg.train.steps.bounded_backward); 0: the paper's plain sum")
     ap.add_argument("--score-threshold", type=float, default=0.5, help="loop rows: detections lifted to 3D")
     ap.add_argument("--min-fit-iou", type=float, default=0.3, help="loop rows: the lift's box-fit gate")
     ap.add_argument("--domain", default=None, help="folder of the rendered target domain (default OUT/domain; "

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from sim2sg.model import ModelConfig, build_model
-from sim2sg.train.engine import TrainConfig, make_optimizer, train_step
+from sim2sg.train.config import TrainConfig
+from sim2sg.train.steps import make_optimizer, train_step
 from sim2sg.train.toydata import (
     CATEGORIES,
     PREDICATES,

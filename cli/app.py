@@ -11,7 +11,7 @@ import typer
 # training tens of times. Must be set before torch is first imported (the commands import it lazily).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from sim2sg.cli import cmd_demo, cmd_eval, cmd_render, cmd_scene, cmd_train
+from sim2sg.cli import cmd_demo, cmd_eval, cmd_loop, cmd_render, cmd_scene, cmd_train
 
 app = typer.Typer(
     name="sim2sg",
@@ -21,7 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (cmd_scene, cmd_render, cmd_train, cmd_eval, cmd_demo):
+for _module in (cmd_scene, cmd_render, cmd_train, cmd_loop, cmd_eval, cmd_demo):
     _module.register(app)
 
 

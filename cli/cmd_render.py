@@ -37,6 +37,7 @@ def render(
     """Render USD stages into a labelled dataset; finished images are skipped on a re-run."""
     from sim2sg.dataset import render_job
     from sim2sg.dataset import writers as writers_mod
+    from sim2sg.device import resolve_device
 
     width, height = _parse_size(size)
     try:
@@ -45,12 +46,12 @@ def render(
         fail(f"--writers: {e}")
     with user_errors():
         stages = render_job.discover_stages(source)
-        dev = render_job.resolve_device(device)
+        dev = resolve_device(device)
         # CPU throughput peaks at 16-32 images per batch (benchmarks/RESULTS.md); a GPU wants hundreds
-        batch = batch or (16 if dev == "cpu" else 256)
+        batch = batch or (16 if dev.type == "cpu" else 256)
         job = render_job.RenderJob(
             out_dir=out, width=width, height=height, writers=writer_names, batch=batch, ssaa=ssaa,
-            shadows=not no_shadows, env=env, seed=seed, device=dev,
+            shadows=not no_shadows, env=env, seed=seed, device=str(dev),
         )
         report = render_job.run(stages, job, on_error=lambda stage, msg: typer.echo(f"error: {msg}", err=True),
                                 progress=progress)

@@ -12,6 +12,7 @@ from sim2sg.dataset import coco as labels
 from sim2sg.dataset import render_job
 from sim2sg.dataset.toy import three_object_sample
 from sim2sg.errors import InputError
+from sim2sg.render.pipeline import RenderOptions
 
 
 @pytest.fixture()
@@ -25,7 +26,7 @@ def fake_renderer(monkeypatch):
                 raise InputError(p, "", "stage has no camera")
         return [three_object_sample(Path(p).stem) for p in paths]
 
-    monkeypatch.setattr(render_job, "render_with_pipeline", render)
+    monkeypatch.setattr(render_job, "render_stages", render)
     monkeypatch.setattr(render_job, "_default_env_of_stage", lambda p: None)
     return calls
 
@@ -50,8 +51,7 @@ def test_render_writes_a_valid_dataset_and_resumes(tmp_path, fake_renderer):
     assert "rendered 3, skipped 0, failed 0 of 3" in r.output
     names, options, device = fake_renderer[0]
     assert names == ["000000.usda", "000001.usda"] and device == "cpu"
-    assert options == {"width": 64, "height": 48, "ssaa": 2, "shadows": False, "seed": 5,
-                       "min_visible_pixels": 1, "post": None}
+    assert options == RenderOptions(width=64, height=48, ssaa=2, shadows=False, seed=5, min_visible_pixels=1, post=None)
     assert labels.validate_dataset(out)["annotations"] == 9
     for f in ("kitti/label_2/000002.txt", "clevr/CLEVR_scenes.json", "scene_graphs/000001.json"):
         assert (out / f).is_file()
@@ -73,7 +73,8 @@ def test_bad_stage_one_line_and_nonzero_exit(tmp_path, fake_renderer):
     (["--size", "64"], "--size: expected WxH"),
     (["--size", "0x5"], "must be positive"),
     (["--size", "64x48", "--writers", "sg,voc"], "unknown writer 'voc'"),
-    (["--size", "64x48", "--device", "tpu"], "expected auto, cpu, cuda"),
+    (["--size", "64x48", "--device", "tpu"], "unknown device 'tpu'"),
+    (["--size", "64x48", "--device", "meta"], "expected auto, cpu, cuda"),
 ])
 def test_bad_arguments(tmp_path, fake_renderer, args, message):
     r = invoke(stages(tmp_path, 1), "--out", tmp_path / "out", *args)

@@ -11,6 +11,8 @@ from sim2sg.dataset import coco as labels
 from sim2sg.dataset import render_job
 from sim2sg.dataset.toy import three_object_sample
 from sim2sg.errors import InputError
+from sim2sg.render.post import PostProcess
+from sim2sg.render.settings import environment_settings
 
 
 class FakeRenderer:
@@ -18,7 +20,7 @@ class FakeRenderer:
 
     def __init__(self):
         self.calls: list[list[str]] = []
-        self.options: list[dict] = []
+        self.options: list = []  # RenderOptions
 
     def __call__(self, paths, options, device):
         self.calls.append([Path(p).name for p in paths])
@@ -94,7 +96,7 @@ def test_changed_stage_or_settings_rerender(tmp_path):
     assert fake.calls == [["s001.usda"]]
     fake = FakeRenderer()
     run(stages, out, fake, seed=7)
-    assert fake.calls == [["s000.usda", "s001.usda"], ["s002.usda"]] and fake.options[0]["seed"] == 7
+    assert fake.calls == [["s000.usda", "s001.usda"], ["s002.usda"]] and fake.options[0].seed == 7
 
 
 def test_crash_mid_image_leaves_no_fragment_and_resumes(tmp_path, monkeypatch):
@@ -157,9 +159,11 @@ def test_env_settings_feed_render_options(tmp_path):
     render_job.run(stages, job, render_fn=fake, env_of_stage=lambda p: "clevr" if p.name == "s000.usda" else "driving",
                    load_env=envs.__getitem__, progress=False)
     assert fake.calls == [["s000.usda"], ["s001.usda"]]  # different settings: separate batches
-    assert [(o["min_visible_pixels"], o["post"]) for o in fake.options] == [(200, None), (100, {"noise_std": [0.0, 0.02]})]
+    assert [(o.min_visible_pixels, o.post) for o in fake.options] == [(200, None), (100, PostProcess(noise_std=(0.0, 0.02)))]
+    frag = json.loads((tmp_path / "out/labels/000001.json").read_text())
+    assert frag["settings"] == {"min_visible_pixels": 100, "post": {"noise_std": [0.0, 0.02]}}
     with pytest.raises(InputError) as e:
-        render_job.env_render_settings({"render": {"min_visible_pixels": "many"}})
+        environment_settings({"render": {"min_visible_pixels": "many"}})
     assert e.value.field == "render.min_visible_pixels"
 
 

@@ -7,14 +7,10 @@ import torch
 from torch import nn
 
 from sim2sg.errors import InputError
-from sim2sg.loop.run import LoopConfig
+from sim2sg.loop.config import LoopConfig
 from sim2sg.model import ModelConfig, build_model, grad_reverse
-from sim2sg.train.engine import (
-    DOMAIN_LOSSES,
-    TrainConfig,
-    bounded_backward,
-    domain_head_parameters,
-)
+from sim2sg.train.config import TrainConfig
+from sim2sg.train.steps import DOMAIN_LOSSES, bounded_backward, domain_head_parameters
 
 
 class Toy(nn.Module):

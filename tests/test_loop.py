@@ -8,11 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from sim2sg.dataset.synthesize import render_options, synthesize, texture_library
-from sim2sg.loop.run import LoopConfig, SampleDataset, run, target_camera
+from sim2sg.dataset.synthesize import synthesize, texture_library
+from sim2sg.loop.config import LoopConfig
+from sim2sg.loop.run import run
+from sim2sg.loop.synthesis import target_camera
+from sim2sg.render.settings import render_options
 from sim2sg.scene import graph as sg
 from sim2sg.scene.environment import load_env
 from sim2sg.scene.sdr import sample_scenes
+from sim2sg.train.data import SampleDataset
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +118,7 @@ def test_rows_fork_from_one_shared_sdr_phase(target, tmp_path, counted):
     assert (tmp_path / "sdr.pt").is_file() and phases == [2, 2, 2, 2]
     run(dataclasses.replace(base, out=str(tmp_path / "c")), log=lambda m: None)  # loads
     assert phases == [2, 2, 2, 2, 2]
-    a, c = trainers[0].model.state_dict(), trainers[2].model.state_dict()
+    a, c = trainers[0].state.model.state_dict(), trainers[2].state.model.state_dict()
     assert all(torch.equal(a[k], c[k]) for k in a)
     with pytest.raises(InputError, match="other settings"):
         run(dataclasses.replace(base, out=str(tmp_path / "d"), lr=5e-3), log=lambda m: None)
@@ -143,7 +147,7 @@ def test_loop_rows_fork_from_one_shared_warmup(target, tmp_path, counted):
     assert warm.is_file() and phases == [2, 3, 3, 2, 3, 3]  # saved after iteration 1, then went on
     c = run(dataclasses.replace(base, out=str(tmp_path / "c")), log=quiet)
     assert phases == [2, 3, 3, 2, 3, 3, 3]  # only the aligned iteration
-    wa, wc = trainers[0].model.state_dict(), trainers[2].model.state_dict()
+    wa, wc = trainers[0].state.model.state_dict(), trainers[2].state.model.state_dict()
     assert all(torch.equal(wa[k], wc[k]) for k in wa)
     assert [p["name"] for p in c["phases"]] == [p["name"] for p in a["phases"]] == ["sdr", "iteration 1", "iteration 2"]
     assert c["phases"][:2] == json.loads(json.dumps(b["phases"][:2]))
@@ -206,9 +210,9 @@ def test_target_batchnorm_changes_only_what_is_predicted_on_the_target(target, t
     assert adabn["phases"][-1]["metrics"] != plain["phases"][-1]["metrics"]
     # each run leaves its model; the AdaBN one carries the target's BatchNorm statistics and
     # otherwise the very same weights
-    from sim2sg.train.engine import load_checkpoint
+    from sim2sg.train.checkpoint import load_checkpoint
 
-    m0, m1 = (load_checkpoint(tmp_path / f"run{bn}" / "model.pt") for bn in (False, True))
+    m0, m1 = (load_checkpoint(tmp_path / f"run{bn}" / "checkpoint.pt") for bn in (False, True))
     assert (m0["meta"]["target_batchnorm"], m1["meta"]["target_batchnorm"]) == (False, True)
     stats = [k for k in m0["model"] if k.endswith(("running_mean", "running_var"))]
     assert stats and all(not torch.equal(m0["model"][k], m1["model"][k]) for k in stats)
@@ -242,7 +246,11 @@ def test_deterministic_enters_the_checkpoint_keys_only_when_on():
     kernels made, and the states saved before the option existed keep their keys."""
     import dataclasses
 
-    from sim2sg.loop.run import _sdr_key, warmup_key
+    from sim2sg.loop.state import sdr_key
+
+    def _sdr_key(cfg):
+        return json.loads(sdr_key(cfg))
+    from sim2sg.loop.state import warmup_key
 
     off = LoopConfig(env="clevr", target="t", out="o")
     on = dataclasses.replace(off, deterministic=True)
@@ -272,7 +280,7 @@ def test_cpu_training_is_reproducible_with_two_threads():
                              iterations=1, iter_steps=4, lr_warmup_steps=2, device="cpu", progress=False)
             tr = make_trainer(cfg, env)
             train_phase(tr, ds, None, 10, "none")
-            states.append(tr.model.state_dict())
+            states.append(tr.state.model.state_dict())
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(v, states[1][k]) for k, v in states[0].items())
@@ -357,7 +365,7 @@ def test_curves_plot_every_row_over_its_steps(tmp_path):
     """One PNG, written atomically, from rows with and without a content gap (SDR, oracle)."""
     import cv2
 
-    from sim2sg.experiments.tables import curves
+    from sim2sg.experiments.report import curves
 
     gap = {"count_tv": 0.4, "position_w1": 0.2, "predicate_tv": 0.0}
     results = {
@@ -376,7 +384,7 @@ def test_curves_plot_every_row_over_its_steps(tmp_path):
 
 
 def test_seeds_table_gives_mean_std_gaps_per_run_and_paired_differences():
-    from sim2sg.experiments.tables import seeds_table
+    from sim2sg.experiments.report import seeds_table
 
     def run(sdr, label, sim, oracle):
         h = lambda m: {"final": {"mAP@0.5": m, "R@20": m / 10, "AP@0.5": {"cube": m}}}  # noqa: E731

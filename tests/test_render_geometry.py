@@ -19,7 +19,8 @@ from test_render_helpers import (
     shape,
 )
 
-from sim2sg.render.pipeline import RenderOptions, render_stages
+from sim2sg.dataset.render_job import render_stages
+from sim2sg.render.pipeline import RenderOptions
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -223,11 +224,11 @@ def test_shade_fast_equals_shade_also_with_huge_texture_coordinates(tmp_path):
     q = quad(st, "/World/Floor", [(-3, -3, 0), (3, -3, 0), (3, 3, 0), (-3, 3, 0)], [(-7, -5), (9, -5), (9, 8), (-7, 8)])
     bind(q.GetPrim(), material(st, "/World/Looks/T", texture="./t.png"))
     st.GetRootLayer().Save()
-    scene = load_scene(tmp_path / "t.usda")
+    scene = load_scene(tmp_path / "t.usda", 48, 32)
     for scale in (1.0, 1e7):  # 1e7: texel indices beyond 2^22, `shade_fast` falls back to `shade`
         batch = pack([scene], "cpu")
         batch = dataclasses.replace(batch, tri_uv=batch.tri_uv * scale)
-        k = _intrinsics([scene], 48, 32, "cpu")
+        k = _intrinsics([scene], "cpu")
         frag = rasterize(view_triangles(batch, k), 1, 32, 48)
         args = (batch, frag.pix_to_face, frag.bary_coords, frag.zbuf, k)
         ref = shade(*args)

@@ -125,5 +125,5 @@ def clevr_stage(path: Path, n: int = 6, seed: int = 0) -> Path:
 def test_helpers_make_a_loadable_stage(tmp_path):
     from sim2sg.usd.read import load_scene
 
-    s = load_scene(clevr_stage(tmp_path / "c.usda", n=3))
+    s = load_scene(clevr_stage(tmp_path / "c.usda", n=3), 64, 64)
     assert s.num_instances == 3 and s.categories == ("cube", "cylinder", "sphere")

@@ -17,8 +17,9 @@ from test_render_helpers import (
     shape,
 )
 
+from sim2sg.dataset.render_job import render_stages
 from sim2sg.errors import InputError
-from sim2sg.render.pipeline import RenderOptions, render_scenes, render_stages
+from sim2sg.render.pipeline import RenderOptions, render_scenes
 from sim2sg.render.post import PostProcess
 from sim2sg.scene import graph as graphlib
 from sim2sg.scene.camera import Camera
@@ -143,7 +144,7 @@ def test_metal_and_rubber_differ_and_shadows_darken(tmp_path):
     bind(a, material(st, "/World/Looks/R", (0.7, 0.2, 0.2), roughness=0.9, metallic=0.0))
     bind(b, material(st, "/World/Looks/M", (0.7, 0.2, 0.2), roughness=0.2, metallic=1.0))
     st.GetRootLayer().Save()
-    scene = load_scene(tmp_path / "mr.usda")
+    scene = load_scene(tmp_path / "mr.usda", 64, 64)
     lit, flat = render_scenes([scene, scene], ["a", "b"], RenderOptions(64, 64, shadows=True))[0], \
         render_scenes([scene], ["a"], RenderOptions(64, 64, shadows=False))[0]
     rub = lit.image[lit.instance == 1].astype(float)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from sim2sg.dataset.synthesize import render_options, synthesize, texture_library
-from sim2sg.loop.run import target_camera
+from sim2sg.dataset.synthesize import synthesize, texture_library
+from sim2sg.loop.synthesis import target_camera
 from sim2sg.loop.target_look import (
     TargetLook,
     ground_patch,
@@ -16,6 +16,7 @@ from sim2sg.loop.target_look import (
     object_crop,
     write_target_look,
 )
+from sim2sg.render.settings import render_options
 from sim2sg.scene import graph as sg
 from sim2sg.scene.environment import load_env
 from sim2sg.scene.look import Surface, apply_target_look, randomize_look
@@ -141,7 +142,8 @@ def test_loop_with_target_textures_writes_stages_that_use_them(tmp_path):
     """The synthesis step with target textures: kept stages reference crops that exist."""
     from pxr import Usd, UsdShade
 
-    from sim2sg.loop.run import LoopConfig, run
+    from sim2sg.loop.config import LoopConfig
+    from sim2sg.loop.run import run
 
     torch.set_num_threads(1)
     _target_images(tmp_path / "images")
@@ -163,7 +165,7 @@ def test_loop_with_target_textures_writes_stages_that_use_them(tmp_path):
 
 
 def test_train_cli_passes_the_loop_options(tmp_path):
-    """`sim2sg train --env ... --target-textures --keep-sdr --target-bn` runs the loop with them."""
+    """`sim2sg loop --env ... --target-textures --keep-sdr --target-bn` runs the loop with them."""
     import json
 
     from sim2sg.cli.app import app
@@ -172,7 +174,7 @@ def test_train_cli_passes_the_loop_options(tmp_path):
     torch.set_num_threads(1)
     _target_images(tmp_path / "images")
     r = CliRunner().invoke(app, [
-        "train", "--env", "clevr", "--target", str(tmp_path / "images"), "--out", str(tmp_path / "run"),
+        "loop", "--env", "clevr", "--target", str(tmp_path / "images"), "--out", str(tmp_path / "run"),
         "--loop", "1", "--align", "label", "--size", "64x64", "--sdr-scenes", "2", "--sdr-steps", "1",
         "--iter-steps", "1", "--batch", "2", "--score-thresh", "0", "--device", "cpu", "--no-progress",
         "--target-textures", "--keep-sdr", "--target-bn"])
@@ -184,7 +186,9 @@ def test_train_cli_passes_the_loop_options(tmp_path):
 
 def test_generated_scenes_do_not_depend_on_worker_processes(tmp_path):
     """Lifting and cropping in forked workers gives the graphs, looks and crop files of doing it here."""
-    from sim2sg.loop.run import LoopConfig, generate_scenes, predicted_graph
+    from sim2sg.loop.config import LoopConfig
+    from sim2sg.loop.synthesis import generate_scenes
+    from sim2sg.train.predict import graph_from_prediction
 
     tenv, senv = load_env("clevr-target"), load_env("clevr")
     cam = target_camera(senv, 128, 128)
@@ -198,7 +202,8 @@ def test_generated_scenes_do_not_depend_on_worker_processes(tmp_path):
         boxes = np.array([o.box for o in s.objects], dtype=np.float32).reshape(-1, 4)
         out = {"boxes": torch.from_numpy(boxes), "scores": torch.ones(len(boxes)),
                "labels": torch.tensor([senv.categories.index(o.category) + 1 for o in s.objects])}
-        jobs.append((k, 0, predicted_graph(out, senv, cam, 0.5), s.image, boxes, 1000 + k))
+        pred = graph_from_prediction(out, senv.categories, senv.predicates, cam, senv.name, rel_thresh=None)
+        jobs.append((k, 0, pred, s.image, boxes, 1000 + k))
     cfg = LoopConfig(env="clevr", target="", out="")
     here = generate_scenes(jobs, senv, cam, cfg, 1, tmp_path / "a", workers=0)
     forked = generate_scenes(jobs, senv, cam, cfg, 1, tmp_path / "b", workers=2)

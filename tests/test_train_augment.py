@@ -15,7 +15,7 @@ from sim2sg.train.augment import (
     colour_matrices,
     gaussian_blur,
 )
-from sim2sg.train.engine import TrainConfig
+from sim2sg.train.config import TrainConfig
 
 OFF = AugmentSpec(brightness=0.0, contrast=0.0, saturation=0.0, hue_deg=0.0, grayscale_p=0.0, blur_p=0.0, noise_p=0.0)
 
@@ -91,7 +91,7 @@ def test_train_config_rejects_unknown_augmentation():
 
 def test_train_step_augments_images_but_not_labels(monkeypatch):
     from sim2sg.model import ModelConfig, build_model
-    from sim2sg.train import engine
+    from sim2sg.train import steps as engine
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(num_classes=2, num_predicates=2, image_size=(32, 32)))

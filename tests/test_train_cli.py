@@ -11,8 +11,10 @@ from typer.testing import CliRunner
 
 from sim2sg.model import ModelConfig, build_model
 from sim2sg.scene.graph import read_graph
-from sim2sg.train.engine import TrainConfig, make_optimizer, save_checkpoint
+from sim2sg.train.checkpoint import save_checkpoint
+from sim2sg.train.config import TrainConfig
 from sim2sg.train.predict import predict_dataset
+from sim2sg.train.steps import new_state
 from sim2sg.train.toydata import (
     CATEGORIES,
     PREDICATES,
@@ -32,12 +34,11 @@ def setup(tmp_path_factory):
     rng = np.random.default_rng(1)
     src = write_toy_dataset(root / "src", 3, rng, size=(64, 64))
     tgt = write_image_folder(root / "tgt", 2, rng, size=(64, 64))
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(num_classes=len(CATEGORIES), num_predicates=len(PREDICATES), image_size=(64, 64)))
-    cfg = TrainConfig(source=str(src), out=str(root / "run"))
+    cfg = TrainConfig(source=str(src), out=str(root / "run"), device="cpu")
+    state = new_state(cfg, ModelConfig(num_classes=len(CATEGORIES), num_predicates=len(PREDICATES), image_size=(64, 64)))
     ckpt = root / "run" / "checkpoint.pt"
     meta = {"categories": list(CATEGORIES), "predicates": list(PREDICATES), "env": "toy", "image_size": [64, 64]}
-    save_checkpoint(ckpt, model, make_optimizer(model, cfg), 0, 0, cfg, meta)
+    save_checkpoint(ckpt, state, cfg, meta)
     return root, src, tgt, ckpt
 
 
@@ -139,7 +140,7 @@ def test_load_weights_accepts_a_torchvision_resnet_state_dict(tmp_path):
     import torchvision
 
     from sim2sg.errors import InputError
-    from sim2sg.train.engine import load_weights
+    from sim2sg.train.checkpoint import load_weights
 
     torch.manual_seed(1)
     resnet = torchvision.models.resnet18(weights=None)
@@ -154,18 +155,20 @@ def test_load_weights_accepts_a_torchvision_resnet_state_dict(tmp_path):
 
 
 def test_loop_options_reach_the_loop_config(setup, tmp_path, monkeypatch):
-    """`sim2sg train --env` hands its loop options to `LoopConfig` unchanged (the loop itself is
-    replaced: this checks the wiring, not the training)."""
+    """`sim2sg loop` hands its options to `LoopConfig` unchanged (the loop itself is replaced:
+    this checks the wiring, not the training)."""
     import sim2sg.loop.run as loop
 
     _, _, tgt, _ = setup
     seen = []
     monkeypatch.setattr(loop, "run", lambda cfg, log=None: seen.append(cfg))
-    common = ["train", "--env", "clevr", "--target", str(tgt), "--loop", "1", "--out", str(tmp_path / "o")]
+    common = ["loop", "--env", "clevr", "--target", str(tgt), "--loop", "1", "--out", str(tmp_path / "o")]
     r = runner.invoke(app, common + ["--deterministic", "--keep-sdr", "--align-sdr-scenes", "--grl-bound", "0.1"])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, common)
     assert r.exit_code == 0, r.output
-    on, off = seen
+    on, off = seen[:2]
+    r = runner.invoke(app, ["loop", "--env", "clevr", "--target", str(tgt), "--iterations", "2", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0 and seen[-1].iterations == 2, r.output
     assert (on.deterministic, on.keep_sdr, on.align_sdr_scenes, on.grl_bound) == (True, True, True, 0.1)
     assert (off.deterministic, off.keep_sdr, off.align_sdr_scenes, off.grl_bound) == (False, False, False, 0.0)

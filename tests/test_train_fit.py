@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from sim2sg.train import engine
+from sim2sg.train import steps as engine
+from sim2sg.train.checkpoint import load_checkpoint
+from sim2sg.train.config import TrainConfig
 from sim2sg.train.data import ImageFolder, LabelledDataset, collate
-from sim2sg.train.engine import TrainConfig, fit, load_checkpoint, train_step
+from sim2sg.train.fit import fit
+from sim2sg.train.steps import train_step
 from sim2sg.train.toydata import write_image_folder, write_toy_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -119,7 +122,7 @@ def test_deterministic_cuda_fixes_the_cublas_workspace(monkeypatch):
     """On CUDA, `deterministic` sets the fixed cuBLAS workspace that deterministic matrix products
     need, unless the user set one; without `deterministic` nothing is touched. (Only the device
     type is read, so this runs without a GPU.)"""
-    from sim2sg.train.engine import make_reproducible
+    from sim2sg.train.steps import make_reproducible
 
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     make_reproducible(torch.device("cuda"), deterministic=False)

@@ -44,7 +44,7 @@ def test_primitive_sizes_axes_and_nested_xforms(tmp_path):
     UsdGeom.Xformable(outer).AddScaleOp().Set(Gf.Vec3f(2, 2, 2))
     shape(st, "/World/Outer/F", "Cube", (1, 0, 0), "f", size=1.0)
     st.GetRootLayer().Save()
-    s = load_scene(tmp_path / "p.usda")
+    s = load_scene(tmp_path / "p.usda", 64, 64)
     assert s.inst_label == ("a", "b", "c", "d", "e", "f")
     lo, hi = _bounds(s, 1)
     np.testing.assert_allclose([lo, hi], [[-1, -1, -1], [1, 1, 1]], atol=1e-6)
@@ -71,15 +71,16 @@ def test_y_up_centimetre_stage_matches_z_up_metres(tmp_path):
             add_camera(st, (4 * k, 2 * k, 3 * k), (0, 0, 0), up=(0, 1, 0), near=0.1 * k)
             shape(st, "/World/A", "Cube", (1 * k, 0.25 * k, -0.5 * k), "a", size=0.5 * k)
         st.GetRootLayer().Save()
-        return load_scene(path)
+        return load_scene(path, 64, 64)
 
     a = build(tmp_path / "z.usda", "Z", 1.0)
     b = build(tmp_path / "y.usda", "Y", 0.01)
     np.testing.assert_allclose(np.sort(a.tri_pos.reshape(-1, 3), 0), np.sort(b.tri_pos.reshape(-1, 3), 0), atol=1e-5)
-    np.testing.assert_allclose(a.rig.rotation, b.rig.rotation, atol=1e-6)
-    np.testing.assert_allclose(a.rig.position, b.rig.position, atol=1e-5)
-    assert b.rig.near == pytest.approx(0.1)
-    assert b.camera(64, 64).position == pytest.approx((4, -3, 2))
+    np.testing.assert_allclose(a.camera.rotation(), b.camera.rotation(), atol=1e-6)
+    np.testing.assert_allclose(a.camera.position, b.camera.position, atol=1e-5)
+    assert b.camera.near == pytest.approx(0.1)
+    assert b.camera.position == pytest.approx((4, -3, 2))
+    assert a.camera.orientation is None and b.camera.orientation is None  # upright: plain look-at cameras
 
 
 def test_camera_intrinsics_and_offsets(tmp_path):
@@ -87,7 +88,7 @@ def test_camera_intrinsics_and_offsets(tmp_path):
     add_camera(st, (0, -10, 1), (0, 0, 1), focal=24.0, h_ap=36.0, v_ap=24.0, offset=(1.8, -1.2))
     ground(st)
     st.GetRootLayer().Save()
-    cam = load_scene(tmp_path / "c.usda").camera(300, 200)
+    cam = load_scene(tmp_path / "c.usda", 300, 200).camera
     assert cam.fx == pytest.approx(24 / 36 * 300) and cam.fy == pytest.approx(24 / 24 * 200)
     assert cam.cx == pytest.approx(150 - 1.8 * 300 / 36)
     assert cam.cy == pytest.approx(100 - 1.2 * 200 / 24)
@@ -110,7 +111,7 @@ def test_textured_material_lights_legacy_label_hidden_and_guide(tmp_path):
     guide = quad(st, "/World/G", [(-1, 2, -1), (1, 2, -1), (1, 2, 1), (-1, 2, 1)])
     UsdGeom.Imageable(guide).CreatePurposeAttr(UsdGeom.Tokens.guide)
     st.GetRootLayer().Save()
-    s = load_scene(tmp_path / "t.usda")
+    s = load_scene(tmp_path / "t.usda", 64, 64)
     assert len(s.tri_pos) == 2 and s.inst_label == ("poster",) and s.categories == ("poster",)
     assert len(s.textures) == 1 and s.mat_texture[0] == 0
     np.testing.assert_allclose(s.textures[0][0, 0], [1, 0, 0])
@@ -134,7 +135,7 @@ def test_sim2sg_layer_data_gives_graph_ids_and_vocabularies(tmp_path):
     st.GetRootLayer().customLayerData = {"sim2sg": {"graph": graphlib.to_json(g), "categories": ["cube", "sphere"],
                                                     "predicates": ["left", "right"], "env": "clevr"}}
     st.GetRootLayer().Save()
-    s = load_scene(tmp_path / "s.usda")
+    s = load_scene(tmp_path / "s.usda", 64, 64)
     assert s.categories == ("cube", "sphere") and s.predicates == ("left", "right") and s.env == "clevr"
     assert s.inst_category_id.tolist() == [2] and s.inst_object_id.tolist() == [7]
     assert 7 in s.graph.nodes
@@ -145,7 +146,7 @@ def _bad(tmp_path, name, build):
     build(st)
     st.GetRootLayer().Save()
     with pytest.raises(InputError) as e:
-        load_scene(tmp_path / name)
+        load_scene(tmp_path / name, 64, 64)
     return e.value
 
 
@@ -174,10 +175,10 @@ def test_bad_stages_give_input_errors(tmp_path):
     assert "nope.png" in e.message
 
     with pytest.raises(InputError):
-        load_scene(tmp_path / "does_not_exist.usda")
+        load_scene(tmp_path / "does_not_exist.usda", 64, 64)
     (tmp_path / "garbage.usda").write_text("#usda 1.0\n(((\n")
     with pytest.raises(InputError):
-        load_scene(tmp_path / "garbage.usda")
+        load_scene(tmp_path / "garbage.usda", 64, 64)
 
 
 def test_degenerate_triangles_are_dropped_when_others_remain(tmp_path):
@@ -188,4 +189,24 @@ def test_degenerate_triangles_are_dropped_when_others_remain(tmp_path):
     m.CreateFaceVertexCountsAttr([3, 3])
     m.CreateFaceVertexIndicesAttr([0, 1, 2, 0, 0, 3])  # second face repeats a vertex
     st.GetRootLayer().Save()
-    assert len(load_scene(tmp_path / "d.usda").tri_pos) == 1
+    assert len(load_scene(tmp_path / "d.usda", 64, 64).tri_pos) == 1
+
+
+def test_rolled_camera_keeps_its_orientation(tmp_path):
+    st = new_stage(tmp_path / "r.usda")
+    add_camera(st, (0, -10, 0), (0, 0, 0), up=(1, 0, 1))  # rolled 45 degrees about the optical axis
+    ground(st)
+    st.GetRootLayer().Save()
+    cam = load_scene(tmp_path / "r.usda", 64, 64).camera
+    assert cam.orientation is not None
+    s = math.sqrt(0.5)
+    # OpenCV rows (right, down, forward): up = (s, 0, s), forward = +y, right = forward x up
+    np.testing.assert_allclose(cam.rotation(), [[s, 0, -s], [-s, 0, -s], [0, 1, 0]], atol=1e-9)
+    uv, _ = cam.project(np.array([[1.0, 0.0, 1.0]]))  # on the camera's up axis: straight above the centre
+    np.testing.assert_allclose(uv[0], [32, 32 - 20 / 20 * 64 * math.sqrt(2) / 10], atol=1e-6)
+    assert Camera.from_dict(cam.to_dict()) == cam
+
+
+def test_upright_camera_dict_has_no_orientation():
+    cam = Camera(64, 48, 50, 50, 32, 24, (5, 0, 2), (0, 0, 0))
+    assert "orientation" not in cam.to_dict() and Camera.from_dict(cam.to_dict()) == cam

@@ -8,7 +8,8 @@ job's settings (size, ssaa, shadows, seed, env) or a requested writer differ fro
 labels.json is assembled from the fragments at the end (atomically, only when it changes).
 
 Rendering is injected (`render_fn`), so the driver is tested without the rasterizer; the default
-calls `sim2sg.render.pipeline.render_stages` (imported lazily: torch is heavy).
+is `render_stages` (USD files -> `sim2sg.usd.read.load_scene` -> `sim2sg.render.pipeline.render_scenes`;
+imported lazily: torch is heavy). Render options come from `sim2sg.render.settings.render_options`.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from sim2sg.render.sample import Sample
 
 STAGE_SUFFIXES = (".usd", ".usda", ".usdc")
 
-# (stage paths, render options as a dict of RenderOptions fields, device) -> one Sample per path.
-RenderFn = Callable[[Sequence[Path], dict, str], list[Sample]]
+# (stage paths, `sim2sg.render.pipeline.RenderOptions`, device) -> one Sample per path.
+RenderFn = Callable[[Sequence[Path], Any, str], list[Sample]]
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class RenderJob:
     factor per axis. shadows: key-light shadows on/off. env: environment name or file whose
     `[render]` and `[appearance.post]` tables apply to every stage; None = each stage's own
     environment (the one named in its stored scene graph). seed: post-processing randomness.
-    device: "cpu", "cuda", "cuda:N" (see `resolve_device`). split: CLEVR scene `split` field.
+    device: "cpu", "cuda", "cuda:N" (see `sim2sg.device.resolve_device`). split: CLEVR scene `split` field.
     """
 
     out_dir: Path
@@ -93,46 +94,6 @@ def discover_stages(source: str | Path) -> list[Path]:
     return stages
 
 
-def resolve_device(spec: str) -> str:
-    """"auto" -> "cuda" when torch sees a GPU, else "cpu"; other values are checked and returned."""
-    import torch
-
-    if spec == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device", "", f"{spec!r} requested but torch sees no CUDA device")
-    if spec != "cpu" and not spec.startswith("cuda"):
-        raise InputError("--device", "", f"expected auto, cpu, cuda or cuda:N, got {spec!r}")
-    return spec
-
-
-def env_render_settings(env: Any) -> dict:
-    """The render settings an environment contributes: {"min_visible_pixels": int >= 0, "post":
-    dict or None} from its `[render] min_visible_pixels` and `[appearance.post]` tables.
-
-    The one place that knows the environment's layout: `env` is a `sim2sg.scene.environment.Environment` (its
-    `min_visible_pixels` and `raw` TOML dict), a plain TOML dict, or None (defaults: 1 pixel, no
-    post-processing). An empty `[appearance.post]` counts as none. The post table is checked here
-    with `PostProcess.from_dict`, so a bad one is reported against the environment file.
-    """
-    raw = getattr(env, "raw", env) if env is not None else {}
-    raw = raw if isinstance(raw, dict) else {}
-    source = str(getattr(env, "source", None) or getattr(env, "name", None) or "<environment>")
-    mvp = getattr(env, "min_visible_pixels", None)
-    if mvp is None:
-        mvp = (raw.get("render") or {}).get("min_visible_pixels", 1)
-    if isinstance(mvp, bool) or not isinstance(mvp, int) or mvp < 0:
-        raise InputError(source, "render.min_visible_pixels", f"expected an integer >= 0, got {mvp!r}")
-    post = (raw.get("appearance") or {}).get("post") or None
-    if post is not None:
-        if not isinstance(post, dict):
-            raise InputError(source, "appearance.post", "expected a table")
-        from sim2sg.render.post import PostProcess
-
-        PostProcess.from_dict(post, source)
-    return {"min_visible_pixels": mvp, "post": post}
-
-
 def _default_env_of_stage(path: Path) -> str | None:
     """The environment named in a sim2sg stage's stored graph; None for other stages."""
     from sim2sg.usd.stage import read_graph_from_stage
@@ -150,17 +111,17 @@ def _default_load_env(name_or_path: str) -> Any:
     return load_env(name_or_path)
 
 
-def render_with_pipeline(paths: Sequence[Path], options: dict, device: str) -> list[Sample]:
-    """The default `RenderFn`: `sim2sg.render.pipeline.render_stages` with `RenderOptions(**options)`
-    (the post-processing dict becomes a `PostProcess`)."""
-    from sim2sg.render.pipeline import RenderOptions, render_stages
+def render_stages(paths: Sequence[Path], options, device="cpu") -> list[Sample]:
+    """The default `RenderFn`: load the USD stages at `paths` at the options' size and render them
+    as one batch (`RenderOptions` options). Sample.name = the file stem.
 
-    opts = dict(options)
-    if opts.get("post") is not None:
-        from sim2sg.render.post import PostProcess
+    Raises `sim2sg.errors.InputError` for a bad stage (see `sim2sg.usd.read.load_scene`).
+    """
+    from sim2sg.render.pipeline import render_scenes
+    from sim2sg.usd.read import load_scene
 
-        opts["post"] = PostProcess.from_dict(opts["post"])
-    return render_stages(list(paths), RenderOptions(**opts), device)
+    scenes = [load_scene(p, options.width, options.height) for p in paths]
+    return render_scenes(scenes, [Path(p).stem for p in paths], options, device)
 
 
 def file_sha256(path: Path) -> str:
@@ -191,7 +152,9 @@ def run(
     """
     from tqdm import tqdm
 
-    render_fn = render_fn or render_with_pipeline
+    from sim2sg.render.settings import environment_settings, render_options
+
+    render_fn = render_fn or render_stages
     env_of_stage = env_of_stage or _default_env_of_stage
     load_env = load_env or _default_load_env
     writers = writers_mod.parse_writers(job.writers)
@@ -224,34 +187,37 @@ def run(
     skipped = len(stages) - len(pending) - len(failures)
 
     # 2. render settings per pending stage (environment), grouped into batches of equal settings
-    env_cache: dict[str | None, dict] = {}
+    # (environment_settings are recorded in each fragment; `sim2sg render` does not scale the
+    # visibility threshold to the image size, unlike the in-memory synthesis)
+    env_cache: dict[str | None, tuple] = {}
 
-    def settings_for(stage: Path) -> dict:
+    def settings_for(stage: Path) -> tuple:
         name = job.env if job.env is not None else env_of_stage(stage)
         if name not in env_cache:
-            env_cache[name] = env_render_settings(load_env(name) if name is not None else None)
+            env = load_env(name) if name is not None else None
+            env_cache[name] = (environment_settings(env), render_options(
+                env, job.width, job.height, seed=job.seed, ssaa=job.ssaa, shadows=job.shadows,
+                scale_visibility=False))
         return env_cache[name]
 
-    batches: list[tuple[dict, list[tuple[int, str]]]] = []
+    batches: list[tuple[dict, Any, list[tuple[int, str]]]] = []
     for i, digest in pending:
         try:
-            settings = settings_for(stages[i])
+            settings, options = settings_for(stages[i])
         except InputError as e:
             fail(stages[i], f"{stages[i]}: {e}")
             continue
-        if batches and batches[-1][0] == settings and len(batches[-1][1]) < max(1, job.batch):
-            batches[-1][1].append((i, digest))
+        if batches and batches[-1][0] == settings and len(batches[-1][2]) < max(1, job.batch):
+            batches[-1][2].append((i, digest))
         else:
-            batches.append((settings, [(i, digest)]))
+            batches.append((settings, options, [(i, digest)]))
 
     # 3. render and write
     rendered = 0
     bar = tqdm(total=len(stages), initial=skipped, disable=not progress, unit="img", desc="render",
                dynamic_ncols=True)
     try:
-        for settings, items in batches:
-            options = {"width": job.width, "height": job.height, "ssaa": job.ssaa,
-                       "shadows": job.shadows, "seed": job.seed, **settings}
+        for settings, options, items in batches:
             for (i, digest), sample in _render_isolating(render_fn, stages, items, options, job.device, fail):
                 sample = dataclasses.replace(sample, name=names[i])
                 frag = writers_mod.write_sample(out, sample, i, writers, job.split)
@@ -272,7 +238,7 @@ def run(
 
 
 def _render_isolating(render_fn: RenderFn, stages: Sequence[Path], items: list[tuple[int, str]],
-                      options: dict, device: str, fail: Callable[[Path, str], None]):
+                      options, device: str, fail: Callable[[Path, str], None]):
     """Yield ((index, sha256), Sample) for `items`; when a batch fails, render its stages one by one
     so that only the bad ones are reported."""
     paths = [stages[i] for i, _ in items]

@@ -19,26 +19,13 @@ import networkx as nx
 import numpy as np
 
 from sim2sg.render.pipeline import RenderOptions, render_scenes
-from sim2sg.render.post import PostProcess
 from sim2sg.render.sample import Sample
 from sim2sg.scene.environment import Environment
+from sim2sg.scene.look import apply_target_look, randomize_look
 from sim2sg.scene.textures import FAMILIES, VARIANTS, texture_name
 from sim2sg.usd.compile import compile_graph, write_textures
 from sim2sg.usd.read import load_scene
 from sim2sg.usd.stage import TEXTURE_DIR, write_stage
-
-
-def render_options(env: Environment, width: int, height: int, seed: int = 0, ssaa: int = 1,
-                   shadows: bool = True) -> RenderOptions:
-    """RenderOptions from an environment's [render] and [appearance.post] tables at a size."""
-    scale = (width * height) / (env.camera.width * env.camera.height)
-    post = env.raw.get("appearance", {}).get("post")
-    return RenderOptions(
-        width=width, height=height, ssaa=ssaa, shadows=shadows,
-        # The visibility threshold is given at the environment's nominal size: scale it by area.
-        min_visible_pixels=max(1, int(round(env.min_visible_pixels * scale))),
-        post=PostProcess.from_dict(post) if post else None, seed=seed,
-    )
 
 
 def texture_library(root: Path) -> Path:
@@ -95,7 +82,8 @@ def _build_scene(job, env: Environment, width: int, height: int, texture_dir: st
     g, name, seed, target_look = job
     g = g.copy()
     g.graph["camera"] = g.graph["camera"].resized(width, height)
-    stage, _ = compile_graph(g, env, np.random.default_rng(seed), texture_root=texture_dir, target_look=target_look)
+    look = apply_target_look(randomize_look(g, env, np.random.default_rng(seed)), target_look)
+    stage, _ = compile_graph(g, env, look, texture_root=texture_dir)
     if keep_usd is not None:
         write_stage(stage, Path(keep_usd) / f"{name}.usdc")  # textures by absolute path
-    return load_scene(stage)
+    return load_scene(stage, width, height)

@@ -19,11 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sim2sg import atomic
+from sim2sg.experiments.report import content_gap_table, curves, figure, format_table
 from sim2sg.experiments.tables import (
-    content_gap_table,
-    curves,
-    figure,
-    format_table,
     make_domain,
     run_rows,
     slug,
@@ -31,7 +28,7 @@ from sim2sg.experiments.tables import (
     train_warmup,
     warmup_path,
 )
-from sim2sg.loop.run import LoopConfig
+from sim2sg.loop.config import LoopConfig
 from sim2sg.scene.environment import load_env
 
 

@@ -29,7 +29,7 @@ from sim2sg.scene.camera import Camera
 from sim2sg.scene.environment import CategorySpec, Environment
 from sim2sg.scene.meshes import object_mesh
 from sim2sg.scene.relations import derive_relations
-from sim2sg.scene.sdr import _facing_yaw, road_geometry, sample_context
+from sim2sg.scene.sdr import facing_yaw, road_geometry, sample_context
 
 
 def _support_point(cam: Camera, box, z: float, max_height: float) -> tuple[np.ndarray, bool] | None:
@@ -274,5 +274,5 @@ def _yaw(spec: CategorySpec, env: Environment, context: dict, pos, lifted, rng) 
         anchors = [b for _, b in lifted if b["category"] == spec.anchor]
         if anchors:
             near = min(anchors, key=lambda b: math.dist(b["position"][:2], pos[:2]))
-            return _facing_yaw(np.asarray(near["position"][:2]) - pos[:2]) + jitter
+            return facing_yaw(np.asarray(near["position"][:2]) - pos[:2]) + jitter
     return jitter

@@ -224,7 +224,8 @@ class SceneGraphRCNN(nn.Module):
         """Multi-label BCE on ground-truth boxes: one sigmoid per predicate, all-zero targets for
         pairs without a relation, those down-weighted by `rel_bg_weight`; mean over predicates,
         weighted mean over pairs. At most `rel_max_pairs_train` pairs per image, relation pairs
-        first, then a random sample of the others (global torch RNG, so seeded runs repeat)."""
+        first, then a random sample of the others, drawn (as torchvision's proposal samplers draw)
+        from torch's default generator, which `sim2sg.train.rng.TorchRNG.scope` hands the run's state."""
         cfg = self.cfg
         # one entry per image, even without pairs: ROI pooling takes the batch index from the
         # position in the list

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from sim2sg.usd.read import SceneData
+from sim2sg.render.scene import SceneData
 
 _TEXTURE_CACHE: "OrderedDict[tuple[str, str], torch.Tensor]" = OrderedDict()
 _TEXTURE_CACHE_SIZE = 256
@@ -164,9 +164,9 @@ def pack(scenes: Sequence[SceneData], device: torch.device | str = "cpu") -> Sce
         mat_wrap=t(cat([s.mat_wrap for s in scenes]), torch.int64),
         tex_data=torch.cat(tex_list) if len(tex_list) > 1 else tex_list[0],
         tex_offset=t(tex_off, torch.int64), tex_width=t(tex_w, torch.int64), tex_height=t(tex_h, torch.int64),
-        cam_rot=t(np.stack([s.rig.rotation for s in scenes])),
-        cam_pos=t(np.stack([s.rig.position for s in scenes])),
-        near=t(np.array([s.rig.near for s in scenes])), far=t(np.array([s.rig.far for s in scenes])),
+        cam_rot=t(np.stack([s.camera.rotation() for s in scenes])),
+        cam_pos=t(np.stack([np.asarray(s.camera.position, dtype=np.float64) for s in scenes])),
+        near=t(np.array([s.camera.near for s in scenes])), far=t(np.array([s.camera.far for s in scenes])),
         ambient=t(np.stack([s.ambient for s in scenes])),
         key_dir=t(key_dir), key_rgb=t(key_rgb), fill_dir=t(fill_dir), fill_rgb=t(fill_rgb),
         sph_pos=t(sph_pos), sph_rgb=t(sph_rgb), sph_radius=t(sph_rad),

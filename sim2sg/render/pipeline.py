@@ -1,4 +1,4 @@
-"""The renderer's entry points: USD stages (or in-memory `SceneData`) -> labelled `Sample`s.
+"""The renderer's entry points: in-memory `SceneData` (`sim2sg.render.scene`) -> labelled `Sample`s.
 
     camera (`shade.view_triangles`) -> rasterize (`raster.rasterize` -> `Fragments`)
       -> shade (`shade.shade`, with `shade.shadow_maps`) -> label (`labels.compute_labels`)
@@ -6,14 +6,15 @@
 
 Labels always come from a rasterization at the output resolution (pixel centres), also when the
 image is supersampled, so masks, boxes and depth are exact for the output pixels. Rendering takes no
-randomness; only post-processing does, from (options.seed, sample name).
+randomness; only post-processing does, from (options.seed, sample name). Reading USD files is
+upstream (`sim2sg.usd.read.load_scene`; `sim2sg.dataset.render_job.render_stages` does both), so
+this module works without pxr.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -23,9 +24,9 @@ from sim2sg.render.labels import Labels, compute_labels
 from sim2sg.render.post import PostProcess, apply_post  # noqa: F401  (PostProcess: RenderOptions.post)
 from sim2sg.render.raster import Fragments, kernel, rasterize
 from sim2sg.render.sample import ObjectLabel, Sample
+from sim2sg.render.scene import SceneData
 from sim2sg.render.shade import finish, shade_fast, shadow_maps, view_triangles
 from sim2sg.scene import graph as graphlib
-from sim2sg.usd.read import SceneData, load_scene
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,10 @@ class RenderResult:
     frag: Fragments
 
 
-def _intrinsics(scenes: Sequence[SceneData], width: int, height: int, device) -> torch.Tensor:
-    return torch.tensor([s.rig.intrinsics(width, height) for s in scenes], dtype=torch.float32, device=device)
+def _intrinsics(scenes: Sequence[SceneData], device) -> torch.Tensor:
+    """(B, 4) float32 (fx, fy, cx, cy) in pixels of the scenes' cameras."""
+    return torch.tensor([(s.camera.fx, s.camera.fy, s.camera.cx, s.camera.cy) for s in scenes],
+                        dtype=torch.float32, device=device)
 
 
 @torch.no_grad()
@@ -161,7 +164,7 @@ def to_samples(scenes: Sequence[SceneData], names: Sequence[str], result: Render
         ids = {o.object_id for o in objs}
         rels = tuple((s_, p, o) for s_, p, o in rel_cache[key] if s_ in ids and o in ids)
         out.append(Sample(image=image[i], depth=depth[i], instance=instance[i], semantic=semantic[i],
-                          objects=tuple(objs), relations=rels, camera=sc.camera(options.width, options.height),
+                          objects=tuple(objs), relations=rels, camera=sc.camera,
                           graph=sc.graph, categories=tuple(sc.categories), predicates=tuple(sc.predicates),
                           name=str(name)))
     return out
@@ -170,21 +173,18 @@ def to_samples(scenes: Sequence[SceneData], names: Sequence[str], result: Render
 @torch.no_grad()
 def render_scenes(scenes: Sequence[SceneData], names: Sequence[str], options: RenderOptions,
                   device: torch.device | str = "cpu") -> list[Sample]:
-    """Render in-memory scenes (one batch) on `device`; no disk round trip. names: Sample names."""
+    """Render in-memory scenes (one batch) on `device`; no disk round trip. names: Sample names.
+    Every scene's camera must have the options' size (`load_scene(path, width, height)`)."""
     if len(scenes) != len(names):
         raise ValueError("scenes and names differ in length")
+    for sc, name in zip(scenes, names):
+        if (sc.camera.width, sc.camera.height) != (options.width, options.height):
+            raise ValueError(f"{name}: camera is {sc.camera.width}x{sc.camera.height}, "
+                             f"options ask for {options.width}x{options.height}")
     if not scenes:
         return []
     batch = pack(scenes, device)
-    k = _intrinsics(scenes, options.width, options.height, batch.cam_rot.device)
+    k = _intrinsics(scenes, batch.cam_rot.device)
     result = render_batch(batch, k, options, names)
     return to_samples(scenes, names, result, options)
 
-
-def render_stages(paths: Sequence[Path], options: RenderOptions, device: "torch.device | str" = "cpu") -> list[Sample]:
-    """Load the USD stages at `paths` and render them as one batch. Sample.name = the file stem.
-
-    Raises `sim2sg.errors.InputError` for a bad stage (see `sim2sg.usd.read.load_scene`).
-    """
-    scenes = [load_scene(p) for p in paths]
-    return render_scenes(scenes, [Path(p).stem for p in paths], options, device)

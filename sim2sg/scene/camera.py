@@ -21,7 +21,11 @@ class Camera:
 
     width, height: image size in pixels. fx, fy: focal lengths in pixels. cx, cy: principal point
     in pixels. position, look_at: (3,) world points. near, far: clipping distances in meters.
-    The camera is upright: its image x axis is horizontal in the world (no roll).
+    orientation: None (every sampled camera) = upright, the image x axis horizontal in the world
+    (no roll) and the rotation derived from position and look_at; else 9 floats, the (3, 3)
+    world-to-camera rotation row-major (rows: camera x, y, z axes in world coordinates), for a
+    camera read from a stage that the upright model cannot express (roll, or looking straight down
+    with another image x axis); then look_at = position + the optical axis.
     """
 
     width: int
@@ -34,10 +38,13 @@ class Camera:
     look_at: tuple[float, float, float]
     near: float = 0.1
     far: float = 1000.0
+    orientation: tuple[float, ...] | None = None
 
     # ---- frames -------------------------------------------------------------------------------
     def rotation(self) -> np.ndarray:
         """(3, 3) world-to-camera rotation R (rows: camera x, y, z axes in world coordinates)."""
+        if self.orientation is not None:
+            return np.asarray(self.orientation, dtype=np.float64).reshape(3, 3)
         eye = np.asarray(self.position, dtype=np.float64)
         fwd = np.asarray(self.look_at, dtype=np.float64) - eye
         fwd = fwd / np.linalg.norm(fwd)
@@ -109,7 +116,8 @@ class Camera:
 
     # ---- (de)serialisation ----------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {
+        """A JSON-able dict; "orientation" only for a camera that has one."""
+        d = {
             "width": self.width,
             "height": self.height,
             "fx": self.fx,
@@ -121,6 +129,9 @@ class Camera:
             "near": self.near,
             "far": self.far,
         }
+        if self.orientation is not None:
+            d["orientation"] = list(self.orientation)
+        return d
 
     @staticmethod
     def from_dict(d: dict) -> "Camera":
@@ -135,10 +146,11 @@ class Camera:
             look_at=tuple(float(x) for x in d["look_at"]),
             near=float(d.get("near", 0.1)),
             far=float(d.get("far", 1000.0)),
+            orientation=tuple(float(x) for x in d["orientation"]) if d.get("orientation") is not None else None,
         )
 
     def resized(self, width: int, height: int) -> "Camera":
         """The same view at another resolution (intrinsics scaled per axis)."""
         sx, sy = width / self.width, height / self.height
         return Camera(width, height, self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy,
-                      self.position, self.look_at, self.near, self.far)
+                      self.position, self.look_at, self.near, self.far, self.orientation)

@@ -330,4 +330,7 @@ class _Validator(Checker):
         far = self.number(x.get("far", 1000.0), f"{field}.far")
         if not 0 < near < far:
             self.fail(f"{field}.near", f"need 0 < near < far, got near={near}, far={far}")
-        return Camera(w, h, nums["fx"], nums["fy"], nums["cx"], nums["cy"], pos, at, near, far)
+        orientation = x.get("orientation")
+        if orientation is not None:  # a stage camera the upright model cannot express (see Camera)
+            orientation = tuple(self.numbers(orientation, 9, f"{field}.orientation"))
+        return Camera(w, h, nums["fx"], nums["fy"], nums["cx"], nums["cy"], pos, at, near, far, orientation)

@@ -144,6 +144,33 @@ def unit_cone(segments: int = 24) -> Mesh:
     return concat([side, cap])
 
 
+def capsule(radius: float, height: float, segments: int = 24, rings: int = 12) -> Mesh:
+    """A capsule about +Z centred at the origin: a cylinder of `radius` and `height` (meters)
+    capped by two hemispheres, so its total length is height + 2 * radius. rings: latitude steps
+    from pole to pole (even; half per hemisphere). Not a unit primitive: its caps stay round only
+    when it is built at its real size."""
+    half = max(2, rings // 2)
+    lat = np.concatenate([np.linspace(-np.pi / 2, 0.0, half + 1), np.linspace(0.0, np.pi / 2, half + 1)])
+    z0 = np.concatenate([np.full(half + 1, -height / 2), np.full(half + 1, height / 2)])
+    th = np.linspace(0, 2 * np.pi, segments + 1)
+    L, T = np.meshgrid(lat, th, indexing="ij")
+    n = np.stack([np.cos(L) * np.cos(T), np.cos(L) * np.sin(T), np.sin(L)], -1)
+    p = radius * n + np.stack([np.zeros_like(L), np.zeros_like(L), np.broadcast_to(z0[:, None], L.shape)], -1)
+    v = (p[..., 2] + height / 2 + radius) / max(height + 2 * radius, 1e-12)
+    uv = np.stack([T / (2 * np.pi), v], -1)
+    m, rows = segments + 1, len(lat)
+    faces = []
+    for r in range(rows - 1):
+        for i in range(segments):
+            a, b = r * m + i, r * m + i + 1
+            c, d = a + m, b + m
+            if r > 0:  # row 0 is the bottom pole: skip the zero-area triangle there
+                faces.append([a, b, d])
+            if r < rows - 2:
+                faces.append([a, d, c])
+    return _mesh(p.reshape(-1, 3), faces, uv.reshape(-1, 2), n.reshape(-1, 3))
+
+
 def unit_wedge() -> Mesh:
     """A triangular prism along x (a gable roof): cross-section (-0.5,-0.5), (0.5,-0.5), (0,0.5) in y-z."""
     tri = np.array([[-0.5, -0.5], [0.5, -0.5], [0.0, 0.5]])  # (y, z)

@@ -71,9 +71,23 @@ def road_geometry(context: dict) -> dict:
 
 
 def sample_camera(env: Environment, context: dict, rng: np.random.Generator) -> Camera:
+    """The scene's camera: the environment's, its position and look-at point jittered."""
     spec = env.camera
     pos = _vec_jitter(rng, spec.position, spec.position_jitter)
     at = _vec_jitter(rng, spec.look_at, spec.look_at_jitter)
+    return _camera(env, context, pos, at)
+
+
+def nominal_camera(env: Environment, context: dict) -> Camera:
+    """The environment's camera without jitter (the loop's known target camera), at the
+    environment's image size; a road context places it over the ego lane as `sample_camera` does."""
+    spec = env.camera
+    return _camera(env, context, np.asarray(spec.position, dtype=np.float64), np.asarray(spec.look_at, dtype=np.float64))
+
+
+def _camera(env: Environment, context: dict, pos: np.ndarray, at: np.ndarray) -> Camera:
+    spec = env.camera
+    pos, at = pos.copy(), at.copy()
     if spec.follow_lane and context["kind"] == "road":
         geo = road_geometry(context)
         x = geo["centres"][geo["ego_lane"]]
@@ -122,7 +136,7 @@ def _half_extent_x(size, yaw_deg: float) -> float:
     return c * size[0] / 2 + s * size[1] / 2
 
 
-def _facing_yaw(direction_xy) -> float:
+def facing_yaw(direction_xy) -> float:
     """Yaw (deg) that turns an object's front (local -Y) towards `direction_xy`."""
     return math.degrees(math.atan2(direction_xy[0], -direction_xy[1]))
 
@@ -172,7 +186,7 @@ def _propose(spec: CategorySpec, size, env: Environment, context: dict, placed: 
         half_t = asy / 2 if side < 2 else asx / 2
         local = normal * (half_n + _uniform(rng, spec.distance) + size[1] / 2) + tangent * rng.uniform(-0.8, 0.8) * half_t
         xy = np.asarray(a["position"][:2]) + rot @ local
-        base = _facing_yaw(rot @ -normal) if spec.face_anchor else 0.0
+        base = facing_yaw(rot @ -normal) if spec.face_anchor else 0.0
         return (float(xy[0]), float(xy[1]), 0.0), base + jitter, None, a_id
     # Road placements: the road runs along +Y from the camera; side +1 is right (x > 0).
     geo = road_geometry(context)

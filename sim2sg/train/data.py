@@ -219,6 +219,63 @@ class ImageFolder(Dataset):
         return read_image(self.files[i], self.size), str(self.files[i])
 
 
+class SampleDataset(torch.utils.data.Dataset):
+    """Rendered samples (`sim2sg.render.sample.Sample`, held in memory) as detector training items: (image (3, H, W) float in [0, 1], target with
+    boxes (N, 4) xyxy px, labels (N,) 1-based, relations (M, 3) (subject idx, object idx, predicate
+    id 1-based), image_id)."""
+
+    def __init__(self, samples: list, predicates: list[str], min_box: float = 1.0):
+        self.images, self.targets = [], []
+        pred_id = {p: k + 1 for k, p in enumerate(predicates)}
+        for i, s in enumerate(samples):
+            objs = [o for o in s.objects if o.box[2] - o.box[0] >= min_box and o.box[3] - o.box[1] >= min_box]
+            index = {o.object_id: k for k, o in enumerate(objs)}
+            trip = sorted({(index[a], index[b], pred_id[p]) for a, p, b in s.relations
+                           if a in index and b in index and p in pred_id})
+            self.images.append(torch.from_numpy(np.ascontiguousarray(s.image)).permute(2, 0, 1))
+            self.targets.append({
+                "boxes": torch.tensor([o.box for o in objs], dtype=torch.float32).reshape(-1, 4),
+                "labels": torch.tensor([o.category_id for o in objs], dtype=torch.int64),
+                "relations": torch.tensor(trip, dtype=torch.int64).reshape(-1, 3),
+                "image_id": i,
+            })
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i].float() / 255.0, {k: (v.clone() if torch.is_tensor(v) else v) for k, v in self.targets[i].items()}
+
+
+class LabelledOnly(torch.utils.data.Dataset):
+    """`dataset`'s items with "domain_source": False in each target: they train the labelled
+    losses only, never the domain classifiers (`SceneGraphRCNN.forward`)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        image, target = self.dataset[i]
+        return image, {**target, "domain_source": False}
+
+
+class ListDataset(torch.utils.data.Dataset):
+    """(image, target) pairs held in memory (pseudo labels)."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        im, t = self.items[i]
+        return im, {k: (v.clone() if torch.is_tensor(v) else v) for k, v in t.items()}
+
+
 def collate(batch):
     """[(image, target), ...] -> ([images], [targets]) (lists, not stacked)."""
     return tuple(list(x) for x in zip(*batch))

@@ -17,20 +17,56 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from sim2sg import atomic
+from sim2sg.device import resolve_device
 from sim2sg.errors import InputError
+from sim2sg.eval import evaluate, load_ground_truth
 from sim2sg.scene.camera import Camera
 from sim2sg.scene.graph import add_object, add_relation, new_graph, write_graph
+from sim2sg.train.checkpoint import load_checkpoint, model_from_checkpoint
 from sim2sg.train.data import LabelledDataset, list_images, read_image
 from sim2sg.train.draw import draw_graph, select_graph
-from sim2sg.train.engine import (
-    load_checkpoint,
-    model_from_checkpoint,
-    outputs_to_record,
-    predict,
-    resolve_device,
-)
+
+
+@torch.no_grad()
+def predict(model, images: list[torch.Tensor], device, amp: bool = True) -> list[dict]:
+    """Eval-mode outputs for (3, H, W) images in [0, 1], moved to the CPU as float tensors."""
+    model.eval()
+    images = [im.to(device) for im in images]
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+        outs = model(images)
+    return [{k: (v.float() if v.is_floating_point() else v).cpu() for k, v in o.items()} for o in outs]
+
+
+def outputs_to_record(out: dict, categories, digits: int = 5) -> dict:
+    """One model output -> a predictions-JSON image record's objects and relations (formats.md)."""
+    objects = [{"box": [round(float(v), 3) for v in b], "category": categories[int(c) - 1], "score": round(float(s), digits)}
+               for b, c, s in zip(out["boxes"].tolist(), out["labels"].tolist(), out["scores"].tolist())]
+    relations = [{"subject": int(p[0]), "object": int(p[1]), "scores": [round(float(x), digits) for x in s]}
+                 for p, s in zip(out["rel_pairs"].tolist(), out["rel_scores"].tolist())]
+    return {"objects": objects, "relations": relations}
+
+
+def predict_labelled(model, dataset: LabelledDataset, device, batch_size: int = 8, amp: bool = True,
+                     categories=None, predicates=None) -> dict:
+    """Predictions of `model` on a labelled dataset in the predictions format (formats.md) and
+    their metrics (`sim2sg.eval.evaluate`): returns {"predictions": dict, "metrics": dict}. Names
+    default to the dataset's own vocabulary."""
+    categories = list(categories or dataset.info.categories)
+    predicates = list(predicates or dataset.info.predicates)
+    records = []
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(len(dataset), start + batch_size))]
+        outs = predict(model, [im for im, _ in items], device, amp)
+        for (_, t), o, k in zip(items, outs, range(start, start + len(items))):
+            records.append({"image_id": t["image_id"], "file_name": dataset.images[k]["file_name"],
+                            **outputs_to_record(o, categories)})
+    preds = {"format": "sim2sg-predictions", "version": 1,
+             "predicate_names": ["__background__", *predicates], "images": records}
+    metrics = evaluate(load_ground_truth(dataset.root), preds)
+    return {"predictions": preds, "metrics": metrics}
 
 
 def load_predictor(checkpoint: str | Path, device: str = "auto"):
@@ -98,7 +134,9 @@ def predict_images(checkpoint: str | Path, images_dir: str | Path, out_dir: str 
         outs = predict(model, images, dev)
         for path, img, o in zip(chunk, images, outs):
             o_np = {k: v.numpy() for k, v in o.items()}
-            g = graph_from_prediction(o_np, cats, preds, img.shape[-2:], meta.get("env", "unknown"), score_thresh, rel_thresh)
+            g = graph_from_prediction(o_np, cats, preds, placeholder_camera(*img.shape[-2:]), meta.get("env", "unknown"),
+                                      score_thresh=score_thresh, rel_thresh=rel_thresh, attributes={"lifted": False},
+                                      context={"predicted": True, "camera_known": False})
             gpath = out_dir / f"{path.stem}.json"
             write_graph(gpath, g)
             rgb = (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
@@ -120,17 +158,36 @@ def placeholder_camera(height: int, width: int) -> Camera:
     return Camera(int(width), int(height), f, f, width / 2.0, height / 2.0, (0.0, 0.0, 1.0), (0.0, 1.0, 1.0))
 
 
-def graph_from_prediction(pred: dict, categories, predicates, image_size, env: str,
-                          score_thresh: float = 0.5, rel_thresh: float = 0.5):
-    """A scene graph (networkx) of one prediction (numpy dict as `predict` returns, boxes in
-    pixels of an image of `image_size` = (H, W)) with the placeholders of the module docstring."""
-    keep, triplets = select_graph(pred, score_thresh, rel_thresh)
-    g = new_graph(env, placeholder_camera(int(image_size[0]), int(image_size[1])),
-                  {"predicted": True, "camera_known": False})
+def graph_from_prediction(pred: dict, categories, predicates, camera: Camera, env: str, *,
+                          score_thresh: float = 0.5, rel_thresh: float | None = 0.5,
+                          context: dict | None = None, attributes: dict | None = None):
+    """The one conversion of a model output into a 2D scene graph (networkx).
+
+    pred: one output as `predict` returns it (tensors or numpy arrays: boxes (D, 4) px, labels
+    (D,) 1-based, scores (D,), rel_pairs (M, 2), rel_scores (M, P + 1)). Detections scoring at
+    least `score_thresh` become objects with id = their detection index, the box clamped to the
+    `camera`'s image (a box empty after clamping is dropped), the score clamped to [0, 1], and
+    placeholder 3D fields (position (0, 0, 0), yaw 0, size (1, 1, 1)) plus `attributes`.
+    rel_thresh: every predicate scoring at least this between two kept objects is a relation
+    (None: no relations; the lift derives them in 3D). camera: the image's camera (the loop's
+    known target camera, or `placeholder_camera`); context: the graph's context (default {}).
+    """
+    if rel_thresh is None:
+        keep = [int(i) for i in np.nonzero(np.asarray(pred["scores"], dtype=np.float64) >= score_thresh)[0]]
+        triplets = []
+    else:
+        keep, triplets = select_graph(pred, score_thresh, rel_thresh)
+    g = new_graph(env, camera, dict(context or {}))
+    lim = (camera.width, camera.height) * 2
+    boxes = np.asarray(pred["boxes"], dtype=np.float32).reshape(-1, 4).tolist()
+    kept = set()
     for i in keep:
-        add_object(g, i, categories[int(pred["labels"][i]) - 1], (0.0, 0.0, 0.0), 0.0, (1.0, 1.0, 1.0),
-                   attributes={"lifted": False}, box=[float(v) for v in pred["boxes"][i]],
-                   score=min(1.0, max(0.0, float(pred["scores"][i]))))
+        b = [min(max(v, 0.0), m) for v, m in zip(boxes[i], lim)]
+        if b[2] > b[0] and b[3] > b[1]:
+            add_object(g, i, categories[int(pred["labels"][i]) - 1], (0.0, 0.0, 0.0), 0.0, (1.0, 1.0, 1.0),
+                       attributes=attributes, box=b, score=min(1.0, max(0.0, float(pred["scores"][i]))))
+            kept.add(i)
     for s, p, o in triplets:
-        add_relation(g, s, predicates[p - 1], o)
+        if s in kept and o in kept:
+            add_relation(g, s, predicates[p - 1], o)
     return g

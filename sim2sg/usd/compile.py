@@ -20,7 +20,7 @@ from sim2sg import atomic
 from sim2sg.errors import InputError
 from sim2sg.scene import graph as sg
 from sim2sg.scene.environment import Environment, load_env
-from sim2sg.scene.look import apply_target_look, randomize_look
+from sim2sg.scene.look import Look, randomize_look
 from sim2sg.scene.textures import texture_image
 from sim2sg.usd.stage import TEXTURE_DIR, build_stage, write_stage
 
@@ -32,13 +32,12 @@ def look_rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(name.encode("utf-8"))]))
 
 
-def compile_graph(g: nx.MultiDiGraph, env: Environment, rng: np.random.Generator,
-                  texture_root: str = f"./{TEXTURE_DIR}", target_look=None) -> tuple[Usd.Stage, list[str]]:
-    """Dress graph `g` with a random look from `env` and build its in-memory stage; returns the
-    stage and the texture names it uses. texture_root: see `build_stage` (default: beside the stage).
-    target_look: a `sim2sg.loop.target_look.TargetLook` whose crops (under texture_root) replace the
-    sampled textures of the surfaces it lists; the generator is used the same either way."""
-    look = apply_target_look(randomize_look(g, env, rng), target_look)
+def compile_graph(g: nx.MultiDiGraph, env: Environment, look: Look,
+                  texture_root: str = f"./{TEXTURE_DIR}") -> tuple[Usd.Stage, list[str]]:
+    """Build graph `g` dressed by `look` (drawn upstream: `randomize_look`, optionally
+    `apply_target_look`) as an in-memory stage; returns the stage and the texture names it uses.
+    env: the vocabularies and each category's mesh. texture_root: see `build_stage` (default:
+    beside the stage). No randomness."""
     mesh_of = {c: env.spec(c).mesh for c in env.categories}
     missing = sorted({a["category"] for _, a in g.nodes(data=True)} - set(mesh_of))
     if missing:
@@ -107,7 +106,7 @@ def graph2usd(
                     envs[name] = load_env(name)
                 e = envs[name]
             g = sg.read_graph(path, e.categories, e.predicates)
-            stage, textures = compile_graph(g, e, look_rng(seed, path.stem))
+            stage, textures = compile_graph(g, e, randomize_look(g, e, look_rng(seed, path.stem)))
             write_textures(out_dir, textures)
             target = out_dir / f"{path.stem}.{fmt}"
             write_stage(stage, target)

@@ -1,14 +1,15 @@
 """Read any valid USD stage into plain numpy scene arrays for the rasterizer.
 
-`load_scene(path) -> SceneData`. Everything in a `SceneData` is in sim2sg's world frame: right-handed,
-+Z up, meters. Stages with `upAxis = "Y"` are rotated +90 degrees about X (Y-up -> Z-up) and every
-length is multiplied by the stage's `metersPerUnit`, so depth comes out in meters for any stage.
+`load_scene(path, width, height) -> SceneData` (the renderer's input, `sim2sg.render.scene`).
+Everything in a `SceneData` is in sim2sg's world frame: right-handed, +Z up, meters. Stages with
+`upAxis = "Y"` are rotated +90 degrees about X (Y-up -> Z-up) and every length is multiplied by the
+stage's `metersPerUnit`, so depth comes out in meters for any stage.
 
 What is read:
 - Geometry: UsdGeom.Mesh (polygons fan-triangulated; `primvars:st` and normals with constant,
   uniform, vertex/varying or faceVarying interpolation, indexed or not), and the primitive shapes
-  Cube, Sphere, Cylinder, Cone, Capsule (tessellated; size/radius/height/axis respected). World-space
-  triangles through `UsdGeom.XformCache`. Invisible prims and purposes `proxy`/`guide` are skipped.
+  Cube, Sphere, Cylinder, Cone, Capsule (tessellated with `sim2sg.scene.meshes`' primitives;
+  size/radius/height/axis respected). World-space triangles through `UsdGeom.XformCache`. Invisible prims and purposes `proxy`/`guide` are skipped.
 - Materials: the bound UsdPreviewSurface (`ComputeBoundMaterial`): diffuseColor constant or from a
   UsdUVTexture (file resolved relative to its layer, `scale` as a tint, wrapS/wrapT, optional
   UsdTransform2d on st, UsdPrimvarReader_float2 varname), roughness, metallic. Unbound gprims use
@@ -16,7 +17,8 @@ What is read:
 - Lights: DistantLight (direction = local -Z in world), DomeLight (uniform ambient; its texture is
   ignored), SphereLight (position, radius). Radiance = color * intensity * 2^exposure. A stage without
   lights gets a default head light plus ambient (see `_DEFAULT_*`).
-- Camera: the first UsdGeom.Camera in traversal order (or the one named by `camera=`).
+- Camera: the first UsdGeom.Camera in traversal order (or the one named by `camera=`), as a
+  `sim2sg.scene.camera.Camera` at the requested image size (the lens's apertures set the aspect).
 - Instances: every prim with a class label (UsdSemantics.LabelsAPI `class` or legacy Omniverse
   `semantic:*:params:semanticData` with semanticType "class") is one instance with all gprims below
   it; unlabelled gprims are background (instance 0).
@@ -24,12 +26,15 @@ What is read:
 Degenerate triangles (zero area, e.g. repeated indices) are dropped silently; a stage whose
 geometry is empty after that is an `InputError` ("no geometry"). NaN/inf points are an `InputError`
 naming the prim, as are a missing camera and a missing texture file.
+
+One file because it is one traversal: geometry, materials, lights, camera and instances are read in
+a single pass over the stage that shares the reader's caches (materials, textures, owners).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -37,9 +42,12 @@ import numpy as np
 from pxr import Gf, Sdf, Usd, UsdGeom, UsdLux, UsdShade
 
 from sim2sg.errors import InputError
+from sim2sg.render.scene import WRAP_CLAMP, WRAP_MIRROR, WRAP_REPEAT, SceneData
+from sim2sg.scene import meshes
 from sim2sg.scene.camera import Camera
 
-# Tessellation of the primitive shapes: segments around the axis, rings from pole to pole.
+# Tessellation of the implicit shapes (Cube, Sphere, ...): segments around the axis, rings from
+# pole to pole. Our own stages hold only Mesh prims; these serve foreign stages.
 SEGMENTS = 32
 RINGS = 16
 
@@ -49,206 +57,27 @@ _DEFAULT_METALLIC = 0.0
 _DEFAULT_LIGHT = 1.0  # head light radiance when a stage has no light at all
 _DEFAULT_AMBIENT = 0.3
 
-WRAP_REPEAT, WRAP_CLAMP, WRAP_MIRROR = 0, 1, 2
 _WRAP = {"repeat": WRAP_REPEAT, "clamp": WRAP_CLAMP, "black": WRAP_CLAMP, "mirror": WRAP_MIRROR,
          "useMetadata": WRAP_REPEAT}
 
 
-@dataclass(frozen=True)
-class CameraRig:
-    """A stage camera in the world frame (+Z up, meters), independent of the image size.
-
-    rotation: (3, 3) world-to-camera rotation, rows = camera x (right), y (down), z (forward) axes
-    in world coordinates (OpenCV convention; USD cameras look down local -Z with +Y up).
-    position: (3,) eye in world meters. focal_length, h_aperture, v_aperture, h_offset, v_offset:
-    USD lens values (same unit, only ratios matter). near, far: clipping range in meters.
-    """
-
-    rotation: np.ndarray
-    position: np.ndarray
-    focal_length: float
-    h_aperture: float
-    v_aperture: float
-    h_offset: float
-    v_offset: float
-    near: float
-    far: float
-
-    def intrinsics(self, width: int, height: int) -> tuple[float, float, float, float]:
-        """(fx, fy, cx, cy) in pixels for a `width` x `height` image (aspect from the apertures)."""
-        fx = self.focal_length / self.h_aperture * width
-        fy = self.focal_length / self.v_aperture * height
-        cx = width / 2.0 - self.h_offset * width / self.h_aperture
-        cy = height / 2.0 + self.v_offset * height / self.v_aperture
-        return fx, fy, cx, cy
-
-    def camera(self, width: int, height: int) -> Camera:
-        """The `sim2sg.scene.camera.Camera` of this rig (look_at = 1 m along the optical axis).
-
-        `Camera` has no roll: a rolled USD camera renders correctly (the rasterizer uses `rotation`)
-        but its `Camera` is the unrolled one.
-        """
-        fx, fy, cx, cy = self.intrinsics(width, height)
-        eye = self.position.astype(np.float64)
-        look = eye + self.rotation[2].astype(np.float64)
-        return Camera(int(width), int(height), float(fx), float(fy), float(cx), float(cy),
-                      tuple(float(v) for v in eye), tuple(float(v) for v in look),
-                      float(self.near), float(self.far))
-
-
-@dataclass(frozen=True)
-class SceneData:
-    """One stage as world-space triangle soup plus materials, lights, camera and instances.
-
-    Triangles (F of them), world frame +Z up, meters:
-      tri_pos (F, 3, 3) float32 corner positions; tri_normal (F, 3, 3) float32 unit corner normals
-      (flat face normals where the stage has none); tri_uv (F, 3, 2) float32 texture coordinates
-      (after any UsdTransform2d; zeros where absent); tri_material (F,) int32 index into mat_*;
-      tri_instance (F,) int32, 0 = background, k = instance k (row k - 1 of inst_*).
-    Materials (M):
-      mat_color (M, 3) float32 linear diffuse colour (the texture tint when textured);
-      mat_roughness, mat_metallic (M,) float32 in [0, 1]; mat_texture (M,) int32 index into
-      `textures` or -1; mat_wrap (M, 2) int32 (s, t) wrap modes WRAP_REPEAT/CLAMP/MIRROR.
-    textures: tuple of (h, w, 3) float32 linear-RGB images (row 0 = top, i.e. v = 1);
-      texture_keys: their resolved file paths (cache keys).
-    Lights: distant_dir (L, 3) unit direction the light travels; distant_rgb (L, 3) radiance;
-      sphere_pos (S, 3) meters, sphere_radius (S,) meters, sphere_rgb (S, 3); ambient (3,) dome
-      radiance (also the background colour).
-    rig: the camera. Instances (N): inst_path (prim paths), inst_label (class names),
-      inst_category_id (N,) int32 1-based into `categories`, inst_object_id (N,) int64 graph node id
-      (instance index for foreign stages).
-    categories, predicates: vocabularies (the stage's sim2sg lists, else sorted label names / ()).
-    graph: the stage's scene graph (networkx) or None; env: environment name or None.
-    source: the stage path.
-    """
-
-    tri_pos: np.ndarray
-    tri_normal: np.ndarray
-    tri_uv: np.ndarray
-    tri_material: np.ndarray
-    tri_instance: np.ndarray
-    mat_color: np.ndarray
-    mat_roughness: np.ndarray
-    mat_metallic: np.ndarray
-    mat_texture: np.ndarray
-    mat_wrap: np.ndarray
-    textures: tuple
-    texture_keys: tuple
-    distant_dir: np.ndarray
-    distant_rgb: np.ndarray
-    sphere_pos: np.ndarray
-    sphere_radius: np.ndarray
-    sphere_rgb: np.ndarray
-    ambient: np.ndarray
-    rig: CameraRig
-    inst_path: tuple
-    inst_label: tuple
-    inst_category_id: np.ndarray
-    inst_object_id: np.ndarray
-    categories: tuple
-    predicates: tuple
-    graph: object = None
-    env: str | None = None
-    source: str = ""
-
-    @property
-    def num_instances(self) -> int:
-        return len(self.inst_path)
-
-    def camera(self, width: int, height: int) -> Camera:
-        return self.rig.camera(width, height)
-
-
-# ---- primitive tessellation (unit shapes about the Z axis, numpy) ---------------------------------
-def _grid_tris(rows: int, cols: int, closed_u: bool = True) -> np.ndarray:
-    """Triangles of a (rows+1) x (cols+1) vertex grid, (2 * rows * cols, 3) vertex indices."""
-    r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-    a = r * (cols + 1) + c
-    b = a + 1
-    d = a + (cols + 1)
-    e = d + 1
-    return np.concatenate([np.stack([a, d, b], -1).reshape(-1, 3), np.stack([b, d, e], -1).reshape(-1, 3)])
-
-
-def _revolve(profile_r: np.ndarray, profile_z: np.ndarray, n_r: np.ndarray, n_z: np.ndarray):
-    """Surface of revolution about +Z: profile (K,) radii/heights with profile normals (K,) in the
-    (r, z) plane. Returns (V, 3) points, (V, 3) normals, (V, 2) uv, (T, 3) triangles."""
-    k = len(profile_r)
-    phi = np.linspace(0.0, 2 * np.pi, SEGMENTS + 1)
-    cp, sp = np.cos(phi)[None, :], np.sin(phi)[None, :]
-    pts = np.stack([profile_r[:, None] * cp, profile_r[:, None] * sp, np.broadcast_to(profile_z[:, None], (k, SEGMENTS + 1))], -1)
-    nrm = np.stack([n_r[:, None] * cp, n_r[:, None] * sp, np.broadcast_to(n_z[:, None], (k, SEGMENTS + 1))], -1)
-    u = np.broadcast_to((phi / (2 * np.pi))[None, :], (k, SEGMENTS + 1))
-    v = np.broadcast_to(np.linspace(0.0, 1.0, k)[:, None], (k, SEGMENTS + 1))
-    uv = np.stack([u, v], -1)
-    tris = _grid_tris(k - 1, SEGMENTS)
-    return pts.reshape(-1, 3), nrm.reshape(-1, 3), uv.reshape(-1, 2), tris
-
-
-def _disc(z: float, radius: float, up: bool):
-    phi = np.linspace(0.0, 2 * np.pi, SEGMENTS, endpoint=False)
-    rim = np.stack([radius * np.cos(phi), radius * np.sin(phi), np.full(SEGMENTS, z)], -1)
-    pts = np.concatenate([[[0.0, 0.0, z]], rim])
-    nrm = np.tile([0.0, 0.0, 1.0 if up else -1.0], (SEGMENTS + 1, 1))
-    uv = np.concatenate([[[0.5, 0.5]], 0.5 + 0.5 * np.stack([np.cos(phi), np.sin(phi)], -1)])
-    i = np.arange(SEGMENTS)
-    tris = np.stack([np.zeros(SEGMENTS, int), 1 + i, 1 + (i + 1) % SEGMENTS], -1)
-    if not up:
-        tris = tris[:, [0, 2, 1]]
-    return pts, nrm, uv, tris
-
-
-def _merge(parts):
-    pts, nrm, uv, tris, off = [], [], [], [], 0
-    for p, n, u, t in parts:
-        pts.append(p); nrm.append(n); uv.append(u); tris.append(t + off); off += len(p)
-    return np.concatenate(pts), np.concatenate(nrm), np.concatenate(uv), np.concatenate(tris)
-
-
-def _cube(size: float):
-    h = size / 2.0
-    parts = []
-    for axis in range(3):
-        for sgn in (-1.0, 1.0):
-            n = np.zeros(3); n[axis] = sgn
-            a1, a2 = [(axis + 1) % 3, (axis + 2) % 3]
-            p = np.zeros((4, 3))
-            p[:, axis] = sgn * h
-            p[:, a1] = [-h, h, h, -h]
-            p[:, a2] = [-h, -h, h, h]
-            tris = np.array([[0, 1, 2], [0, 2, 3]]) if sgn > 0 else np.array([[0, 2, 1], [0, 3, 2]])
-            parts.append((p, np.tile(n, (4, 1)), np.array([[0, 0], [1, 0], [1, 1], [0, 1]], float), tris))
-    return _merge(parts)
-
-
-def _sphere(radius: float):
-    lat = np.linspace(-np.pi / 2, np.pi / 2, RINGS + 1)
-    return _revolve(radius * np.cos(lat), radius * np.sin(lat), np.cos(lat), np.sin(lat))
-
-
-def _cylinder(radius: float, height: float):
-    h = height / 2.0
-    side = _revolve(np.array([radius, radius]), np.array([-h, h]), np.ones(2), np.zeros(2))
-    return _merge([side, _disc(-h, radius, False), _disc(h, radius, True)])
-
-
-def _cone(radius: float, height: float):
-    h = height / 2.0
-    s = math.hypot(radius, height)
-    # apex ring at radius 0 (several vertices so each segment gets its own apex normal)
-    side = _revolve(np.array([radius, 0.0]), np.array([-h, h]), np.full(2, height / s), np.full(2, radius / s))
-    return _merge([side, _disc(-h, radius, False)])
-
-
-def _capsule(radius: float, height: float):
-    h = height / 2.0
-    lat_lo = np.linspace(-np.pi / 2, 0.0, RINGS // 2 + 1)
-    lat_hi = np.linspace(0.0, np.pi / 2, RINGS // 2 + 1)
-    r = np.concatenate([radius * np.cos(lat_lo), radius * np.cos(lat_hi)])
-    z = np.concatenate([-h + radius * np.sin(lat_lo), h + radius * np.sin(lat_hi)])
-    nr = np.concatenate([np.cos(lat_lo), np.cos(lat_hi)])
-    nz = np.concatenate([np.sin(lat_lo), np.sin(lat_hi)])
-    return _revolve(r, z, nr, nz)
+def _shape_mesh(type_name: str, attr) -> meshes.Mesh | None:
+    """The `sim2sg.scene.meshes` tessellation of an implicit UsdGeom shape in its local frame (axis
+    along +Z before `_axis_matrix`); attr(name, default) reads the prim's attribute. None for other
+    types."""
+    if type_name == "Cube":
+        s = float(attr("size", 2.0))
+        return meshes.transform(meshes.unit_box(), (s, s, s), (0, 0, 0), (0, 0, 0))
+    if type_name == "Sphere":
+        d = 2.0 * float(attr("radius", 1.0))
+        return meshes.transform(meshes.unit_sphere(SEGMENTS, RINGS), (d, d, d), (0, 0, 0), (0, 0, 0))
+    if type_name in ("Cylinder", "Cone"):
+        d, h = 2.0 * float(attr("radius", 1.0)), float(attr("height", 2.0))
+        unit = meshes.unit_cylinder(SEGMENTS) if type_name == "Cylinder" else meshes.unit_cone(SEGMENTS)
+        return meshes.transform(unit, (d, d, h), (0, 0, 0), (0, 0, 0))
+    if type_name == "Capsule":
+        return meshes.capsule(float(attr("radius", 0.5)), float(attr("height", 1.0)), SEGMENTS, RINGS)
+    return None
 
 
 def _axis_matrix(axis: str) -> np.ndarray:
@@ -262,8 +91,10 @@ def _axis_matrix(axis: str) -> np.ndarray:
 
 # ---- the reader ------------------------------------------------------------------------------
 class _Reader:
-    def __init__(self, path: Path, camera_name: str | None, stage: "Usd.Stage | None" = None):
+    def __init__(self, path: Path, width: int, height: int, camera_name: str | None,
+                 stage: "Usd.Stage | None" = None):
         self.path = path
+        self.width, self.height = int(width), int(height)
         self.camera_name = camera_name
         self.stage = stage if stage is not None else Usd.Stage.Open(str(path))
         if self.stage is None:
@@ -498,25 +329,16 @@ class _Reader:
         return pts, corner_v, corner_fv, corner_face, normals
 
     def shape(self, prim):
-        """Tessellated primitive shape: (points (V,3), tris (T,3), normals (V,3), uv (V,2))."""
-        tn = prim.GetTypeName()
+        """Tessellated implicit shape: (points (V,3), tris (T,3), normals (V,3), uv (V,2)), or None."""
         g = lambda name, d: (lambda v: d if v is None else v)(prim.GetAttribute(name).Get())
-        if tn == "Cube":
-            p, n, uv, t = _cube(float(g("size", 2.0)))
-            return p, t, n, uv
-        if tn == "Sphere":
-            p, n, uv, t = _sphere(float(g("radius", 1.0)))
-            return p, t, n, uv
-        if tn == "Cylinder":
-            p, n, uv, t = _cylinder(float(g("radius", 1.0)), float(g("height", 2.0)))
-        elif tn == "Cone":
-            p, n, uv, t = _cone(float(g("radius", 1.0)), float(g("height", 2.0)))
-        elif tn == "Capsule":
-            p, n, uv, t = _capsule(float(g("radius", 0.5)), float(g("height", 1.0)))
-        else:
+        m = _shape_mesh(prim.GetTypeName(), g)
+        if m is None:
             return None
-        a = _axis_matrix(str(g("axis", "Z")))
-        return p @ a.T, t, n @ a.T, uv
+        p, n = m.points.astype(np.float64), m.normals.astype(np.float64)
+        if prim.GetTypeName() in ("Cylinder", "Cone", "Capsule"):
+            a = _axis_matrix(str(g("axis", "Z")))
+            p, n = p @ a.T, n @ a.T
+        return p, m.faces.astype(np.int64), n, m.uv.astype(np.float64)
 
     def read(self) -> SceneData:
         stage = self.stage
@@ -605,13 +427,13 @@ class _Reader:
         if cam_prim is None:
             raise InputError(self.path, "camera", "no UsdGeom.Camera in the stage" if self.camera_name is None
                              else f"no camera named {self.camera_name!r}")
-        rig = self.rig(cam_prim)
+        camera, rotation = self.camera(cam_prim)
         n_tri = sum(len(t) for t in tri_pos)
         if n_tri == 0:
             raise InputError(self.path, "geometry", "no renderable geometry (no non-degenerate triangles of a visible gprim)")
         if not distant_dir and not sphere_pos and not has_dome:
             # an unlit stage: light from the camera so that something is visible
-            distant_dir.append(rig.rotation[2].astype(np.float64)); distant_rgb.append(np.full(3, _DEFAULT_LIGHT))
+            distant_dir.append(rotation[2]); distant_rgb.append(np.full(3, _DEFAULT_LIGHT))
             ambient = np.full(3, _DEFAULT_AMBIENT)
 
         meta = self.stage.GetRootLayer().customLayerData.get("sim2sg")
@@ -658,19 +480,24 @@ class _Reader:
             t.setflags(write=False)
         return SceneData(**arrays, textures=tuple(self.textures),
                          texture_keys=tuple(sorted(self.texture_index, key=self.texture_index.get)),
-                         rig=rig, inst_path=tuple(self.inst_paths), inst_label=tuple(self.inst_labels),
+                         camera=camera, inst_path=tuple(self.inst_paths), inst_label=tuple(self.inst_labels),
                          categories=categories, predicates=predicates, graph=graph, env=env,
                          source=str(self.path))
 
-    def rig(self, prim) -> CameraRig:
+    def camera(self, prim) -> tuple[Camera, np.ndarray]:
+        """The `Camera` of a UsdGeom.Camera prim at the output size, and its (3, 3) float64
+        world-to-camera rotation (rows: right, down, forward; USD cameras look down local -Z with
+        +Y up). The Camera is upright (orientation None) when that reproduces the rotation to
+        1e-9, else it carries the rotation (a rolled camera renders exactly)."""
         cam = UsdGeom.Camera(prim)
         g = lambda a, d: (lambda v: d if v is None else float(v))(a.Get())
         m = self.world(prim)
-        eye = self.to_world_points(m, np.zeros((1, 3)))[0]
+        eye = self.to_world_points(m, np.zeros((1, 3)))[0].astype(np.float64)
         axes = (np.eye(3) @ m[:3, :3]) @ self.rot.T  # local x, y, z axes in world (rows)
         right = axes[0] / np.linalg.norm(axes[0])
         up = axes[1] / np.linalg.norm(axes[1])
         fwd = -axes[2] / np.linalg.norm(axes[2])
+        rotation = np.stack([right, -up, fwd]).astype(np.float64)
         rng = cam.GetClippingRangeAttr().Get() or Gf.Vec2f(1.0, 1e6)
         h_ap = g(cam.GetHorizontalApertureAttr(), 20.955)
         v_ap = g(cam.GetVerticalApertureAttr(), 15.2908)
@@ -679,16 +506,25 @@ class _Reader:
             raise InputError(self.path, f"{prim.GetPath()}.focalLength", "focal length and apertures must be > 0")
         if cam.GetProjectionAttr().Get() == UsdGeom.Tokens.orthographic:
             raise InputError(self.path, f"{prim.GetPath()}.projection", "orthographic cameras are not supported")
-        return CameraRig(
-            rotation=np.stack([right, -up, fwd]).astype(np.float64), position=eye.astype(np.float64),
-            focal_length=focal, h_aperture=h_ap, v_aperture=v_ap,
-            h_offset=g(cam.GetHorizontalApertureOffsetAttr(), 0.0),
-            v_offset=g(cam.GetVerticalApertureOffsetAttr(), 0.0),
-            near=float(rng[0]) * self.mpu, far=float(rng[1]) * self.mpu)
+        h_off = g(cam.GetHorizontalApertureOffsetAttr(), 0.0)
+        v_off = g(cam.GetVerticalApertureOffsetAttr(), 0.0)
+        w, h = self.width, self.height
+        # the lens is size-independent (only ratios matter); the image aspect comes from the apertures
+        fx = focal / h_ap * w
+        fy = focal / v_ap * h
+        cx = w / 2.0 - h_off * w / h_ap
+        cy = h / 2.0 + v_off * h / v_ap
+        look = eye + rotation[2]
+        camera = Camera(w, h, float(fx), float(fy), float(cx), float(cy), tuple(float(v) for v in eye),
+                        tuple(float(v) for v in look), float(rng[0]) * self.mpu, float(rng[1]) * self.mpu)
+        if np.abs(camera.rotation() - rotation).max() > 1e-9:
+            camera = dataclasses.replace(camera, orientation=tuple(float(v) for v in rotation.ravel()))
+        return camera, rotation
 
 
-def load_scene(path: "str | Path | Usd.Stage", camera: str | None = None) -> SceneData:
-    """Read the USD stage at `path` (any valid stage; see the module docstring) into a `SceneData`.
+def load_scene(path: "str | Path | Usd.Stage", width: int, height: int, camera: str | None = None) -> SceneData:
+    """Read the USD stage at `path` (any valid stage; see the module docstring) into a `SceneData`
+    whose `camera` renders `width` x `height` pixels.
 
     path: a stage file, or an open (e.g. in-memory) `Usd.Stage`, whose texture paths must then
     resolve on their own (absolute).
@@ -697,12 +533,12 @@ def load_scene(path: "str | Path | Usd.Stage", camera: str | None = None) -> Sce
     texture files and NaN points.
     """
     if isinstance(path, Usd.Stage):
-        return _Reader(Path(path.GetRootLayer().identifier), camera, stage=path).read()
+        return _Reader(Path(path.GetRootLayer().identifier), width, height, camera, stage=path).read()
     path = Path(path)
     if not path.exists():
         raise InputError(path, "", "file not found")
     try:
-        return _Reader(path, camera).read()
+        return _Reader(path, width, height, camera).read()
     except InputError:
         raise
     except Exception as e:  # pxr raises Tf errors as RuntimeError with long messages

@@ -1,0 +1,88 @@
+"""`sim2sg loop`: the Sim2SG loop (Algorithm 1) and its baselines, a thin wrapper over
+`sim2sg.loop.run` (torch is imported inside the command so that `sim2sg --help` stays fast)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from sim2sg.cli.cmd_train import (
+    DETERMINISTIC_HELP,
+    GRL_BOUND_HELP,
+    MODEL_SET_HELP,
+    Backbone,
+    overrides,
+    parse_size,
+)
+from sim2sg.cli.common import info, user_errors
+
+
+def loop_cmd(
+    env: str = typer.Option(..., "--env", help="Source environment (name or .toml): SDR and generated scenes come from it."),
+    target: Path = typer.Option(..., "--target", help="Folder of unlabelled target images."),
+    out: Path = typer.Option(..., "--out", help="Run folder: history.json, metrics.json, checkpoint.pt, graphs/, examples/."),
+    align: str = typer.Option("all", "--align", help="Alignment (docs/cli.md, 'Alignment'): none (SDR), appearance, "
+                              "label (the loop), label+appearance, all (label+appearance+prediction), ..."),
+    iterations: int = typer.Option(3, "--loop", "--iterations", min=0, help="Synthesis-analysis iterations after the SDR phase."),
+    method: str = typer.Option("sim2sg", "--method", help="sim2sg, pseudo-label (self-training) or oracle."),
+    size: str = typer.Option("256x256", "--size", help="Rendered / training image size WxH."),
+    sdr_scenes: int = typer.Option(1000, "--sdr-scenes", min=1, help="SDR scenes rendered for the first phase."),
+    sdr_steps: int = typer.Option(2000, "--sdr-steps", min=0, help="Optimizer steps on SDR data."),
+    iter_steps: int = typer.Option(1000, "--iter-steps", min=0, help="Optimizer steps per iteration."),
+    score_thresh: float = typer.Option(0.5, "--score-thresh", min=0.0, max=1.0, help="Detections lifted to 3D."),
+    min_fit_iou: float = typer.Option(0.3, "--min-fit-iou", min=0.0, max=1.0,
+                                      help="Drop detections whose box no object of the class projects onto "
+                                      "(best box IoU below this; 0 keeps all)."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Labelled target data scored after each phase."),
+    target_graphs: Optional[Path] = typer.Option(None, "--target-graphs", help="True target graphs (content gap)."),
+    oracle_data: Optional[Path] = typer.Option(None, "--oracle-data", help="Labelled target training data (--method oracle)."),
+    keep_usd: bool = typer.Option(False, "--keep-usd", help="Save every generated stage under OUT/usd/."),
+    backbone: Backbone = typer.Option(Backbone.resnet18, "--backbone"),
+    batch: int = typer.Option(16, "--batch", min=1),
+    lr: float = typer.Option(1e-3, "--lr", min=0.0),
+    grl_weight: float = typer.Option(0.1, "--grl-weight", min=0.0, help="GRL lambda (DANN ramp over the run)."),
+    grl_bound: float = typer.Option(0.0, "--grl-bound", min=0.0, help=GRL_BOUND_HELP),
+    augment: str = typer.Option("photometric", "--augment", help="Photometric augmentation of the labelled images: "
+                                "photometric (colour, blur, noise; boxes unchanged) or none."),
+    target_bn: bool = typer.Option(False, "--target-bn", help="Predict on target images with BatchNorm "
+                                   "statistics re-estimated on the unlabelled target images (AdaBN)."),
+    target_textures: bool = typer.Option(False, "--target-textures", help="Texture the generated "
+                                         "scenes with crops of the target images (each object with the pixels "
+                                         "in its predicted box, the ground with a rectified ground patch)."),
+    keep_sdr: bool = typer.Option(False, "--keep-sdr", help="Every iteration trains on the generated "
+                                  "scenes together with the SDR scenes."),
+    align_sdr_scenes: bool = typer.Option(False, "--align-sdr-scenes", help="With --keep-sdr: the domain "
+                                          "classifiers see the SDR scenes too (default: only the scenes generated "
+                                          "from the target, whose content is aligned with it)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
+    seed: int = typer.Option(0, "--seed"),
+    no_amp: bool = typer.Option(False, "--no-amp", help="Disable bf16 autocast on CUDA."),
+    deterministic: bool = typer.Option(False, "--deterministic", help=DETERMINISTIC_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    model_set: list[str] = typer.Option([], "--set", help=MODEL_SET_HELP),
+) -> None:
+    """Run the Sim2SG loop (Algorithm 1) against unlabelled --target images: SDR data, then per
+    iteration predict on the target -> lift to 3D -> render in memory -> train; or a baseline
+    (--method pseudo-label | oracle)."""
+    with user_errors():
+        from sim2sg.loop.config import LoopConfig
+        from sim2sg.loop.run import run
+
+        w, h = parse_size(size)
+        cfg = LoopConfig(env=env, target=str(target), out=str(out), method=method, align=align,
+                         iterations=iterations, sdr_scenes=sdr_scenes, width=w, height=h, sdr_steps=sdr_steps,
+                         iter_steps=iter_steps, batch_size=batch, lr=lr, backbone=backbone.value,
+                         grl_weight=grl_weight, grl_bound=grl_bound, score_threshold=score_thresh,
+                         min_fit_iou=min_fit_iou, augment=augment, target_bn=target_bn,
+                         target_textures=target_textures, keep_sdr=keep_sdr, align_sdr_scenes=align_sdr_scenes,
+                         eval_data=str(eval_data) if eval_data else None,
+                         target_graphs=str(target_graphs) if target_graphs else None,
+                         oracle_data=str(oracle_data) if oracle_data else None, keep_usd=keep_usd,
+                         device=device, amp=not no_amp, deterministic=deterministic, seed=seed,
+                         progress=progress, model=overrides(model_set))
+        run(cfg, log=info)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("loop")(loop_cmd)

@@ -1,0 +1,116 @@
+"""The one checkpoint format and file name, for plain training, the loop and its shared phases.
+
+A checkpoint is a plain dict written atomically with `torch.save` and read with
+`weights_only=True` (a file cannot run code):
+
+    format "sim2sg-checkpoint", version, model (state dict), optimizer (state dict), step
+    (optimizer steps done), epoch, rng (`TorchRNG.state_dict()`), config (the run's config as a
+    dict), model_config (`ModelConfig` as a dict), meta (categories, predicates, env, image_size,
+    and what else the writer records), plus optional string entries (e.g. the loop's "key": the
+    settings a shared SDR phase or warm-up was made with).
+
+Every run folder holds its latest state as `RUN/checkpoint.pt` (`FILE_NAME`); `sim2sg eval
+--checkpoint`, `sim2sg predict` and `--resume` read it. Version 1 files (sim2sg <= 0.1, whose
+rng entry also held numpy and Python states) are read too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from pathlib import Path
+
+import torch
+
+from sim2sg import atomic
+from sim2sg.errors import InputError
+from sim2sg.model import ModelConfig, build_model
+
+CHECKPOINT_FORMAT = "sim2sg-checkpoint"
+CHECKPOINT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+FILE_NAME = "checkpoint.pt"
+
+
+def save_checkpoint(path: str | Path, state, config, meta: dict, epoch: int = 0, **extra: str) -> None:
+    """Write `state` (a `sim2sg.train.steps.TrainState`) atomically to `path` (a kill mid-write
+    leaves the previous file). config: a dataclass or dict (the run's settings); extra: string
+    entries stored beside the standard keys."""
+    ckpt = {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+        "model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
+        "step": int(state.step), "epoch": int(epoch), "rng": state.rng.state_dict(),
+        "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config),
+        "model_config": dataclasses.asdict(state.model.cfg), "meta": meta, **extra,
+    }
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    atomic.write_bytes(path, buf.getvalue())
+
+
+def restore(state, ckpt: dict) -> None:
+    """Put a loaded checkpoint's model, optimizer, step and generators into `state`."""
+    state.model.load_state_dict(ckpt["model"])
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    state.step = int(ckpt["step"])
+    state.rng.load_state_dict(ckpt["rng"])
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """A checkpoint dict read with `weights_only=True`; `InputError` if it is not one of ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "", "checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # pickle, zip and unpickler errors all mean "not a usable checkpoint"
+        raise InputError(path, "", f"not a readable sim2sg checkpoint ({type(e).__name__}; expected a file "
+                                   "written by `sim2sg train`)") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(path, "format", f"not a sim2sg checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+    if ckpt.get("version") not in READABLE_VERSIONS:
+        raise InputError(path, "version", f"unsupported checkpoint version {ckpt.get('version')!r} "
+                                          f"(this sim2sg reads {', '.join(map(str, READABLE_VERSIONS))})")
+    for k in ("model", "model_config", "meta"):
+        if k not in ckpt:
+            raise InputError(path, k, "missing")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, device="cpu"):
+    model = build_model(ModelConfig.from_dict(ckpt["model_config"]))
+    model.load_state_dict(ckpt["model"])
+    return model.to(device)
+
+
+def load_weights(model: torch.nn.Module, path: str | Path) -> int:
+    """Load user-supplied weights into `model`: a sim2sg checkpoint, a state dict of this model,
+    or a torchvision ResNet state dict (goes into the backbone body; `fc.*` is ignored). Tensors
+    whose name and shape match are loaded, the rest keep their initialisation. Returns the number
+    of tensors loaded; raises `InputError` when nothing matches."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "", "weights file not found")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise InputError(path, "", f"not a readable weights file ({type(e).__name__})") from None
+    if isinstance(sd, dict) and isinstance(sd.get("model"), dict):
+        sd = sd["model"]
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise InputError(path, "", "expected a state dict")
+    own = model.state_dict()
+    matched = {}
+    for k, v in sd.items():
+        if not torch.is_tensor(v):
+            continue
+        for name in (k, f"detector.backbone.body.{k}", k.removeprefix("module.")):
+            if name in own and own[name].shape == v.shape:
+                matched[name] = v
+                break
+    if not matched:
+        raise InputError(path, "", "no tensor matches this model (names or shapes differ)")
+    model.load_state_dict(matched, strict=False)
+    return len(matched)

@@ -1,0 +1,110 @@
+"""`TrainConfig`: one plain training run (`sim2sg train`), a small frozen dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from sim2sg.errors import InputError
+from sim2sg.model import BACKBONES, ModelConfig
+from sim2sg.train.align import parse_align
+from sim2sg.train.augment import MODES as AUGMENT_MODES
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Paths are strings so the config is a plain JSON-able dict (`asdict`).
+
+    steps: total optimizer steps; None means `epochs` passes over the source data (an epoch is
+    len(source) // batch_size steps). lr: peak learning rate after `lr_warmup_steps` linear warm-up,
+    then cosine decay to `min_lr_ratio * lr`. grl_weight / grl_ramp ("fixed" | "dann") /
+    align_warmup_steps: the GRL schedule (`sim2sg.model.grl_schedule`); domain_loss_weight scales
+    both domain losses. grl_bound: 0 sums every gradient and clips them together (the paper's
+    way); > 0 scales, per network tensor, the gradient arriving through the GRLs down to at most
+    grl_bound x the labelled losses' gradient on that tensor, and clips the domain classifiers
+    apart from the network (`bounded_backward`). augment: "none" or "photometric"
+    (`sim2sg.train.augment`: colour, blur and noise on the labelled images only; seeded by
+    (seed, step)). amp: bf16 autocast on CUDA (ignored on CPU). deterministic:
+    `torch.use_deterministic_algorithms(True, warn_only=True)` on CUDA too (on the CPU always;
+    `make_reproducible`). model: overrides of
+    `ModelConfig` fields (e.g. {"rpn_post_nms_train": 300}).
+    """
+
+    source: str
+    out: str
+    target: str | None = None
+    val: str | None = None
+    align: str = "none"
+    backbone: str = "resnet18"
+    weights: str | None = None
+    epochs: int = 10
+    steps: int | None = None
+    batch_size: int = 8
+    target_batch_size: int | None = None
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    lr_warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 10.0
+    augment: str = "none"
+    grl_weight: float = 0.1
+    grl_ramp: str = "fixed"
+    grl_bound: float = 0.0
+    align_warmup_steps: int = 0
+    domain_loss_weight: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    deterministic: bool = False
+    workers: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 10
+    image_every: int = 500
+    tensorboard: bool = True
+    progress: bool = True
+    model: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise `InputError` for values no run can use."""
+        def bad(name, msg):
+            raise InputError("training config", name, msg)
+        parse_align(self.align, loop=False, source="training config")
+        if self.align != "none" and not self.target:
+            bad("target", f"--align {self.align} needs unlabelled target images (--target FOLDER)")
+        if self.backbone not in BACKBONES:
+            bad("backbone", f"expected one of {', '.join(BACKBONES)}, got {self.backbone!r}")
+        if self.optimizer not in ("adamw", "sgd"):
+            bad("optimizer", f"expected adamw or sgd, got {self.optimizer!r}")
+        if self.augment not in AUGMENT_MODES:
+            bad("augment", f"expected one of {', '.join(AUGMENT_MODES)}, got {self.augment!r}")
+        if self.grl_ramp not in ("fixed", "dann"):
+            bad("grl_ramp", f"expected fixed or dann, got {self.grl_ramp!r}")
+        for name in ("epochs", "batch_size", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                bad(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.steps is not None and self.steps < 1:
+            bad("steps", f"must be >= 1, got {self.steps}")
+        if not self.lr > 0:
+            bad("lr", f"must be positive, got {self.lr}")
+        if not self.grl_bound >= 0:
+            bad("grl_bound", f"must be >= 0 (0: off), got {self.grl_bound}")
+        defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)
+                    if f.name not in ("num_classes", "num_predicates", "image_size", "backbone")}
+        for k, v in self.model.items():
+            if k not in defaults:
+                bad(f"model.{k}", f"unknown model setting (known: {', '.join(sorted(defaults))})")
+            d = defaults[k]
+            ok = (isinstance(v, (list, tuple)) if isinstance(d, tuple)
+                  else isinstance(v, (int, float)) and not isinstance(v, bool) if isinstance(d, float)
+                  else isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+            if not ok:
+                bad(f"model.{k}", f"expected a value like {d!r}, got {v!r}")
+
+    @staticmethod
+    def from_dict(d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        return TrainConfig(**{k: v for k, v in d.items() if k in names})
+

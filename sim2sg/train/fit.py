@@ -1,0 +1,145 @@
+"""`fit`: plain training on a labelled dataset (`sim2sg train`), torchvision-references style.
+
+    cfg = TrainConfig(source="data/clevr_train", target="data/clevr_real/images", align="both", out="runs/a")
+    fit(cfg)                      # writes runs/a/checkpoint.pt, runs/a/tb/, runs/a/config.json
+    fit(cfg, resume=True)         # continues from runs/a/checkpoint.pt after a kill
+
+The steps themselves are `sim2sg.train.steps.train_steps`, the same loop the Sim2SG loop's phases
+use; checkpoints are `sim2sg.train.checkpoint`'s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sim2sg import atomic
+from sim2sg.errors import InputError
+from sim2sg.model import ModelConfig
+from sim2sg.train.checkpoint import (
+    FILE_NAME,
+    load_checkpoint,
+    load_weights,
+    restore,
+    save_checkpoint,
+)
+from sim2sg.train.config import TrainConfig
+from sim2sg.train.data import ImageFolder, LabelledDataset
+from sim2sg.train.predict import predict, predict_labelled
+from sim2sg.train.steps import new_state, train_steps
+
+
+def fit(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Train per `cfg`; returns the path of the final checkpoint (`cfg.out/checkpoint.pt`).
+
+    resume=True continues from `cfg.out/checkpoint.pt` (the config stored there wins for
+    everything that shapes the run; `out`, `device`, `workers`, `progress` may change).
+    Writes `config.json`, TensorBoard logs under `tb/`, and, when `cfg.val` is given,
+    `val_predictions.json` + `val_metrics.json` at the end.
+    """
+    out = Path(cfg.out)
+    ckpt_path = out / FILE_NAME
+    ckpt = None
+    if resume:
+        if not ckpt_path.is_file():
+            raise InputError(ckpt_path, "", "nothing to resume: checkpoint not found (drop --resume to start)")
+        ckpt = load_checkpoint(ckpt_path)
+        stored = TrainConfig.from_dict(ckpt["config"])
+        cfg = dataclasses.replace(stored, out=cfg.out, device=cfg.device, workers=cfg.workers, progress=cfg.progress)
+    cfg.validate()
+
+    source = LabelledDataset(cfg.source)
+    info = source.info
+    if not info.predicates:
+        raise InputError(Path(cfg.source) / "labels.json", "predicate_categories", "no predicates: nothing for the relation head to learn")
+    target = ImageFolder(cfg.target, size=info.image_size) if (cfg.target and cfg.align != "none") else None
+    meta = {"categories": list(info.categories), "predicates": list(info.predicates), "env": info.env,
+            "image_size": list(info.image_size)}
+    mcfg = ModelConfig.from_dict(dict(num_classes=len(info.categories), num_predicates=len(info.predicates),
+                                      image_size=info.image_size, backbone=cfg.backbone, **cfg.model))
+    spe = max(1, len(source) // cfg.batch_size)
+    total = cfg.steps if cfg.steps is not None else cfg.epochs * spe
+    state = new_state(cfg, mcfg, total)
+    if ckpt is not None:
+        if ckpt["meta"].get("categories") != meta["categories"] or ckpt["meta"].get("predicates") != meta["predicates"]:
+            raise InputError(ckpt_path, "meta", "the checkpoint was trained on other categories/predicates than --source")
+        restore(state, ckpt)
+    elif cfg.weights:
+        load_weights(state.model, cfg.weights)
+    del ckpt
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
+    writer = None
+    if cfg.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(out / "tb"), purge_step=state.step if state.step else None)
+
+    def after_step(step: int, logs: dict) -> None:
+        if writer is not None and (step % cfg.log_every == 0 or step == total):
+            for k, v in logs.items():
+                writer.add_scalar(f"loss/{k}" if k.startswith("loss") else f"train/{k}", v, step)
+        if step % cfg.checkpoint_every == 0 or step == total:
+            save_checkpoint(ckpt_path, state, cfg, meta, epoch=(step - 1) // spe)
+        if writer is not None and cfg.image_every > 0 and step % cfg.image_every == 0:
+            log_images(writer, state.model, source, target, state.device, step, meta, amp=cfg.amp)
+            state.model.train()
+
+    t0, s0 = time.perf_counter(), state.step
+    try:
+        while state.step < total:  # an epoch at a time: its mean losses go to TensorBoard
+            epoch = state.step // spe
+            stop = min(total, (epoch + 1) * spe)
+            means = train_steps(state, cfg, source, target, stop - state.step, workers=cfg.workers,
+                                after_step=after_step, progress=f"epoch {epoch}" if cfg.progress else None)
+            if writer is not None:
+                for k, v in means.items():
+                    if k.startswith("loss"):
+                        writer.add_scalar(f"epoch/{k}", v, state.step)
+    finally:
+        if writer is not None:
+            writer.flush()
+    if state.step == s0 and not ckpt_path.is_file():
+        save_checkpoint(ckpt_path, state, cfg, meta, epoch=state.step // spe)
+    elapsed = time.perf_counter() - t0
+    if writer is not None and state.step > s0:
+        writer.add_scalar("train/images_per_s", (state.step - s0) * cfg.batch_size / max(elapsed, 1e-9), state.step)
+    if cfg.val:
+        from sim2sg.eval import write_metrics
+
+        res = predict_labelled(state.model, LabelledDataset(cfg.val), state.device, cfg.batch_size, cfg.amp,
+                               meta["categories"], meta["predicates"])
+        atomic.write_text(out / "val_predictions.json", json.dumps(res["predictions"]) + "\n")
+        write_metrics(out / "val_metrics.json", res["metrics"])
+        if writer is not None:
+            det = (res["metrics"].get("detection") or {}).get("mAP@0.5")
+            if det is not None:
+                writer.add_scalar("val/mAP50", det, state.step)
+    if writer is not None:
+        writer.close()
+    return ckpt_path
+
+
+def log_images(writer, model, source, target, device, step: int, meta: dict, n: int = 4, amp: bool = True) -> None:
+    """TensorBoard grids of predictions drawn on the first `n` source and target images. Eval-mode
+    forward: no random draws and no BatchNorm updates, so logging does not perturb training."""
+    from torchvision.utils import make_grid
+
+    from sim2sg.train.draw import draw_graph
+
+    for tag, ds in (("source", source), ("target", target)):
+        if ds is None:
+            continue
+        imgs = [ds[i][0] for i in range(min(n, len(ds)))]
+        outs = predict(model, imgs, device, amp)
+        drawn = []
+        for im, o in zip(imgs, outs):
+            rgb = (im.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            pic = draw_graph(rgb, {k: v.numpy() for k, v in o.items()}, meta["categories"], meta["predicates"])
+            drawn.append(torch.from_numpy(pic).permute(2, 0, 1))
+        writer.add_image(f"predictions/{tag}", make_grid(drawn, nrow=len(drawn)), step)
