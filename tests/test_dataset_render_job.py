@@ -161,7 +161,8 @@ def test_env_settings_feed_render_options(tmp_path):
     assert fake.calls == [["s000.usda"], ["s001.usda"]]  # different settings: separate batches
     assert [(o.min_visible_pixels, o.post) for o in fake.options] == [(200, None), (100, PostProcess(noise_std=(0.0, 0.02)))]
     frag = json.loads((tmp_path / "out/labels/000001.json").read_text())
-    assert frag["settings"] == {"min_visible_pixels": 100, "post": {"noise_std": [0.0, 0.02]}}
+    assert frag["settings"] == {"min_visible_pixels": 100, "post": {"noise_std": [0.0, 0.02]},
+                                "min_visible_pixels_at_size": 100}
     with pytest.raises(InputError) as e:
         environment_settings({"render": {"min_visible_pixels": "many"}})
     assert e.value.field == "render.min_visible_pixels"
@@ -172,4 +173,18 @@ def test_fragments_record_stage_and_settings(tmp_path):
     run(stages, tmp_path / "out", FakeRenderer())
     frag = json.loads((tmp_path / "out/labels/000000.json").read_text())
     assert frag["stage"]["path"] == str(stages[0]) and len(frag["stage"]["sha256"]) == 64
-    assert frag["config"] == {"width": 64, "height": 48, "ssaa": 1, "shadows": True, "seed": 0, "env": None}
+    assert frag["config"] == {"width": 64, "height": 48, "ssaa": 1, "shadows": True, "seed": 0, "env": None,
+                              "visibility": "area-scaled"}
+
+
+def test_visibility_threshold_scales_with_image_area():
+    """One rule for `sim2sg render` and the loop: CLEVR's 200 px at 480 x 320 is the same share
+    of a 96 x 64 image, 200 * 6144 / 153600 = 8 px; at the nominal size it stays 200."""
+    from sim2sg.render.settings import render_options
+    from sim2sg.scene.environment import load_env
+
+    env = load_env("clevr")
+    assert render_options(env, 96, 64).min_visible_pixels == 8
+    assert render_options(env, 480, 320).min_visible_pixels == 200
+    assert render_options(env, 4, 4).min_visible_pixels == 1
+    assert render_options(None, 96, 64).min_visible_pixels == 1

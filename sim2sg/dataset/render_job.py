@@ -58,8 +58,10 @@ class RenderJob:
 
     def fingerprint(self) -> dict:
         """The settings an image's outputs depend on (compared on resume)."""
+        # "visibility": the rule for the visibility threshold at this size (images of earlier
+        # releases, which did not scale it, are rendered again)
         return {"width": self.width, "height": self.height, "ssaa": self.ssaa, "shadows": self.shadows,
-                "seed": self.seed, "env": self.env}
+                "seed": self.seed, "env": self.env, "visibility": "area-scaled"}
 
 
 @dataclass(frozen=True)
@@ -187,17 +189,17 @@ def run(
     skipped = len(stages) - len(pending) - len(failures)
 
     # 2. render settings per pending stage (environment), grouped into batches of equal settings
-    # (environment_settings are recorded in each fragment; `sim2sg render` does not scale the
-    # visibility threshold to the image size, unlike the in-memory synthesis)
+    # (each fragment records its environment's settings and the effective visibility threshold)
     env_cache: dict[str | None, tuple] = {}
 
     def settings_for(stage: Path) -> tuple:
         name = job.env if job.env is not None else env_of_stage(stage)
         if name not in env_cache:
             env = load_env(name) if name is not None else None
-            env_cache[name] = (environment_settings(env), render_options(
-                env, job.width, job.height, seed=job.seed, ssaa=job.ssaa, shadows=job.shadows,
-                scale_visibility=False))
+            options = render_options(env, job.width, job.height, seed=job.seed, ssaa=job.ssaa,
+                                     shadows=job.shadows)
+            settings = environment_settings(env) | {"min_visible_pixels_at_size": options.min_visible_pixels}
+            env_cache[name] = (settings, options)
         return env_cache[name]
 
     batches: list[tuple[dict, Any, list[tuple[int, str]]]] = []

@@ -39,20 +39,21 @@ def environment_settings(env: Any) -> dict:
     return {"min_visible_pixels": mvp, "post": post}
 
 
-def render_options(env: Any, width: int, height: int, *, seed: int = 0, ssaa: int = 1, shadows: bool = True,
-                   scale_visibility: bool = True) -> RenderOptions:
+def render_options(env: Any, width: int, height: int, *, seed: int = 0, ssaa: int = 1,
+                   shadows: bool = True) -> RenderOptions:
     """`RenderOptions` for `width` x `height` images of environment `env` (see `environment_settings`).
 
-    scale_visibility: the environment's `min_visible_pixels` is given at its camera's nominal size;
-    True scales it by image area (at least 1 pixel), as the in-memory synthesis does; False uses it
-    as written (what `sim2sg render` does today; env may then also be a dict or None).
-    seed: post-processing randomness. ssaa, shadows: see `RenderOptions`.
+    The environment's `min_visible_pixels` is given at its camera's nominal size (CLEVR's 200 px at
+    480 x 320); at another size it scales with the image area (at least 1 pixel), so an object
+    counts as visible at every size when it covers the same share of the image. The one rule, for
+    `sim2sg render` and the in-memory synthesis alike. env None (a stage of no environment): 1
+    pixel, no post-processing. seed: post-processing randomness. ssaa, shadows: see `RenderOptions`.
     """
     settings = environment_settings(env)
     mvp = settings["min_visible_pixels"]
-    if scale_visibility:
-        scale = (width * height) / (env.camera.width * env.camera.height)
-        mvp = max(1, round(mvp * scale))
+    camera = getattr(env, "camera", None)
+    if camera is not None:
+        mvp = max(1, round(mvp * (width * height) / (camera.width * camera.height)))
     post = settings["post"]
     return RenderOptions(width=width, height=height, ssaa=ssaa, shadows=shadows, min_visible_pixels=mvp,
                          post=PostProcess.from_dict(post, _source(env)) if post else None, seed=seed)
