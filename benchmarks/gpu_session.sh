@@ -5,6 +5,7 @@
 #   bash benchmarks/gpu_session.sh align     # training throughput: no alignment, aligned, aligned + --grl-bound
 #   bash benchmarks/gpu_session.sh issue4    # clevr 1000 train / 200 val, train <= 10 min, eval
 #   bash benchmarks/gpu_session.sh table ENV TARGET_ENV K [extra tables.py args]
+#   bash benchmarks/gpu_session.sh smoke     # every command once on CUDA, tiny (after a redesign)
 # Needs (carried, since the GPU machine has no network): .whl/ (usd-core, pycocotools, moderngl,
 # glcontext cp312 wheels) and .gl/ (EGL/GL loader debs). Writes logs under $OUT (or out/gpu).
 set -uo pipefail
@@ -54,6 +55,29 @@ issue4)
   t2=$(date +%s); echo "train+val: $((t2 - t1)) s for $STEPS steps"
   cp $D/run/val_metrics.json "$OUTDIR/issue4_val_metrics.json" 2>/dev/null
   $S eval --predictions $D/run/val_predictions.json --data $D/val/data --out "$OUTDIR/issue4_eval.json" 2>&1 | tail -30
+  ;;
+smoke)  # every command once on CUDA at a tiny size; a table of what passed
+  D=/tmp/smoke; rm -rf $D; declare -A R
+  ok() { R[$1]=$([ "$2" = 0 ] && echo pass || echo "FAIL ($2)"); }
+  $S sample --env clevr --count 8 --seed 0 --out $D/src >/dev/null; ok sample $?
+  $S graph2usd $D/src/graphs --out $D/src/usd >/dev/null; ok graph2usd $?
+  $S render $D/src/usd --out $D/src/data --size 96x96 --device cuda --no-progress 2>&1 | tail -1; ok render $?
+  $S sample --env clevr-target --count 4 --seed 1 --out $D/tgt >/dev/null && $S graph2usd $D/tgt/graphs --out $D/tgt/usd >/dev/null \
+    && $S render $D/tgt/usd --out $D/tgt/data --size 96x96 --device cuda --no-progress >/dev/null 2>&1; ok target $?
+  $S train --source $D/src/data --target $D/tgt/data/images --align both --grl-bound 0.1 --steps 4 --checkpoint-every 2 \
+    --batch 4 --out $D/run --device cuda --no-progress 2>&1 | tail -1; ok train $?
+  $S train --source $D/src/data --out $D/run --steps 6 --resume --device cuda --no-progress 2>&1 | tail -1; ok resume $?
+  $S eval --checkpoint $D/run/checkpoint.pt --data $D/tgt/data --out $D/eval.json 2>&1 | tail -2; ok eval $?
+  $S predict $D/tgt/data/images --checkpoint $D/run/checkpoint.pt --out $D/pred --score-thresh 0 2>&1 | tail -1; ok predict $?
+  $S loop --env clevr --target $D/tgt/data/images --out $D/loop --loop 2 --align all --size 96x96 --sdr-scenes 8 \
+    --sdr-steps 4 --iter-steps 2 --batch 4 --score-thresh 0 --min-fit-iou 0 --target-bn --target-textures \
+    --eval-data $D/tgt/data --target-graphs $D/tgt/graphs --device cuda --no-progress 2>&1 | tail -2; ok loop $?
+  $S loop --env clevr --target $D/tgt/data/images --out $D/loopd --loop 1 --align label --size 96x96 --sdr-scenes 8 \
+    --sdr-steps 2 --iter-steps 2 --batch 4 --deterministic --device cuda --no-progress 2>&1 | tail -1; ok loop_deterministic $?
+  python3 benchmarks/train.py --device cuda --size 256 --batch 32 --steps 20 --align none both --grl-bound 0.1 2>&1 \
+    | tee "$OUTDIR/train_cuda.txt" | tail -6; ok train_bench $?
+  echo "smoke on $(nvidia-smi --query-gpu=name --format=csv,noheader)"
+  for k in sample graph2usd render target train resume eval predict loop loop_deterministic train_bench; do printf "%-20s %s\n" $k "${R[$k]}"; done
   ;;
 table)
   SRC=${1:-clevr}; TGT=${2:-clevr-target}; K=${3:-20}; shift 3 || true
