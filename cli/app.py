@@ -19,6 +19,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain (click) help: rich's boxed tables cut long option names ("--target-textur…") on an
+    # 80-column terminal.
+    rich_markup_mode=None,
 )
 
 for _module in (cmd_scene, cmd_render, cmd_train, cmd_loop, cmd_eval, cmd_demo):

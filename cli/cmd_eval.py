@@ -8,6 +8,8 @@ from pathlib import Path
 import typer
 from sim2sg.cli.common import fail, info, user_errors
 
+EVAL_FILE = "eval_metrics.json"  # beside the input: a run's own metrics.json is never overwritten
+
 
 class Difficulty(str, enum.Enum):
     easy = "easy"
@@ -24,7 +26,8 @@ def eval_cmd(
         None, "--predictions", help="Predictions JSON (docs/formats.md) to score instead of a checkpoint."
     ),
     out: Path | None = typer.Option(
-        None, "--out", help="Where to write metrics.json (default: beside the checkpoint or predictions file)."
+        None, "--out", help="Where to write the metrics (default: eval_metrics.json beside the checkpoint or predictions "
+        "file; a run's own metrics.json is never overwritten)."
     ),
     kitti_difficulty: Difficulty | None = typer.Option(
         None, "--kitti-difficulty", help="KITTI ground truth only: evaluate easy, moderate or hard objects."
@@ -52,7 +55,7 @@ def eval_cmd(
             fail(f"--kitti-difficulty needs KITTI ground truth (label_2/); {data} is a sim2sg dataset")
         if predictions is not None:
             preds = load_predictions(predictions)
-            target = out or predictions.parent / "metrics.json"
+            target = out or predictions.parent / EVAL_FILE
         else:
             if not checkpoint.is_file():
                 fail(f"{checkpoint}: checkpoint not found")
@@ -65,7 +68,7 @@ def eval_cmd(
             info(f"predicting {data} with {checkpoint} ...")
             preds = parse_predictions(predict_dataset(checkpoint, data, device=device),
                                       f"predictions of {checkpoint}")
-            target = out or checkpoint.parent / "metrics.json"
+            target = out or checkpoint.parent / EVAL_FILE
         metrics = evaluate(gt, preds, kitti_difficulty=kitti_difficulty.value if kitti_difficulty else None)
         metrics["data"] = str(data)
         metrics["source"] = str(predictions if predictions is not None else checkpoint)

@@ -5,16 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from sim2sg.cli.common import fail, user_errors
+from sim2sg.cli.common import fail, plural, user_errors
 
 
 def envs() -> None:
     """List the built-in environments."""
     from sim2sg.scene.environment import builtin_names, load_env
 
-    for name in builtin_names():
-        e = load_env(name)
-        typer.echo(f"{name:10s} {', '.join(e.categories):40s} {e.description}")
+    rows = [(name, ", ".join(e.categories), e.description) for name, e in ((n, load_env(n)) for n in builtin_names())]
+    widths = [max(len(r[k]) for r in rows) for k in range(2)]  # columns as wide as their longest entry
+    for name, cats, desc in rows:
+        typer.echo(f"{name:{widths[0]}s}  {cats:{widths[1]}s}  {desc}")
 
 
 def sample(
@@ -36,7 +37,7 @@ def sample(
         folder = out / "graphs"
         for i in tqdm(range(start, start + count), desc=f"sample {e.name}", unit="scene", disable=None):
             sg.write_graph(folder / f"{i:06d}.json", sample_scene(e, scene_rng(seed, i)))
-    typer.echo(f"wrote {count} graphs to {folder}")
+    typer.echo(f"wrote {plural(count, 'graph')} to {folder}")
 
 
 def graph2usd(
@@ -61,7 +62,7 @@ def graph2usd(
         bar.close()
     for err in result.failed:
         typer.echo(f"error: {err}", err=True)
-    typer.echo(f"wrote {len(result.written)} stages to {out}")
+    typer.echo(f"wrote {plural(len(result.written), 'stage')} to {out}")
     if result.failed:
         fail(f"{len(result.failed)} of {len(files)} graphs failed")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from sim2sg.cli.common import fail, info, user_errors
+from sim2sg.cli.common import fail, info, plural, user_errors
 
 GRL_BOUND_HELP = ("> 0: per network tensor, the gradient through the GRLs is scaled to at most this times "
                   "the labelled gradient, and the domain classifiers are clipped apart (0: off, the paper's way).")
@@ -128,10 +128,11 @@ def predict_cmd(
     """Predict one scene graph per image (2D boxes, relations; 3D fields are placeholders marked
     attributes.lifted = false) and draw it."""
     with user_errors():
-        from sim2sg.train.predict import predict_images
+        from sim2sg.train.predict import kept_summary, predict_images
 
         written = predict_images(checkpoint, images, out, device=device, score_thresh=score_thresh, rel_thresh=rel_thresh)
-        info(f"wrote {len(written)} scene graphs to {out}")
+        info(f"wrote {plural(len(written), 'scene graph')} to {out}: "
+             + kept_summary(json.loads((out / "predictions.json").read_text()), score_thresh))
 
 
 def register(app: typer.Typer) -> None:

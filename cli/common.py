@@ -33,3 +33,8 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
 
 def info(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+def plural(n: int, noun: str) -> str:
+    """"1 graph", "2 graphs"."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")

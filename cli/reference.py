@@ -179,6 +179,10 @@ def reference_markdown() -> str:
         anchor = path.replace(" ", "-")
         lines.append(f"| [`{path}`](#{anchor}) | {_cell(summary)} |")
     lines.append("")
+    # The alignment vocabulary of `train`, `loop` and the benchmarks, from its one definition.
+    from sim2sg.train import align
+
+    lines += ["## Alignment", "", inspect.cleandoc(align.__doc__).split("\n\n", 1)[1], ""]
     for path, command in commands:
         lines += _command_section(path, command)
     return "\n".join(lines).rstrip("\n") + "\n"

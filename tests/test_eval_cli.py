@@ -47,7 +47,7 @@ def test_default_out_is_beside_the_predictions(tmp_path, dataset):
     p.write_text(json.dumps(good_preds()))
     r = runner.invoke(app, ["eval", "--predictions", str(p), "--data", str(dataset)])
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "metrics.json").is_file()
+    assert (tmp_path / "eval_metrics.json").is_file()
 
 
 @pytest.mark.parametrize("args", [[], ["--predictions", "p.json", "--checkpoint", "c.pt"]])
@@ -104,10 +104,12 @@ def test_checkpoint_path_calls_predict_dataset(tmp_path, dataset, monkeypatch):
     ckpt = tmp_path / "run" / "ckpt.pt"
     ckpt.parent.mkdir()
     ckpt.write_bytes(b"x")
+    (ckpt.parent / "metrics.json").write_text("the run's own\n")
     r = runner.invoke(app, ["eval", "--checkpoint", str(ckpt), "--data", str(dataset), "--device", "cpu"])
     assert r.exit_code == 0, r.output
     assert calls == [(ckpt, dataset, "cpu")]
-    assert json.loads((ckpt.parent / "metrics.json").read_text())["relations"]["graph_constraint"]["R@20"] == 1.0
+    assert json.loads((ckpt.parent / "eval_metrics.json").read_text())["relations"]["graph_constraint"]["R@20"] == 1.0
+    assert (ckpt.parent / "metrics.json").read_text() == "the run's own\n"  # a run's file is never overwritten
 
 
 def test_missing_checkpoint(tmp_path, dataset):

@@ -2,15 +2,15 @@
 
 An alignment is a set of terms joined with "+":
 
-- ``appearance``: sigma_a, the image-level domain classifier D^a on the backbone features z
+- `appearance`: sigma_a, the image-level domain classifier D^a on the backbone features z
   (paper eq. 3), through a gradient-reversal layer;
-- ``prediction``: sigma_c,pred, the domain classifier D^c on the outputs h(z) (eq. 4), through a
+- `prediction`: sigma_c,pred, the domain classifier D^c on the outputs h(z) (eq. 4), through a
   gradient-reversal layer;
-- ``label``: sigma_c,label, the synthesis loop itself (Algorithm 1): scenes generated from the
+- `label`: sigma_c,label, the synthesis loop itself (Algorithm 1): scenes generated from the
   network's predictions on the target. Only `sim2sg loop` can do this one.
 
-``none`` is the empty set (plain training; in the loop, the SDR baseline). Shorthands: ``both`` =
-``appearance+prediction``, ``all`` = ``label+appearance+prediction`` (the full Sim2SG).
+`none` is the empty set (plain training; in the loop, the SDR baseline). Shorthands: `both` =
+`appearance+prediction`, `all` = `label+appearance+prediction` (the full Sim2SG).
 """
 
 from __future__ import annotations

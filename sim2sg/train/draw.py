@@ -35,37 +35,53 @@ def select_graph(pred: dict, score_thresh: float, rel_thresh: float) -> tuple[li
 
 
 def draw_graph(image: np.ndarray, pred: dict, categories: list[str], predicates: list[str],
-               score_thresh: float = 0.5, rel_thresh: float = 0.5, max_relations: int = 12) -> np.ndarray:
-    """A copy of RGB uint8 `image` (H, W, 3) with kept boxes (category, score) and up to
-    `max_relations` triplets drawn as arrows from subject centre to object centre, and the triplet
-    list written in the top-left corner. `categories` / `predicates` are names for ids 1..;
-    predicate id p is predicates[p - 1]."""
-    img = np.ascontiguousarray(image.copy())
-    h, w = img.shape[:2]
-    scale = max(0.3, min(h, w) / 400)
-    thick = max(1, int(round(min(h, w) / 250)))
+               score_thresh: float = 0.5, rel_thresh: float = 0.5, max_relations: int = 12,
+               min_side: int = 384, panel: int = 240) -> np.ndarray:
+    """A picture of one prediction: RGB uint8 `image` (H, W, 3) enlarged (nearest, by an integer
+    factor) to at least `min_side` px on its short side with the kept boxes (id:category score),
+    and beside it a white panel of `panel` px listing the `max_relations` best-scoring triplets
+    ("0 cube left 2 sphere") and how many more there are, so the text stays legible on small
+    images and never covers them. `categories` / `predicates` name ids 1..; predicate id p is
+    predicates[p - 1]. Returns (H * f, W * f + panel, 3) uint8."""
+    h, w = image.shape[:2]
+    f = max(1, int(np.ceil(min_side / max(1, min(h, w)))))
+    img = np.ascontiguousarray(np.repeat(np.repeat(image, f, axis=0), f, axis=1))
+    H, W = img.shape[:2]
+    scale, thick = 0.45, 2
     keep, triplets = select_graph(pred, score_thresh, rel_thresh)
-    boxes = np.asarray(pred["boxes"], dtype=np.float64).reshape(-1, 4)
+    boxes = np.asarray(pred["boxes"], dtype=np.float64).reshape(-1, 4) * f
     labels = np.asarray(pred["labels"]).reshape(-1)
     scores = np.asarray(pred["scores"], dtype=np.float64).reshape(-1)
+
+    def name(i: int) -> str:
+        c = int(labels[i])
+        return categories[c - 1] if 0 < c <= len(categories) else str(c)
+
     for i in keep:
         x1, y1, x2, y2 = (int(round(v)) for v in boxes[i])
         c = _color(int(labels[i]))
         cv2.rectangle(img, (x1, y1), (max(x1, x2 - 1), max(y1, y2 - 1)), c, thick)
-        name = categories[int(labels[i]) - 1] if 0 < int(labels[i]) <= len(categories) else str(int(labels[i]))
-        cv2.putText(img, f"{i}:{name} {scores[i]:.2f}", (x1, max(8, y1 - 2)), cv2.FONT_HERSHEY_SIMPLEX,
-                    scale, c, 1, cv2.LINE_AA)
-    lines = []
-    for s, p, o in triplets[:max_relations]:
-        cs = ((boxes[s, :2] + boxes[s, 2:]) / 2).astype(int)
-        co = ((boxes[o, :2] + boxes[o, 2:]) / 2).astype(int)
-        cv2.arrowedLine(img, tuple(int(v) for v in cs), tuple(int(v) for v in co), (255, 255, 255), 1, cv2.LINE_AA, tipLength=0.08)
+        label = f"{i}:{name(i)} {scores[i]:.2f}"
+        org = (x1 + 2, max(12, y1 - 4))
+        cv2.putText(img, label, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(img, label, org, cv2.FONT_HERSHEY_SIMPLEX, scale, c, 1, cv2.LINE_AA)
+    # the best triplets first: score of the predicate on its pair
+    pair_scores = {}
+    pairs = np.asarray(pred["rel_pairs"]).reshape(-1, 2)
+    rs = np.asarray(pred["rel_scores"], dtype=np.float64)
+    for (s, o), row in zip(pairs, rs):
+        pair_scores[(int(s), int(o))] = row
+    ranked = sorted(triplets, key=lambda t: -pair_scores[(t[0], t[2])][t[1]])
+    side = np.full((H, panel, 3), 255, np.uint8)
+    lines = [f"{len(keep)} objects, {len(triplets)} relations", ""]
+    for s, p, o in ranked[:max_relations]:
         pname = predicates[p - 1] if 0 < p <= len(predicates) else str(p)
-        lines.append(f"{s} {pname} {o}")
+        lines.append(f"{s} {name(s)} {pname} {o} {name(o)}")
+    if len(ranked) > max_relations:
+        lines.append(f"... {len(ranked) - max_relations} more")
     for k, text in enumerate(lines):
-        y = int((k + 1) * 14 * scale / 0.4)
-        if y >= h:
+        y = 20 + 18 * k
+        if y >= H - 4:
             break
-        cv2.putText(img, text, (2, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 2, cv2.LINE_AA)
-        cv2.putText(img, text, (2, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
-    return img
+        cv2.putText(side, text, (6, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (20, 20, 20), 1, cv2.LINE_AA)
+    return np.concatenate([img, side], axis=1)

@@ -151,6 +151,21 @@ def predict_images(checkpoint: str | Path, images_dir: str | Path, out_dir: str 
     return written
 
 
+def kept_summary(predictions: dict, score_thresh: float) -> str:
+    """One line on what a predictions dict keeps at `score_thresh`, with a hint when it keeps
+    nothing: "12 objects on 4 images" or "0 objects scored 0.5 or more (highest score 0.38: try
+    --score-thresh 0.3)"."""
+    scores = [o["score"] for im in predictions["images"] for o in im["objects"]]
+    kept = sum(s >= score_thresh for s in scores)
+    n = len(predictions["images"])
+    line = f"{kept} object{'' if kept == 1 else 's'} on {n} image{'' if n == 1 else 's'} scored {score_thresh} or more"
+    if kept == 0:
+        best = max(scores, default=None)
+        line += (" (no detections at all)" if best is None else
+                 f" (highest score {best:.2f}: try --score-thresh {max(0.0, np.floor(best * 20) / 20):.2f})")
+    return line
+
+
 def placeholder_camera(height: int, width: int) -> Camera:
     """The stand-in camera of predicted graphs (module docstring): intrinsics from the image size
     only; the pose is arbitrary and flagged by context["camera_known"] = False."""
