@@ -76,7 +76,7 @@ class ModelConfig:
     # fast network only (sim2sg.model.fast): FPN-lite / head width, ground truth padded to
     # max_objects objects and max_relations relations per image (more are dropped), heatmap
     # Gaussian width as a fraction of the box size (TTFNet's alpha)
-    fast_channels: int = 128
+    fast_channels: int = 64  # CenterNet-ResNet18 reads 64 channels at stride 4 too
     max_objects: int = 32
     max_relations: int = 2048
     center_sigma: float = 0.54
