@@ -71,6 +71,8 @@ def main() -> None:
     ap.add_argument("--iter-steps", type=int, default=300)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--model", default="frcnn", choices=["frcnn", "fast"],
+                    help="the network: frcnn (Faster R-CNN, the paper's) or fast (one-stage, batched)")
     ap.add_argument("--backbone", default="resnet18")
     ap.add_argument("--k", type=int, default=20, help="Recall@K column (20 for clevr, 50 for dining/driving)")
     ap.add_argument("--seed", type=int, default=0)
@@ -119,7 +121,8 @@ def main() -> None:
     out = Path(args.out)
     base = LoopConfig(env=args.source, target="", out="", iterations=args.iterations, sdr_scenes=args.n_source,
                       width=w, height=h, sdr_steps=args.sdr_steps, iter_steps=args.iter_steps,
-                      batch_size=args.batch, lr=args.lr, backbone=args.backbone, device=args.device,
+                      batch_size=args.batch, lr=args.lr, arch=args.model, backbone=args.backbone,
+                      device=args.device,
                       seed=args.seed, augment=args.augment, grl_weight=args.grl_weight, grl_bound=args.grl_bound,
                       progress=False,
                       target_bn=args.target_bn, target_textures=args.target_textures,

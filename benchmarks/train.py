@@ -1,15 +1,22 @@
-"""Training and inference throughput of the scene-graph network (images/s).
+"""Training and inference throughput of the scene-graph networks (images/s), side by side.
 
-    .venv/bin/python benchmarks/train.py --device cpu --size 128 --batch 8 --steps 6
-    python benchmarks/train.py --device cuda --size 256 --batch 32 --steps 30 --backbone resnet18 resnet50
-    python benchmarks/train.py --device cuda --size 192x640 --align none both --coco-heads
+    .venv/bin/python benchmarks/train.py --model fast frcnn --device cpu --size 128 --batch 8 --steps 6 --align none both
+    python benchmarks/train.py --model fast frcnn --device cuda --size 256 --batch 64 --steps 30 \
+        --align none both --grl-bound 0 0.5 --infer-batch 256
+    python benchmarks/train.py --model frcnn --device cuda --size 192x640 --align none both --coco-heads
+
+`--model fast frcnn` times both networks in one run, each configuration with the same images, and
+ends with the ratio fast / frcnn per configuration (training and inference).
 
 Images are toy scenes (`sim2sg.train.toydata`, 2..`--objects` shapes with their relations), made
 once in memory; data loading is not measured. Training: forward + backward + AdamW step, bf16
 autocast and channels_last on CUDA (as `fit` does); with `--align` other than none, each step also
 pushes an equal batch of target images through the domain classifiers (`--grl-bound B ...`: also
 with the bounded GRL gradient, `bounded_backward`, which adds a second backward pass). Inference:
-eval-mode forward (detections + relation pairs). Timed after `--warmup` untimed steps, with CUDA syncs.
+eval-mode forward (detections + relation pairs, split into per-image dicts), batch `--infer-batch`.
+Timed after `--warmup` untimed steps, with CUDA syncs; GPU GiB is the peak allocated memory of the
+configuration (reset before each). `--compile`: torch.compile the fast network's dense pass
+(encoder + heads), which its static shapes allow (the first steps then compile; raise --warmup).
 """
 
 from __future__ import annotations
@@ -50,13 +57,16 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def setup(backbone: str, size, batch: int, align: str, coco: bool, device, objects: int, bound: float = 0.0):
+def setup(backbone: str, size, batch: int, align: str, coco: bool, device, objects: int, bound: float = 0.0,
+          arch: str = "frcnn", compile_dense: bool = False):
     """(model, optimizer, config, images, targets, target images or None), seeded, in train mode,
     as `fit` sets them up (channels_last on CUDA)."""
     torch.manual_seed(0)
-    mcfg = ModelConfig(num_classes=len(CATEGORIES), num_predicates=len(PREDICATES), image_size=size, backbone=backbone,
-                       **(COCO_HEADS if coco else {}))
+    mcfg = ModelConfig(num_classes=len(CATEGORIES), num_predicates=len(PREDICATES), image_size=size, arch=arch,
+                       backbone=backbone, **(COCO_HEADS if coco and arch == "frcnn" else {}))
     model = build_model(mcfg).to(device)
+    if compile_dense and arch == "fast":
+        model._dense = torch.compile(model._dense)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
         model.channels_last = True
@@ -70,8 +80,13 @@ def setup(backbone: str, size, batch: int, align: str, coco: bool, device, objec
 
 
 def bench(backbone: str, size, batch: int, align: str, coco: bool, device, steps: int, warmup: int, objects: int,
-          bound: float = 0.0):
-    model, opt, cfg, images, targets, tgt_images = setup(backbone, size, batch, align, coco, device, objects, bound)
+          bound: float = 0.0, arch: str = "frcnn", infer_batch: int | None = None, compile_dense: bool = False):
+    """(train img/s, inference img/s, last loss, peak GPU GiB) of one configuration."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    model, opt, cfg, images, targets, tgt_images = setup(backbone, size, batch, align, coco, device, objects, bound,
+                                                         arch, compile_dense)
     total = warmup + steps
     for s in range(warmup):
         train_step(model, opt, (images, targets, tgt_images), cfg, s, total, device)
@@ -82,7 +97,8 @@ def bench(backbone: str, size, batch: int, align: str, coco: bool, device, steps
     sync(device)
     train_ips = steps * batch / (time.perf_counter() - t)
 
-    dev_images = [im.to(device) for im in images]
+    infer_batch = infer_batch or batch
+    dev_images = [im.to(device) for im in (images * (infer_batch // batch + 1))[:infer_batch]]
     model.eval()
     amp = device.type == "cuda"
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -93,7 +109,7 @@ def bench(backbone: str, size, batch: int, align: str, coco: bool, device, steps
         for _ in range(steps):
             model(dev_images)
         sync(device)
-    infer_ips = steps * batch / (time.perf_counter() - t)
+    infer_ips = steps * infer_batch / (time.perf_counter() - t)
     mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     return train_ips, infer_ips, logs["loss"], mem
 
@@ -110,6 +126,10 @@ def main():
     ap.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     ap.add_argument("--size", default="128", help="image size: N or HxW pixels")
     ap.add_argument("--batch", type=int, nargs="+", default=[8])
+    ap.add_argument("--model", nargs="+", default=["fast", "frcnn"], choices=["fast", "frcnn"],
+                    help="networks to time, side by side (fast: sim2sg.model.fast; frcnn: Faster R-CNN)")
+    ap.add_argument("--infer-batch", type=int, default=0, help="inference batch (0: the training batch)")
+    ap.add_argument("--compile", action="store_true", help="fast: torch.compile its dense pass")
     ap.add_argument("--backbone", nargs="+", default=["resnet18"])
     ap.add_argument("--align", nargs="+", default=["none"], choices=["none", "appearance", "prediction", "both"])
     ap.add_argument("--grl-bound", type=float, nargs="+", default=[0.0],
@@ -125,37 +145,63 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its kernels (both models)
     size = parse_size(args.size)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"# {name}, torch {torch.__version__}, image {size[0]}x{size[1]}, "
-          f"{'bf16 autocast + channels_last' if device.type == 'cuda' else 'fp32'}")
+    name_line = (f"{name}, torch {torch.__version__}, image {size[0]}x{size[1]}, "
+                 f"{'bf16 autocast + channels_last' if device.type == 'cuda' else 'fp32'}"
+                 f"{', fast compiled' if args.compile else ''}")
+    print(f"# {name_line}")
     rows = []
     for backbone in args.backbone:
         for batch in args.batch:
             for align in args.align:
                 for bound in (args.grl_bound if align != "none" else [0.0]):
                     for coco in ([False, True] if args.coco_heads else [False]):
-                        tr, inf, loss, mem = bench(backbone, size, batch, align, coco, device, args.steps, args.warmup,
-                                                   args.objects, bound)
-                        name = align + (f"/b{bound:g}" if bound > 0 else "")
-                        rows.append((backbone, batch, name, "coco" if coco else "small", tr, inf, loss, mem))
-                        print(f"  done {rows[-1][:4]}", flush=True)
-    hdr = f"{'backbone':<10} {'batch':>5} {'align':<14} {'heads':<6} {'train img/s':>11} {'infer img/s':>11} {'loss':>7} {'GPU GiB':>7}"
+                        for arch in args.model:
+                            if coco and arch != "frcnn":
+                                continue
+                            tr, inf, loss, mem = bench(backbone, size, batch, align, coco, device, args.steps,
+                                                       args.warmup, args.objects, bound, arch, args.infer_batch,
+                                                       args.compile)
+                            name = align + (f"/b{bound:g}" if bound > 0 else "")
+                            rows.append((arch, backbone, batch, name, "coco" if coco else "small", tr, inf, loss, mem))
+                            print(f"  done {rows[-1][:5]}: train {tr:.1f} img/s, infer {inf:.1f} img/s", flush=True)
+    if args.profile:
+        profile(args.backbone[0], size, args.batch[0], args.align[0], device, args.objects, arch=args.model[0])
+    ib = f" (inference batch {args.infer_batch})" if args.infer_batch else ""
+    print(f"\n# {name_line}{ib}")
+    hdr = (f"{'model':<6} {'backbone':<10} {'batch':>5} {'align':<14} {'heads':<6} {'train img/s':>11} "
+           f"{'infer img/s':>11} {'loss':>7} {'GPU GiB':>7}")
     print(hdr)
     print("-" * len(hdr))
-    for b, n, a, h, tr, inf, loss, mem in rows:
-        print(f"{b:<10} {n:>5} {a:<14} {h:<6} {tr:>11.1f} {inf:>11.1f} {loss:>7.3f} {mem:>7.2f}")
-    if args.profile:
-        profile(args.backbone[0], size, args.batch[0], args.align[0], device, args.objects)
+    for m, b, n, a, h, tr, inf, loss, mem in rows:
+        print(f"{m:<6} {b:<10} {n:>5} {a:<14} {h:<6} {tr:>11.1f} {inf:>11.1f} {loss:>7.3f} {mem:>7.2f}")
+    ratios = ratio_rows(rows)
+    if ratios:
+        print("\nfast / frcnn, same configuration and run:")
+        print(f"{'backbone':<10} {'batch':>5} {'align':<14} {'train x':>8} {'infer x':>8}")
+        for b, n, a, tr, inf in ratios:
+            print(f"{b:<10} {n:>5} {a:<14} {tr:>8.1f} {inf:>8.1f}")
 
 
-def profile(backbone: str, size, batch: int, align: str, device, objects: int, steps: int = 5) -> None:
+def ratio_rows(rows: list[tuple]) -> list[tuple]:
+    """(backbone, batch, align, train ratio, inference ratio) of fast over frcnn for every
+    configuration timed with both (small heads)."""
+    by = {(m, b, n, a): (tr, inf) for m, b, n, a, h, tr, inf, *_ in rows if h == "small"}
+    return [(b, n, a, tr / by[("frcnn", b, n, a)][0], inf / by[("frcnn", b, n, a)][1])
+            for (m, b, n, a), (tr, inf) in by.items() if m == "fast" and ("frcnn", b, n, a) in by]
+
+
+def profile(backbone: str, size, batch: int, align: str, device, objects: int, steps: int = 5,
+            arch: str = "frcnn") -> None:
     """Where a training step's time goes: torch.profiler over `steps` steps, top ops by self CPU
     time (launch and host-sync overhead shows up here) and by device time."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as tprofile
 
-    model, opt, cfg, images, targets, tgt = setup(backbone, size, batch, align, False, device, objects)
+    model, opt, cfg, images, targets, tgt = setup(backbone, size, batch, align, False, device, objects, arch=arch)
     for s in range(2):
         train_step(model, opt, (images, targets, tgt), cfg, s, 10, device)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])

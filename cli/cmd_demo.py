@@ -14,6 +14,7 @@ def demo(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     preset: Optional[str] = typer.Option(None, "--preset", help="small (CPU, ~15 min) or full (GPU); default by device."),
     seed: int = typer.Option(0, "--seed"),
+    model: Optional[str] = typer.Option(None, "--model", help="The network: frcnn or fast (default: the preset's)."),
 ) -> None:
     """Render the clevr-target domain, train SDR and Sim2SG against its unlabelled images, and
     write a report: a Table-1-like table, content-gap and metric curves, a Fig.-3-like figure."""
@@ -21,8 +22,10 @@ def demo(
 
     if preset is not None and preset not in PRESETS:
         fail(f"--preset {preset!r}: expected one of {', '.join(PRESETS)}")
+    if model is not None and model not in ("frcnn", "fast"):
+        fail(f"--model {model!r}: expected frcnn or fast")
     with user_errors():
-        run_demo(out, device=device, preset=preset, seed=seed, log=info)
+        run_demo(out, device=device, preset=preset, seed=seed, arch=model, log=info)
 
 
 def register(app: typer.Typer) -> None:

@@ -10,8 +10,10 @@ import typer
 from sim2sg.cli.cmd_train import (
     DETERMINISTIC_HELP,
     GRL_BOUND_HELP,
+    MODEL_HELP,
     MODEL_SET_HELP,
     Backbone,
+    Model,
     overrides,
     parse_size,
 )
@@ -38,6 +40,7 @@ def loop_cmd(
     target_graphs: Optional[Path] = typer.Option(None, "--target-graphs", help="True target graphs (content gap)."),
     oracle_data: Optional[Path] = typer.Option(None, "--oracle-data", help="Labelled target training data (--method oracle)."),
     keep_usd: bool = typer.Option(False, "--keep-usd", help="Save every generated stage under OUT/usd/."),
+    model: Model = typer.Option(Model.frcnn, "--model", help=MODEL_HELP),
     backbone: Backbone = typer.Option(Backbone.resnet18, "--backbone"),
     batch: int = typer.Option(16, "--batch", min=1),
     lr: float = typer.Option(1e-3, "--lr", min=0.0),
@@ -72,7 +75,7 @@ def loop_cmd(
         w, h = parse_size(size)
         cfg = LoopConfig(env=env, target=str(target), out=str(out), method=method, align=align,
                          iterations=iterations, sdr_scenes=sdr_scenes, width=w, height=h, sdr_steps=sdr_steps,
-                         iter_steps=iter_steps, batch_size=batch, lr=lr, backbone=backbone.value,
+                         iter_steps=iter_steps, batch_size=batch, lr=lr, arch=model.value, backbone=backbone.value,
                          grl_weight=grl_weight, grl_bound=grl_bound, score_threshold=score_thresh,
                          min_fit_iou=min_fit_iou, augment=augment, target_bn=target_bn,
                          target_textures=target_textures, keep_sdr=keep_sdr, align_sdr_scenes=align_sdr_scenes,

@@ -18,6 +18,15 @@ MODEL_SET_HELP = ("Model setting KEY=VALUE (repeatable), e.g. rpn_post_nms_train
                   "message_passing=0; see sim2sg.model.ModelConfig.")
 
 
+MODEL_HELP = ("The network: frcnn (Faster R-CNN + relation head, the paper's) or fast (a one-stage centre "
+              "detector + pair relation head, batched end to end; docs/models.md).")
+
+
+class Model(str, Enum):
+    frcnn = "frcnn"
+    fast = "fast"
+
+
 class Backbone(str, Enum):
     resnet18 = "resnet18"
     resnet34 = "resnet34"
@@ -42,6 +51,7 @@ def train_cmd(
     align: str = typer.Option("none", "--align", help="Domain alignment (docs/cli.md, 'Alignment'): none, appearance "
                               "(D^a on features), prediction (D^c on outputs) or both."),
     val: Optional[Path] = typer.Option(None, "--val", help="Labelled dataset to predict (and score) after training."),
+    model: Model = typer.Option(Model.frcnn, "--model", help=MODEL_HELP),
     backbone: Backbone = typer.Option(Backbone.resnet18, "--backbone"),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Initial weights: a sim2sg checkpoint, a model or ResNet state dict."),
     epochs: int = typer.Option(10, "--epochs", min=1),
@@ -83,7 +93,7 @@ def train_cmd(
         parse_align(align, loop=False)
         cfg = TrainConfig(
             source=str(source), out=str(out), target=str(target) if target else None, val=str(val) if val else None,
-            align=align, backbone=backbone.value, weights=str(weights) if weights else None,
+            align=align, arch=model.value, backbone=backbone.value, weights=str(weights) if weights else None,
             epochs=epochs, steps=steps, batch_size=batch, lr=lr, optimizer=optimizer.value,
             grl_weight=grl_weight, grl_ramp=grl_ramp.value, grl_bound=grl_bound, align_warmup_steps=align_warmup,
             augment=augment, device=device, seed=seed, workers=workers, checkpoint_every=checkpoint_every,

@@ -44,6 +44,7 @@ class Preset:
     batch: int
     rows: tuple[str, ...]
     score_threshold: float = 0.5  # detections lifted in the synthesis step
+    arch: str = "frcnn"  # the network (sim2sg.model.build_model)
 
 
 PRESETS = {
@@ -63,9 +64,10 @@ PRESETS = {
 SIM2SG_OPTIONS = {"target_textures": True, "target_bn": True}
 
 
-def run_demo(out: Path, device: str = "auto", preset: str | None = None, seed: int = 0, log=print) -> Path:
+def run_demo(out: Path, device: str = "auto", preset: str | None = None, seed: int = 0, arch: str | None = None,
+             log=print) -> Path:
     """Run the demo into `out`; returns the report folder. preset None: "full" with CUDA, else
-    "small"."""
+    "small". arch: the network ("frcnn" or "fast"; None: the preset's)."""
     import torch
 
     cuda = torch.cuda.is_available() and device in ("auto", "cuda") or device.startswith("cuda")
@@ -79,7 +81,7 @@ def run_demo(out: Path, device: str = "auto", preset: str | None = None, seed: i
                          "cuda" if cuda else "cpu", seed=1000 + seed)
     log(f"target domain: {p.n_target} unlabelled images in {domain.train_images}, {p.n_eval} labelled in {domain.eval_data}")
     base = LoopConfig(env="clevr", target="", out="", iterations=p.iterations, sdr_scenes=p.n_source,
-                      width=p.size, height=p.size, sdr_steps=p.sdr_steps, iter_steps=p.iter_steps,
+                      width=p.size, height=p.size, arch=arch or p.arch, sdr_steps=p.sdr_steps, iter_steps=p.iter_steps,
                       batch_size=p.batch, lr=2e-3, lr_warmup_steps=min(100, p.sdr_steps // 4),
                       align_from_iteration=2, device="cuda" if cuda else "cpu", seed=seed, progress=True,
                       score_threshold=p.score_threshold, sdr_checkpoint=str(out / "runs" / "sdr_phase.pt"),

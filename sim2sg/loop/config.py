@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sim2sg.errors import InputError
+from sim2sg.model.build import ARCHS
 from sim2sg.train.align import model_mode, parse_align
 from sim2sg.train.augment import MODES
 
@@ -70,6 +71,7 @@ class LoopConfig:
     batch_size: int = 16
     lr: float = 1e-3
     lr_warmup_steps: int = 100
+    arch: str = "frcnn"  # the network: frcnn (Faster R-CNN, the paper's) or fast (sim2sg.model.fast)
     backbone: str = "resnet18"
     grl_weight: float = 0.1
     grl_ramp: str = "dann"
@@ -101,6 +103,8 @@ class LoopConfig:
         if self.method not in METHODS:
             raise InputError("--method", "method", f"expected one of {', '.join(METHODS)}, got {self.method!r}")
         parse_align(self.align, loop=True)
+        if self.arch not in ARCHS:
+            raise InputError("--model", "arch", f"expected one of {', '.join(ARCHS)}, got {self.arch!r}")
         if self.method == "oracle" and not self.oracle_data:
             raise InputError("--oracle-data", "oracle_data", "the oracle needs a labelled target dataset")
         if self.augment not in MODES:

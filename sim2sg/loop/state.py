@@ -32,22 +32,29 @@ def _deterministic_key(cfg: LoopConfig) -> dict:
     return {"deterministic": True} if cfg.deterministic else {}
 
 
+def _arch_key(cfg: LoopConfig) -> dict:
+    """The keys' entry for the network: present only for another network than Faster R-CNN, so
+    that the states saved before `--model` existed keep their keys."""
+    return {"arch": cfg.arch} if cfg.arch != "frcnn" else {}
+
+
 def sdr_key(cfg: LoopConfig) -> str:
     """What makes two runs' SDR phases the same (the method and alignment do not: the SDR phase
     never aligns), as a JSON string."""
     keys = ("env", "sdr_scenes", "width", "height", "sdr_steps", "batch_size", "lr", "lr_warmup_steps",
             "backbone", "augment", "amp", "seed", "model", "render_batch")
     d = dataclasses.asdict(cfg)
-    return json.dumps({k: d[k] for k in keys} | {"total_steps": cfg.total_steps()} | _deterministic_key(cfg),
-                      sort_keys=True)
+    return json.dumps({k: d[k] for k in keys} | {"total_steps": cfg.total_steps()} | _deterministic_key(cfg)
+                      | _arch_key(cfg), sort_keys=True)
 
 
 def warmup_key(cfg: LoopConfig) -> str:
     """What the loop rows' warm-up depends on (`LoopConfig.warmup_checkpoint`), as a JSON string."""
     d = dataclasses.asdict(cfg)
     d.pop("deterministic")
+    d.pop("arch")
     return json.dumps({k: v for k, v in d.items() if k not in _WARMUP_FREE} | {"total_steps": cfg.total_steps()}
-                      | _deterministic_key(cfg), sort_keys=True, default=str)
+                      | _deterministic_key(cfg) | _arch_key(cfg), sort_keys=True, default=str)
 
 
 def shares_warmup(cfg: LoopConfig) -> bool:

@@ -55,15 +55,14 @@ def predict_target(state, amp: bool, target, batch: int = 32, bn_images: int = 0
 def target_statistics(state, amp: bool, target, n_images: int, batch: int = 32):
     """Context: the model's BatchNorm layers normalise with statistics of the first `n_images`
     target images (AdaBN, `sim2sg.train.adabn.target_batchnorm`; 0: unchanged). The backbone sees
-    the images exactly as in `predict` (the detector's transform, autocast on CUDA)."""
+    the images exactly as in `predict` (`model.backbone_features`, autocast on CUDA)."""
     n = min(len(target), max(0, n_images))
     model, dev = state.model, state.device
 
     def forward(idx):
         ims = [target[i][0].to(dev) for i in idx]
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp and dev.type == "cuda"):
-            il, _ = model.detector.transform(ims)
-            model._backbone(il.tensors)
+            model.backbone_features(ims)
 
     return target_batchnorm(model, forward, [range(s, min(n, s + batch)) for s in range(0, n, batch)])
 

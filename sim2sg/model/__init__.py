@@ -1,14 +1,16 @@
-"""sim2sg.model: the scene-graph network (ResNet-FPN Faster R-CNN + relation head) and Sim2SG's
-gradient reversal layers and domain classifiers."""
+"""sim2sg.model: the scene-graph networks (`frcnn`: ResNet-FPN Faster R-CNN + relation head;
+`fast`: a one-stage centre detector + pair relation head, batched), `build_model` to pick one, and
+Sim2SG's gradient reversal layers and domain classifiers."""
 
+from sim2sg.model.build import ARCHS, build_model
+from sim2sg.model.fast import SceneGraphCenterNet
 from sim2sg.model.grl import GradReverse, dann_lambda, grad_reverse, grl_schedule
 from sim2sg.model.sgg import (
            ALIGN_MODES,
            BACKBONES,
            ModelConfig,
            SceneGraphRCNN,
-           build_model,
 )
 
-__all__ = ["ALIGN_MODES", "BACKBONES", "GradReverse", "ModelConfig", "SceneGraphRCNN", "build_model",
-           "dann_lambda", "grad_reverse", "grl_schedule"]
+__all__ = ["ALIGN_MODES", "ARCHS", "BACKBONES", "GradReverse", "ModelConfig", "SceneGraphCenterNet",
+           "SceneGraphRCNN", "build_model", "dann_lambda", "grad_reverse", "grl_schedule"]

@@ -52,6 +52,7 @@ class ModelConfig:
     num_classes: int
     num_predicates: int
     image_size: tuple[int, int]
+    arch: str = "frcnn"  # "frcnn" (this module) or "fast" (`sim2sg.model.fast`); see `build_model`
     backbone: str = "resnet18"
     anchor_sizes: tuple[int, ...] = (16, 32, 64, 128, 256)  # one per FPN level; small objects
     rpn_pre_nms_train: int = 1000
@@ -72,6 +73,13 @@ class ModelConfig:
     dc_objects: int = 32  # D^c: top RPN proposals per image whose class distributions are aligned
     dc_rel_objects: int = 6  # D^c: pairs among this many most object-like of those
     domain_hidden: int = 256
+    # fast network only (sim2sg.model.fast): FPN-lite / head width, ground truth padded to
+    # max_objects objects and max_relations relations per image (more are dropped), heatmap
+    # Gaussian width as a fraction of the box size (TTFNet's alpha)
+    fast_channels: int = 64  # CenterNet-ResNet18 reads 64 channels at stride 4 too
+    max_objects: int = 32
+    max_relations: int = 2048
+    center_sigma: float = 0.54
     image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
@@ -97,6 +105,8 @@ class SceneGraphRCNN(nn.Module):
         super().__init__()
         if cfg.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {cfg.backbone!r} (choose from {', '.join(BACKBONES)})")
+        if cfg.arch != "frcnn":
+            raise ValueError(f"SceneGraphRCNN is arch 'frcnn', not {cfg.arch!r} (use build_model)")
         self.cfg = cfg
         # From scratch: resnet_fpn_backbone defaults to FrozenBatchNorm2d and 3 trainable layers,
         # which would freeze random weights; plain BatchNorm and all 5 layers train.
@@ -197,6 +207,12 @@ class SceneGraphRCNN(nn.Module):
                     + (prediction_domain_loss(self.domain_predicates, rel_s, 0.0, grl_lambda) if keep else 0.0)
                     + prediction_domain_loss(self.domain_predicates, rel_t, 1.0, grl_lambda))
         return losses
+
+    def backbone_features(self, images: list[Tensor]) -> dict[str, Tensor]:
+        """The FPN levels for (3, H, W) images in [0, 1], transformed exactly as in `forward` and
+        inference (what AdaBN re-estimates BatchNorm statistics with)."""
+        il, _ = self.detector.transform(images)
+        return self._backbone(il.tensors)
 
     def _backbone(self, x: Tensor) -> dict[str, Tensor]:
         if self.channels_last:
@@ -338,6 +354,3 @@ def _running_stats_frozen(module: nn.Module):
             if nbt is not None:
                 m.num_batches_tracked.copy_(nbt)
 
-
-def build_model(cfg: ModelConfig) -> SceneGraphRCNN:
-    return SceneGraphRCNN(cfg)

@@ -85,9 +85,9 @@ def model_from_checkpoint(ckpt: dict, device="cpu"):
 
 def load_weights(model: torch.nn.Module, path: str | Path) -> int:
     """Load user-supplied weights into `model`: a sim2sg checkpoint, a state dict of this model,
-    or a torchvision ResNet state dict (goes into the backbone body; `fc.*` is ignored). Tensors
-    whose name and shape match are loaded, the rest keep their initialisation. Returns the number
-    of tensors loaded; raises `InputError` when nothing matches."""
+    or a torchvision ResNet state dict (goes into the backbone body of either network; `fc.*` is
+    ignored). Tensors whose name and shape match are loaded, the rest keep their initialisation.
+    Returns the number of tensors loaded; raises `InputError` when nothing matches."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "", "weights file not found")
@@ -106,7 +106,7 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> int:
     for k, v in sd.items():
         if not torch.is_tensor(v):
             continue
-        for name in (k, f"detector.backbone.body.{k}", k.removeprefix("module.")):
+        for name in (k, f"detector.backbone.body.{k}", f"backbone.body.{k}", k.removeprefix("module.")):
             if name in own and own[name].shape == v.shape:
                 matched[name] = v
                 break

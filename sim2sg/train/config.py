@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from sim2sg.errors import InputError
-from sim2sg.model import BACKBONES, ModelConfig
+from sim2sg.model import ARCHS, BACKBONES, ModelConfig
 from sim2sg.train.align import parse_align
 from sim2sg.train.augment import MODES as AUGMENT_MODES
 
@@ -26,7 +26,8 @@ class TrainConfig:
     (`sim2sg.train.augment`: colour, blur and noise on the labelled images only; seeded by
     (seed, step)). amp: bf16 autocast on CUDA (ignored on CPU). deterministic:
     `torch.use_deterministic_algorithms(True, warn_only=True)` on CUDA too (on the CPU always;
-    `make_reproducible`). model: overrides of
+    `make_reproducible`). arch: the network, "frcnn" (Faster R-CNN, the paper's) or "fast"
+    (`sim2sg.model.fast`); `--model` on the command line. model: overrides of
     `ModelConfig` fields (e.g. {"rpn_post_nms_train": 300}).
     """
 
@@ -35,6 +36,7 @@ class TrainConfig:
     target: str | None = None
     val: str | None = None
     align: str = "none"
+    arch: str = "frcnn"
     backbone: str = "resnet18"
     weights: str | None = None
     epochs: int = 10
@@ -74,6 +76,8 @@ class TrainConfig:
         parse_align(self.align, loop=False, source="training config")
         if self.align != "none" and not self.target:
             bad("target", f"--align {self.align} needs unlabelled target images (--target FOLDER)")
+        if self.arch not in ARCHS:
+            bad("arch", f"expected one of {', '.join(ARCHS)}, got {self.arch!r}")
         if self.backbone not in BACKBONES:
             bad("backbone", f"expected one of {', '.join(BACKBONES)}, got {self.backbone!r}")
         if self.optimizer not in ("adamw", "sgd"):
@@ -92,7 +96,7 @@ class TrainConfig:
         if not self.grl_bound >= 0:
             bad("grl_bound", f"must be >= 0 (0: off), got {self.grl_bound}")
         defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)
-                    if f.name not in ("num_classes", "num_predicates", "image_size", "backbone")}
+                    if f.name not in ("num_classes", "num_predicates", "image_size", "arch", "backbone")}
         for k, v in self.model.items():
             if k not in defaults:
                 bad(f"model.{k}", f"unknown model setting (known: {', '.join(sorted(defaults))})")

@@ -61,7 +61,8 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
     meta = {"categories": list(info.categories), "predicates": list(info.predicates), "env": info.env,
             "image_size": list(info.image_size)}
     mcfg = ModelConfig.from_dict(dict(num_classes=len(info.categories), num_predicates=len(info.predicates),
-                                      image_size=info.image_size, backbone=cfg.backbone, **cfg.model))
+                                      image_size=info.image_size, arch=cfg.arch, backbone=cfg.backbone,
+                                      **cfg.model))
     spe = max(1, len(source) // cfg.batch_size)
     total = cfg.steps if cfg.steps is not None else cfg.epochs * spe
     state = new_state(cfg, mcfg, total)
