@@ -18,7 +18,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 
 from sim2sg import atomic
-from sim2sg.checks import Checker
+from sim2sg.checks import Checker, read_json
 from sim2sg.errors import InputError
 
 FORMAT = "sim2sg-labels"
@@ -51,13 +51,15 @@ def read_fragment(out_dir: str | Path, name: str) -> dict | None:
 
 
 def fragment_complete(out_dir: str | Path, fragment: dict | None) -> bool:
-    """True when every file the fragment lists exists (non-empty) under `out_dir`."""
+    """True when every file the fragment lists exists under `out_dir`, non-empty except text label
+    files (a KITTI `label_2/*.txt` of an image with no visible object is empty by design; files
+    are written atomically, so an empty one is never half-written)."""
     if fragment is None:
         return False
     out = Path(out_dir)
     try:
-        return all((out / f).stat().st_size > 0 for f in fragment.get("files", []))
-    except OSError:
+        return all((out / f).stat().st_size > 0 or str(f).endswith(".txt") for f in fragment.get("files", []))
+    except (OSError, TypeError):
         return False
 
 
@@ -150,16 +152,7 @@ def load_labels(path: str | Path) -> dict:
     ``annotations[3].bbox``.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(path, "", "file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(path, "", f"cannot read: {e}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(path, "", f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    data = read_json(path, "labels file")
     validate_labels(data, path)
     return data
 
