@@ -15,7 +15,7 @@ from sim2sg.cli.cmd_train import (
     overrides,
     parse_size,
 )
-from sim2sg.cli.common import info, user_errors
+from sim2sg.cli.common import info, out_dir, user_errors
 
 
 def loop_cmd(
@@ -65,6 +65,7 @@ def loop_cmd(
     """Run the Sim2SG loop (Algorithm 1) against unlabelled --target images: SDR data, then per
     iteration predict on the target -> lift to 3D -> render in memory -> train; or a baseline
     (--method pseudo-label | oracle)."""
+    out_dir(out)
     with user_errors():
         from sim2sg.loop.config import LoopConfig
         from sim2sg.loop.run import run

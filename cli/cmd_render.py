@@ -5,17 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from sim2sg.cli.common import EXIT_BAD_INPUT, fail, info, user_errors
-
-
-def _parse_size(size: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in size.lower().split("x"))
-    except ValueError:
-        fail(f"--size: expected WxH such as 256x256, got {size!r}")
-    if w <= 0 or h <= 0:
-        fail(f"--size: width and height must be positive, got {size!r}")
-    return w, h
+from sim2sg.cli.common import EXIT_BAD_INPUT, fail, info, out_dir, parse_size, user_errors
 
 
 def render(
@@ -39,7 +29,8 @@ def render(
     from sim2sg.dataset import writers as writers_mod
     from sim2sg.device import resolve_device
 
-    width, height = _parse_size(size)
+    width, height = parse_size(size, ssaa=ssaa)
+    out_dir(out)
     try:
         writer_names = writers_mod.parse_writers(writers)
     except ValueError as e:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from sim2sg.cli.common import fail, user_errors
+from sim2sg.cli.common import fail, out_dir, user_errors
 
 
 def envs() -> None:
@@ -31,6 +31,7 @@ def sample(
     from sim2sg.scene.environment import load_env
     from sim2sg.scene.sdr import sample_scene, scene_rng
 
+    out_dir(out)
     with user_errors():
         e = load_env(env)
         folder = out / "graphs"
@@ -53,6 +54,7 @@ def graph2usd(
     from sim2sg.usd.compile import graph2usd as compile_all
     from sim2sg.usd.compile import graph_files
 
+    out_dir(out)
     with user_errors():
         e = load_env(env) if env else None
         files = graph_files(inputs)

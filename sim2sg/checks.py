@@ -140,3 +140,29 @@ class Checker:
         elif isinstance(x, list):
             for i, val in enumerate(x):
                 self.finite_tree(val, f"{field}[{i}]")
+
+
+# What the renderer and trainer hold for one image: per pixel they keep tens of bytes (colour,
+# depth and id buffers, masks, a batch of them), so 4096x4096 already takes gigabytes per batch;
+# beyond it a size is a typo. With supersampling the rendered size is (w * ssaa) x (h * ssaa).
+MAX_IMAGE_SIDE = 16384
+MAX_IMAGE_PIXELS = 4096 * 4096
+
+
+def image_size(text: str, option: str = "--size", ssaa: int = 1) -> tuple[int, int]:
+    """(width, height) from "WxH"; an `InputError(option, ...)` for anything else, and for sizes
+    past `MAX_IMAGE_SIDE` per side or `MAX_IMAGE_PIXELS` per (supersampled) image."""
+    parts = str(text).lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and len(p.strip()) <= 9 for p in parts):
+        if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
+            raise InputError(option, "", f"{text!r} is too large (at most {MAX_IMAGE_SIDE} pixels a side)")
+        raise InputError(option, "", f"expected WxH such as 256x256, got {text!r}")
+    w, h = (int(p) for p in parts)
+    if w <= 0 or h <= 0:
+        raise InputError(option, "", f"width and height must be positive, got {text!r}")
+    if max(w, h) * ssaa > MAX_IMAGE_SIDE or w * h * ssaa * ssaa > MAX_IMAGE_PIXELS:
+        sup = f" with --ssaa {ssaa}" if ssaa > 1 else ""
+        raise InputError(option, "", f"{text}{sup} is too large: at most {MAX_IMAGE_SIDE} pixels a side and "
+                                     f"{MAX_IMAGE_PIXELS} pixels ({int(MAX_IMAGE_PIXELS ** 0.5)}x"
+                                     f"{int(MAX_IMAGE_PIXELS ** 0.5)}) per rendered image")
+    return w, h
