@@ -57,12 +57,11 @@ def fit(cfg: TrainConfig, resume: bool = False, log=None) -> Path:
             stored = TrainConfig.from_dict(ckpt["config"])
         except (TypeError, ValueError) as e:
             raise InputError(ckpt_path, "config", f"not a training config ({e})") from None
-        if cfg.steps is not None and cfg.steps != stored.steps:
+        if cfg.steps is not None and cfg.steps != stored.steps and log is not None:
             # the schedules (learning rate, GRL ramp) span the stored total: another one is another run
-            raise InputError("--steps", "", f"{cfg.steps}, but the run in {out} was made with "
-                                            f"{'--steps ' + str(stored.steps) if stored.steps else '--epochs ' + str(stored.epochs)}"
-                                            " and --resume continues it as stored; drop --steps, or start a new run "
-                                            f"from its weights (--weights {ckpt_path})")
+            made = f"--steps {stored.steps}" if stored.steps else f"--epochs {stored.epochs}"
+            log(f"--steps {cfg.steps} ignored: the run in {out} was made with {made} and --resume continues it "
+                f"as stored (to train further, start a new run with --weights {ckpt_path})")
         cfg = dataclasses.replace(stored, out=cfg.out, device=cfg.device, workers=cfg.workers, progress=cfg.progress)
     cfg.validate()
 
