@@ -23,6 +23,8 @@ def render(
                             help="Environment name or file whose render and appearance.post tables apply; default: each stage's own."),
     seed: int = typer.Option(0, "--seed", help="Seed of the appearance post-processing."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace another dataset found in OUT (images of other "
+                                   "stages) instead of refusing; its files are deleted first."),
 ) -> None:
     """Render USD stages into a labelled dataset; finished images are skipped on a re-run."""
     from sim2sg.dataset import render_job
@@ -42,7 +44,7 @@ def render(
         batch = batch or (16 if dev.type == "cpu" else 256)
         job = render_job.RenderJob(
             out_dir=out, width=width, height=height, writers=writer_names, batch=batch, ssaa=ssaa,
-            shadows=not no_shadows, env=env, seed=seed, device=str(dev),
+            shadows=not no_shadows, env=env, seed=seed, device=str(dev), overwrite=overwrite,
         )
         report = render_job.run(stages, job, on_error=lambda stage, msg: typer.echo(f"error: {msg}", err=True),
                                 progress=progress)
