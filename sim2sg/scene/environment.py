@@ -208,7 +208,7 @@ class _Reader:
     def num(self, d, key, parent, default: Any = ..., lo: float | None = None, positive=False) -> float:
         x = self.get(d, key, parent, default)
         f = _join(parent, key)
-        if x is None:
+        if x is None and key not in d:
             return x
         if isinstance(x, bool) or not isinstance(x, (int, float)):
             self.fail(f, f"expected a number, got {type(x).__name__}")
@@ -230,7 +230,7 @@ class _Reader:
 
     def string(self, d, key, parent, default: Any = ..., choices=None) -> str:
         x = self.get(d, key, parent, default)
-        if x is None:
+        if x is None and key not in d:
             return x
         if not isinstance(x, str) or not x:
             self.fail(_join(parent, key), f"expected a non-empty string, got {type(x).__name__}")
@@ -241,7 +241,7 @@ class _Reader:
     def vec(self, d, key, parent, n: int, default: Any = ..., positive=False) -> tuple[float, ...]:
         x = self.get(d, key, parent, default)
         f = _join(parent, key)
-        if x is None:
+        if x is None and key not in d:
             return x
         if not isinstance(x, list) or len(x) != n:
             self.fail(f, f"expected a list of {n} numbers")
