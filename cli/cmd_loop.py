@@ -17,7 +17,7 @@ from sim2sg.cli.cmd_train import (
     overrides,
     parse_size,
 )
-from sim2sg.cli.common import info, user_errors
+from sim2sg.cli.common import info, out_dir, user_errors
 
 
 def loop_cmd(
@@ -63,11 +63,16 @@ def loop_cmd(
     no_amp: bool = typer.Option(False, "--no-amp", help="Disable bf16 autocast on CUDA."),
     deterministic: bool = typer.Option(False, "--deterministic", help=DETERMINISTIC_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    checkpoint_every: int = typer.Option(500, "--checkpoint-every", min=1,
+                                         help="Optimizer steps between in-phase resume points (OUT/resume_step.pt)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in OUT after a kill (same options; "
+                                "bit-exact on the CPU): OUT/resume.pt after each phase, OUT/resume_step.pt inside one."),
     model_set: list[str] = typer.Option([], "--set", help=MODEL_SET_HELP),
 ) -> None:
     """Run the Sim2SG loop (Algorithm 1) against unlabelled --target images: SDR data, then per
     iteration predict on the target -> lift to 3D -> render in memory -> train; or a baseline
     (--method pseudo-label | oracle)."""
+    out_dir(out)
     with user_errors():
         from sim2sg.loop.config import LoopConfig
         from sim2sg.loop.run import run
@@ -83,8 +88,8 @@ def loop_cmd(
                          target_graphs=str(target_graphs) if target_graphs else None,
                          oracle_data=str(oracle_data) if oracle_data else None, keep_usd=keep_usd,
                          device=device, amp=not no_amp, deterministic=deterministic, seed=seed,
-                         progress=progress, model=overrides(model_set))
-        run(cfg, log=info)
+                         progress=progress, checkpoint_every=checkpoint_every, model=overrides(model_set))
+        run(cfg, log=info, resume=resume)
 
 
 def register(app: typer.Typer) -> None:

@@ -5,17 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from sim2sg.cli.common import EXIT_BAD_INPUT, fail, info, user_errors
-
-
-def _parse_size(size: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in size.lower().split("x"))
-    except ValueError:
-        fail(f"--size: expected WxH such as 256x256, got {size!r}")
-    if w <= 0 or h <= 0:
-        fail(f"--size: width and height must be positive, got {size!r}")
-    return w, h
+from sim2sg.cli.common import EXIT_BAD_INPUT, fail, info, out_dir, parse_size, user_errors
 
 
 def render(
@@ -33,13 +23,16 @@ def render(
                             help="Environment name or file whose render and appearance.post tables apply; default: each stage's own."),
     seed: int = typer.Option(0, "--seed", help="Seed of the appearance post-processing."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace another dataset found in OUT (images of other "
+                                   "stages) instead of refusing; its files are deleted first."),
 ) -> None:
     """Render USD stages into a labelled dataset; finished images are skipped on a re-run."""
     from sim2sg.dataset import render_job
     from sim2sg.dataset import writers as writers_mod
     from sim2sg.device import resolve_device
 
-    width, height = _parse_size(size)
+    width, height = parse_size(size, ssaa=ssaa)
+    out_dir(out)
     try:
         writer_names = writers_mod.parse_writers(writers)
     except ValueError as e:
@@ -51,7 +44,7 @@ def render(
         batch = batch or (16 if dev.type == "cpu" else 256)
         job = render_job.RenderJob(
             out_dir=out, width=width, height=height, writers=writer_names, batch=batch, ssaa=ssaa,
-            shadows=not no_shadows, env=env, seed=seed, device=str(dev),
+            shadows=not no_shadows, env=env, seed=seed, device=str(dev), overwrite=overwrite,
         )
         report = render_job.run(stages, job, on_error=lambda stage, msg: typer.echo(f"error: {msg}", err=True),
                                 progress=progress)

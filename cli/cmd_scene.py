@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from sim2sg.cli.common import fail, plural, user_errors
+from sim2sg.cli.common import fail, out_dir, plural, user_errors
 
 
 def envs() -> None:
@@ -32,6 +32,7 @@ def sample(
     from sim2sg.scene.environment import load_env
     from sim2sg.scene.sdr import sample_scene, scene_rng
 
+    out_dir(out)
     with user_errors():
         e = load_env(env)
         folder = out / "graphs"
@@ -54,6 +55,7 @@ def graph2usd(
     from sim2sg.usd.compile import graph2usd as compile_all
     from sim2sg.usd.compile import graph_files
 
+    out_dir(out)
     with user_errors():
         e = load_env(env) if env else None
         files = graph_files(inputs)

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from sim2sg.cli.common import fail, info, plural, user_errors
+from sim2sg.cli import common
+from sim2sg.cli.common import fail, info, out_dir, plural, user_errors
 
 GRL_BOUND_HELP = ("> 0: per network tensor, the gradient through the GRLs is scaled to at most this times "
                   "the labelled gradient, and the domain classifiers are clipped apart (0: off, the paper's way).")
@@ -85,6 +86,7 @@ def train_cmd(
              "--out RUN ...` (same options; `sim2sg loop --help`)")
     if source is None:
         fail("--source DATASET is required (the Sim2SG loop is `sim2sg loop --env ENV --target IMAGES`)")
+    out_dir(out)
     with user_errors():
         from sim2sg.train.align import parse_align
         from sim2sg.train.config import TrainConfig
@@ -100,7 +102,7 @@ def train_cmd(
             image_every=image_every, amp=not no_amp, deterministic=deterministic, progress=progress,
             model=overrides(model_set),
         )
-        path = fit(cfg, resume=resume)
+        path = fit(cfg, resume=resume, log=info)
         info(f"wrote {path}")
 
 
@@ -118,13 +120,7 @@ def overrides(model_set: list[str]) -> dict:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-        if w > 0 and h > 0:
-            return w, h
-    except ValueError:
-        pass
-    fail(f"--size {text!r}: expected WxH, e.g. 256x256")
+    return common.parse_size(text)
 
 
 def predict_cmd(
@@ -137,6 +133,7 @@ def predict_cmd(
 ) -> None:
     """Predict one scene graph per image (2D boxes, relations; 3D fields are placeholders marked
     attributes.lifted = false) and draw it."""
+    out_dir(out)
     with user_errors():
         from sim2sg.train.predict import kept_summary, predict_images
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from pathlib import Path
 
 import typer
 
+from sim2sg.checks import image_size
 from sim2sg.errors import InputError
 
 EXIT_BAD_INPUT = 2
@@ -21,9 +23,29 @@ def user_errors():
     except InputError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
+    except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
+        # a path the user named is in the way (a file where a folder goes, no permission): their input
+        typer.echo(f"error: {e.filename or ''}: {e.strerror or e}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
+
+
+def parse_size(text: str, option: str = "--size", ssaa: int = 1) -> tuple[int, int]:
+    """(width, height) of a WxH option, or one error line and exit 2 (`sim2sg.checks.image_size`:
+    malformed, non-positive or larger than the renderer holds, the limit in the message)."""
+    try:
+        return image_size(text, option, ssaa)
+    except InputError as e:
+        fail(str(e))
+
+
+def out_dir(path: Path, option: str = "--out") -> Path:
+    """`path` as an output folder: an error line and exit 2 when an existing file is in the way."""
+    if path.exists() and not path.is_dir():
+        fail(f"{option} {path}: exists and is not a folder")
+    return path
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:

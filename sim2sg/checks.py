@@ -6,10 +6,61 @@ Shared by the file readers (scene graphs, labels.json); fields are dotted/indexe
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 from sim2sg.errors import InputError
+
+# Deeper JSON than this is refused before validation walks it: no sim2sg file nests beyond ~6
+# levels, and Python's parser and recursive checks would otherwise hit the recursion limit.
+MAX_JSON_DEPTH = 64
+
+
+def parse_json(text: str | bytes, source: str | Path) -> object:
+    """Parse JSON text; every failure (syntax, bad UTF-8, nesting deeper than `MAX_JSON_DEPTH`,
+    numbers too long to convert) is one `InputError(source, "", ...)`."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(source, "", f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise InputError(source, "", f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except RecursionError:
+        raise InputError(source, "", f"JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)") from None
+    except ValueError as e:  # e.g. an integer literal longer than Python converts
+        raise InputError(source, "", f"not valid JSON ({e})") from None
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise InputError(source, "", f"JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)")
+    return data
+
+
+def read_json(path: str | Path, what: str = "file") -> object:
+    """Read and parse a JSON file (see `parse_json`); a missing or unreadable file is an `InputError`."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(path, "", f"{what} not found") from None
+    except IsADirectoryError:
+        raise InputError(path, "", f"expected a {what}, got a folder") from None
+    except OSError as e:
+        raise InputError(path, "", f"cannot read: {e.strerror or e}") from None
+    return parse_json(raw, path)
+
+
+def json_depth(x) -> int:
+    """Nesting depth of parsed JSON (a scalar is 0), computed without recursion."""
+    depth, stack = 0, [(x, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            v = list(v.values())
+        if isinstance(v, list):
+            depth = max(depth, d)
+            if d <= MAX_JSON_DEPTH:
+                stack.extend((c, d + 1) for c in v)
+    return depth
 
 
 def json_type(x) -> str:
@@ -89,3 +140,29 @@ class Checker:
         elif isinstance(x, list):
             for i, val in enumerate(x):
                 self.finite_tree(val, f"{field}[{i}]")
+
+
+# What the renderer and trainer hold for one image: per pixel they keep tens of bytes (colour,
+# depth and id buffers, masks, a batch of them), so 4096x4096 already takes gigabytes per batch;
+# beyond it a size is a typo. With supersampling the rendered size is (w * ssaa) x (h * ssaa).
+MAX_IMAGE_SIDE = 16384
+MAX_IMAGE_PIXELS = 4096 * 4096
+
+
+def image_size(text: str, option: str = "--size", ssaa: int = 1) -> tuple[int, int]:
+    """(width, height) from "WxH"; an `InputError(option, ...)` for anything else, and for sizes
+    past `MAX_IMAGE_SIDE` per side or `MAX_IMAGE_PIXELS` per (supersampled) image."""
+    parts = str(text).lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and len(p.strip()) <= 9 for p in parts):
+        if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
+            raise InputError(option, "", f"{text!r} is too large (at most {MAX_IMAGE_SIDE} pixels a side)")
+        raise InputError(option, "", f"expected WxH such as 256x256, got {text!r}")
+    w, h = (int(p) for p in parts)
+    if w <= 0 or h <= 0:
+        raise InputError(option, "", f"width and height must be positive, got {text!r}")
+    if max(w, h) * ssaa > MAX_IMAGE_SIDE or w * h * ssaa * ssaa > MAX_IMAGE_PIXELS:
+        sup = f" with --ssaa {ssaa}" if ssaa > 1 else ""
+        raise InputError(option, "", f"{text}{sup} is too large: at most {MAX_IMAGE_SIDE} pixels a side and "
+                                     f"{MAX_IMAGE_PIXELS} pixels ({int(MAX_IMAGE_PIXELS ** 0.5)}x"
+                                     f"{int(MAX_IMAGE_PIXELS ** 0.5)}) per rendered image")
+    return w, h

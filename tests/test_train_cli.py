@@ -161,7 +161,7 @@ def test_loop_options_reach_the_loop_config(setup, tmp_path, monkeypatch):
 
     _, _, tgt, _ = setup
     seen = []
-    monkeypatch.setattr(loop, "run", lambda cfg, log=None: seen.append(cfg))
+    monkeypatch.setattr(loop, "run", lambda cfg, log=None, resume=False: seen.append(cfg))
     common = ["loop", "--env", "clevr", "--target", str(tgt), "--loop", "1", "--out", str(tmp_path / "o")]
     r = runner.invoke(app, common + ["--deterministic", "--keep-sdr", "--align-sdr-scenes", "--grl-bound", "0.1"])
     assert r.exit_code == 0, r.output

@@ -18,7 +18,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 
 from sim2sg import atomic
-from sim2sg.checks import Checker
+from sim2sg.checks import Checker, read_json
 from sim2sg.errors import InputError
 
 FORMAT = "sim2sg-labels"
@@ -51,13 +51,15 @@ def read_fragment(out_dir: str | Path, name: str) -> dict | None:
 
 
 def fragment_complete(out_dir: str | Path, fragment: dict | None) -> bool:
-    """True when every file the fragment lists exists (non-empty) under `out_dir`."""
+    """True when every file the fragment lists exists under `out_dir`, non-empty except text label
+    files (a KITTI `label_2/*.txt` of an image with no visible object is empty by design; files
+    are written atomically, so an empty one is never half-written)."""
     if fragment is None:
         return False
     out = Path(out_dir)
     try:
-        return all((out / f).stat().st_size > 0 for f in fragment.get("files", []))
-    except OSError:
+        return all((out / f).stat().st_size > 0 or str(f).endswith(".txt") for f in fragment.get("files", []))
+    except (OSError, TypeError):
         return False
 
 
@@ -150,16 +152,7 @@ def load_labels(path: str | Path) -> dict:
     ``annotations[3].bbox``.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(path, "", "file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(path, "", f"cannot read: {e}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(path, "", f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    data = read_json(path, "labels file")
     validate_labels(data, path)
     return data
 
@@ -188,12 +181,12 @@ def validate_labels(data: Any, source: str | Path = "<labels>") -> None:
         iid = v.integer(v.required(im, "id", f), f"{f}.id", minimum=0)
         if iid in image_size:
             v.fail(f"{f}.id", f"duplicate image id {iid}")
-        v.string(v.required(im, "file_name", f), f"{f}.file_name")
+        v.relative_path(v.required(im, "file_name", f), f"{f}.file_name")
         w = v.integer(v.required(im, "width", f), f"{f}.width", minimum=1)
         h = v.integer(v.required(im, "height", f), f"{f}.height", minimum=1)
         for key in ("depth_file", "instance_file", "semantic_file", "graph_file"):
             if key in im:
-                v.string(im[key], f"{f}.{key}")
+                v.relative_path(im[key], f"{f}.{key}")
         image_size[iid] = (w, h)
 
     anns = v.list(data["annotations"], "annotations")
@@ -233,6 +226,13 @@ def validate_labels(data: Any, source: str | Path = "<labels>") -> None:
             counts = v.required(seg, "counts", sf)
             if not isinstance(counts, str) or not counts:
                 v.fail(f"{sf}.counts", "expected a non-empty COCO compressed RLE string")
+            # decoders (pycocotools) write the runs without bounds checks: they must cover the image
+            try:
+                runs = rle_runs(counts)
+            except ValueError as e:
+                v.fail(f"{sf}.counts", f"not a COCO compressed RLE string ({e})")
+            if sum(runs) != w * h:
+                v.fail(f"{sf}.counts", f"runs cover {sum(runs)} pixels, the {w}x{h} image has {w * h}")
         if "instance_id" in a:
             v.integer(a["instance_id"], f"{f}.instance_id", minimum=1, maximum=65535)
         if "object_id" in a:
@@ -279,8 +279,54 @@ def validate_labels(data: Any, source: str | Path = "<labels>") -> None:
         seen_triplets.add(triplet)
 
 
+def rle_runs(counts: str) -> list[int]:
+    """The run lengths of a COCO compressed RLE string (pycocotools' `rleFrString`, in Python,
+    with its checks): `ValueError` for characters outside the alphabet, a truncated number or a
+    negative run."""
+    runs: list[int] = []
+    p, n = 0, len(counts)
+    while p < n:
+        x = k = 0
+        more = True
+        while more:
+            if p >= n:
+                raise ValueError("truncated")
+            c = ord(counts[p]) - 48
+            if not 0 <= c <= 63:
+                raise ValueError(f"character {counts[p]!r} at {p}")
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        if x < 0:
+            raise ValueError(f"negative run {x} at {len(runs)}")
+        runs.append(x)
+    return runs
+
+
+def check_image_files(root: str | Path, labels: dict, source: str | Path) -> None:
+    """Every image of a validated labels dict exists under `root` (a stat each; contents are read
+    when sampled): a missing file fails before training or evaluation starts, not when drawn."""
+    root = Path(root)
+    for k, im in enumerate(labels["images"]):
+        if not (root / im["file_name"]).is_file():
+            raise InputError(source, f"images[{k}].file_name", f"{root / im['file_name']} does not exist")
+
+
 class _Check(Checker):
     """`Checker` plus the [{id, name}] vocabularies of labels.json."""
+
+    def relative_path(self, x, field: str) -> str:
+        """A file path inside the dataset folder: relative, no '..' parts."""
+        p = self.string(x, field)
+        parts = p.replace("\\", "/").split("/")
+        if p.startswith(("/", "\\")) or ".." in parts or (len(p) > 1 and p[1] == ":") or "\0" in p:
+            self.fail(field, f"{p!r} must be a path inside the dataset folder (relative, no '..')")
+        return p
 
     def vocabulary(self, x, field: str, extra: tuple[str, ...] = ()) -> set[int]:
         """[{id, name}] with ids 1..n in order and unique names; returns the ids."""

@@ -7,6 +7,12 @@ and a finished run re-run renders nothing. An image is redone when its stage's b
 job's settings (size, ssaa, shadows, seed, env) or a requested writer differ from its fragment.
 labels.json is assembled from the fragments at the end (atomically, only when it changes).
 
+An existing folder is continued only when it holds this job's dataset: every image in it was
+rendered from the stage now at its position (same path, or same bytes). Another dataset there
+(images of other stages, more images than stages, a labels.json without fragments) is refused
+with an `InputError` unless `overwrite`, which first deletes that dataset's files, so that no
+image is silently replaced and none is left behind unlisted.
+
 Rendering is injected (`render_fn`), so the driver is tested without the rasterizer; the default
 is `render_stages` (USD files -> `sim2sg.usd.read.load_scene` -> `sim2sg.render.pipeline.render_scenes`;
 imported lazily: torch is heavy). Render options come from `sim2sg.render.settings.render_options`.
@@ -42,6 +48,7 @@ class RenderJob:
     `[render]` and `[appearance.post]` tables apply to every stage; None = each stage's own
     environment (the one named in its stored scene graph). seed: post-processing randomness.
     device: "cpu", "cuda", "cuda:N" (see `sim2sg.device.resolve_device`). split: CLEVR scene `split` field.
+    overwrite: replace another dataset found in out_dir (see the module docstring) instead of refusing.
     """
 
     out_dir: Path
@@ -55,6 +62,7 @@ class RenderJob:
     seed: int = 0
     device: str = "cpu"
     split: str = "train"
+    overwrite: bool = False
 
     def fingerprint(self) -> dict:
         """The settings an image's outputs depend on (compared on resume)."""
@@ -171,6 +179,8 @@ def run(
         if on_error is not None:
             on_error(str(stage), message)
 
+    _check_existing(out, stages, names, job.overwrite)
+
     # 1. which images are already done
     pending: list[tuple[int, str]] = []  # (index, stage sha256)
     for i, stage in enumerate(stages):
@@ -237,6 +247,49 @@ def run(
             "seed": job.seed, "writers": list(writers)}
     labels_mod.assemble(out, done, info)
     return JobReport(len(stages), rendered, skipped, tuple(failures), out / labels_mod.LABELS_FILE)
+
+
+def _check_existing(out: Path, stages: Sequence[Path], names: list[str], overwrite: bool) -> None:
+    """Refuse (or, with `overwrite`, delete) a dataset in `out` that is not this job's: see the
+    module docstring. Images of this job whose stage bytes or settings changed are not conflicts:
+    they are re-rendered in place."""
+    frag_dir = out / "labels"
+    found = sorted(frag_dir.glob("*.json")) if frag_dir.is_dir() else []
+    position = {n: i for i, n in enumerate(names)}
+    conflicts: list[tuple[Path, dict | None, str]] = []
+    for f in found:
+        frag = labels_mod.read_fragment(out, f.stem)
+        i = position.get(f.stem)
+        stage = (frag or {}).get("stage") or {}
+        if i is None:
+            conflicts.append((f, frag, f"image {f.stem} has no stage at its position (the job has {len(stages)})"))
+        elif frag is not None and not _same_stage(stage, stages[i]):
+            conflicts.append((f, frag, f"image {f.stem} was rendered from {stage.get('path')}, not {stages[i]}"))
+    stray = (out / labels_mod.LABELS_FILE).is_file() and not found
+    if not conflicts and not stray:
+        return
+    if not overwrite:
+        why = conflicts[0][2] if conflicts else "labels.json without the render job's labels/ fragments"
+        raise InputError(out, "", f"holds another dataset ({why}; {len(conflicts)} image(s) differ): "
+                                  "render into a new folder, or pass --overwrite to replace it")
+    root = out.resolve()
+    for f, frag, _ in conflicts:
+        for rel in (frag or {}).get("files", []):
+            p = (out / str(rel)).resolve()
+            if p.is_relative_to(root) and p.is_file():  # only files of the dataset's own folder
+                p.unlink()
+        f.unlink(missing_ok=True)
+    for name in (labels_mod.LABELS_FILE, labels_mod.CLEVR_SCENES_FILE):
+        (out / name).unlink(missing_ok=True)
+
+
+def _same_stage(recorded: dict, stage: Path) -> bool:
+    try:
+        if Path(str(recorded.get("path"))).resolve() == Path(stage).resolve():
+            return True
+        return recorded.get("sha256") == file_sha256(stage)
+    except OSError:
+        return False
 
 
 def _render_isolating(render_fn: RenderFn, stages: Sequence[Path], items: list[tuple[int, str]],

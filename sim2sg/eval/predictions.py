@@ -15,13 +15,13 @@ when predictions are matched to it, in `sim2sg.eval.metrics.align_predictions`.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from sim2sg.checks import read_json
 from sim2sg.errors import InputError
 
 FORMAT = "sim2sg-predictions"
@@ -203,11 +203,4 @@ def parse_predictions(data, source: str | Path = "<predictions>") -> Predictions
 def load_predictions(path: str | Path) -> Predictions:
     """Read and validate a predictions JSON file (format in the module docstring)."""
     path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise InputError(path, "", "file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(path, "", f"not valid JSON: {e}") from None
-    return parse_predictions(data, path)
+    return parse_predictions(read_json(path, "predictions file"), path)

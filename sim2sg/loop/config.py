@@ -92,6 +92,7 @@ class LoopConfig:
     sdr_checkpoint: str | None = None  # the SDR phase's end state: loaded when the file exists, else saved there
     warmup_checkpoint: str | None = None  # loop rows' state before the GRLs switch on: likewise
     render_batch: int = 256
+    checkpoint_every: int = 500  # in-phase resume points (RUN/resume_step.pt), in optimizer steps
     device: str = "auto"
     amp: bool = True
     deterministic: bool = False  # CUDA: deterministic kernels (train.steps.make_reproducible); CPU: always
@@ -110,7 +111,7 @@ class LoopConfig:
         if self.augment not in MODES:
             raise InputError("--augment", "augment", f"expected one of {', '.join(MODES)}, got {self.augment!r}")
         for name in ("iterations", "sdr_scenes", "scenes_per_image", "width", "height", "batch_size",
-                     "target_bn_images"):
+                     "target_bn_images", "checkpoint_every"):
             if getattr(self, name) < (0 if name == "iterations" else 1):
                 raise InputError(f"--{name.replace('_', '-')}", name, "out of range")
         if not self.grl_bound >= 0:

@@ -18,7 +18,9 @@ same number of optimizer steps.
 The run writes to `out`: `history.json` (per phase: steps, seconds, metrics, content gap, mean
 losses), `metrics.json` (the last phase's), `checkpoint.pt` (the model after every phase; `sim2sg
 eval --checkpoint`), `graphs/iterN.jsonl.gz` (each target image's predicted graph and the scene
-generated from it) and `examples/` (a few training images per phase, for the report).
+generated from it) and `examples/` (a few training images per phase, for the report), and its
+resume points (checkpoint.pt's extra entries, `resume_step.pt`; `run(cfg, resume=True)`, `sim2sg loop --resume`:
+bit-exact on the CPU whether killed between phases or inside one; see `sim2sg.loop.state`).
 """
 
 from __future__ import annotations
@@ -40,8 +42,11 @@ from sim2sg.errors import InputError
 from sim2sg.eval.content import content_gap
 from sim2sg.loop.config import LoopConfig
 from sim2sg.loop.state import (
+    load_resume,
     load_sdr_phase,
     load_warmup,
+    save_in_phase,
+    save_phase_end,
     save_sdr_phase,
     save_warmup,
     shares_warmup,
@@ -62,7 +67,7 @@ from sim2sg.render.settings import render_options
 from sim2sg.scene import graph as sg
 from sim2sg.scene.environment import Environment, load_env
 from sim2sg.scene.sdr import sample_scene, scene_rng
-from sim2sg.train.checkpoint import FILE_NAME, save_checkpoint
+from sim2sg.train.checkpoint import FILE_NAME, restore, save_checkpoint
 from sim2sg.train.config import TrainConfig
 from sim2sg.train.data import ImageFolder, LabelledDataset, LabelledOnly, SampleDataset
 from sim2sg.train.predict import graph_from_prediction, predict_labelled
@@ -96,12 +101,49 @@ def make_trainer(cfg: LoopConfig, env: Environment) -> Trainer:
 
 
 def train_phase(tr: Trainer, source, target, steps: int, align: str, progress: bool = False,
-                desc: str = "train") -> dict:
+                desc: str = "train", resume=None) -> dict:
     """`steps` optimizer steps on `source` (paired with `target` batches when `align`, a network
     mode of `train.align.model_mode`, aligns); the GRL weight follows the run-wide schedule.
-    Returns the mean of each logged value over the steps that logged it."""
-    return train_steps(tr.state, dataclasses.replace(tr.cfg, align=align), source, target, steps,
-                       progress=desc if progress else None)
+    Returns the mean of each logged value over the steps that logged it.
+
+    resume: a `_PhaseResume` (the run's in-phase resume points) or None: continue from its saved
+    point when it belongs to this phase, and save one every `checkpoint_every` steps."""
+    end = tr.state.step + steps
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    if resume is not None and resume.point is not None and resume.point["index"] == resume.index():
+        restore(tr.state, resume.point["checkpoint"])  # after this phase's data were rebuilt from its start
+        sums, counts = resume.point["sums"], resume.point["counts"]
+        resume.point = None
+
+    def after_step(step: int, logs: dict) -> None:
+        for k, v in logs.items():  # the order of train_steps' own sums: the means repeat on resume
+            sums[k] = sums.get(k, 0.0) + v
+            counts[k] = counts.get(k, 0) + 1
+        if resume is not None and step % resume.every == 0 and step < end:
+            resume.save(sums, counts)
+
+    train_steps(tr.state, dataclasses.replace(tr.cfg, align=align), source, target, end - tr.state.step,
+                after_step=after_step, progress=desc if progress else None)
+    return {k: v / counts[k] for k, v in sums.items()}
+
+
+@dataclass
+class _PhaseResume:
+    """A run's in-phase resume points: where to continue (`point`, from `load_resume`) and how to
+    save the next one (phase index = phases recorded so far)."""
+
+    tr: Trainer
+    cfg: LoopConfig
+    history: dict
+    every: int
+    point: dict | None = None
+
+    def index(self) -> int:
+        return len(self.history["phases"])
+
+    def save(self, sums: dict, counts: dict) -> None:
+        save_in_phase(self.tr.state, self.tr.cfg, self.tr.meta, self.cfg, self.index(), sums, counts)
 
 
 def evaluate_on(tr: Trainer, data_dir: str | None, env: Environment) -> dict | None:
@@ -156,13 +198,19 @@ class _Run:
     history: dict
     log: object
     t_run: float
+    rng: np.random.Generator  # the loop's: scene seeds and rendering
+    resume: _PhaseResume
+    done: int  # phases finished before this call (resumed runs)
 
 
-def run(cfg: LoopConfig, log=print, sdr_only: bool = False, warmup_only: bool = False) -> dict:
+def run(cfg: LoopConfig, log=print, sdr_only: bool = False, warmup_only: bool = False,
+        resume: bool = False) -> dict:
     """Run `cfg`; returns {"config", "phases": [{name, steps, seconds, metrics, content_gap}], ...}
     and writes it to cfg.out/history.json (plus the last phase's metrics to metrics.json).
     sdr_only: stop after the SDR phase (to save it once to `cfg.sdr_checkpoint` for other runs);
-    warmup_only: stop once `cfg.warmup_checkpoint` is saved (likewise)."""
+    warmup_only: stop once `cfg.warmup_checkpoint` is saved (likewise). resume: continue the run
+    in `cfg.out` from its resume points (`sim2sg.loop.state`; the same settings, `InputError`
+    otherwise)."""
     cfg.validate()
     env = load_env(cfg.env)
     out = Path(cfg.out)
@@ -171,14 +219,24 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False, warmup_only: bool = 
     target = ImageFolder(cfg.target, size=(cfg.height, cfg.width), preload_bytes=2 << 30)
     true_graphs = read_target_graphs(cfg.target_graphs, env)
     tr = make_trainer(cfg, env)
+    rng = np.random.default_rng([cfg.seed, 2])  # the loop's: scene seeds and rendering
+    history = {"config": dataclasses.asdict(cfg), "phases": []}
+    point = load_resume(tr.state, cfg, rng, history) if resume else None
+    history["config"] = dataclasses.asdict(cfg)
+    done = len(history["phases"])
+    if resume:
+        log(f"[resume] {done} phase(s) done" + (f", phase {done + 1} from step {point['checkpoint']['step']}"
+                                                  if point else ""))
     r = _Run(cfg, env, out, textures, target, true_graphs, tr, render_options(env, cfg.width, cfg.height, seed=cfg.seed),
              target_camera(env, cfg.width, cfg.height), cfg.target_bn_images if cfg.target_bn else 0,
-             {"config": dataclasses.asdict(cfg), "phases": []}, log, time.perf_counter())
+             history, log, time.perf_counter(), rng, _PhaseResume(tr, cfg, history, cfg.checkpoint_every, point), done)
 
     if cfg.method == "oracle":
-        t = time.perf_counter()
-        train_phase(tr, LabelledDataset(cfg.oracle_data), None, cfg.total_steps(), "none", cfg.progress, "oracle")
-        _record(r, "oracle", time.perf_counter() - t)
+        if done < 1:
+            t = time.perf_counter()
+            train_phase(tr, LabelledDataset(cfg.oracle_data), None, cfg.total_steps(), "none", cfg.progress, "oracle",
+                        r.resume)
+            _record(r, "oracle", time.perf_counter() - t)
         return _finish(r)
 
     # Phase 0: SDR. Warm-up: no gradient reversal unless the run never loops (SDR + sigma_a).
@@ -187,45 +245,47 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False, warmup_only: bool = 
     _save_examples(out, "sdr", sdr_samples[:4])
     sdr = SampleDataset(sdr_samples, list(env.predicates))
     del sdr_samples
-    rng = np.random.default_rng([cfg.seed, 2])  # the loop's: scene seeds and rendering
     # A loop row with a saved warm-up (SDR phase + the iterations before the GRLs) continues from
-    # it and skips those phases (`LoopConfig.warmup_checkpoint`).
+    # it and skips those phases (`LoopConfig.warmup_checkpoint`); a resumed run skips what it did.
     warm = shares_warmup(cfg) and not sdr_only
     if warmup_only and not warm:
         raise ValueError("warmup_only needs a loop run with warmup_checkpoint and align_from_iteration > 1")
-    resumed = warm and load_warmup(tr.state, cfg, rng, r.history)
+    resumed = warm and not done and load_warmup(tr.state, cfg, rng, r.history)
     if resumed:
         _write_history(r)
         log(f"[warm-up] continuing at iteration {cfg.align_from_iteration} from {cfg.warmup_checkpoint}")
         if warmup_only:
             return r.history
-    else:
+    elif done < 1:
         # The SDR phase never aligns: content first (the paper's warm-up). A run that never loops
         # (SDR, DA) spends the loop's steps on SDR data, with its GRLs on from then on.
         if not load_sdr_phase(tr.state, cfg):
-            train_phase(tr, sdr, target, cfg.sdr_steps, "none", cfg.progress, "sdr")
+            train_phase(tr, sdr, target, cfg.sdr_steps, "none", cfg.progress, "sdr", r.resume)
             save_sdr_phase(tr.state, tr.cfg, tr.meta, cfg)
         _record(r, "sdr", time.perf_counter() - t, gap=r.history.get("sdr_content_gap"))
     if sdr_only:
         return _finish(r)
     model_align = cfg.model_align()
-    if not cfg.loops and cfg.method == "sim2sg" and cfg.iterations * cfg.iter_steps > 0:
+    if not cfg.loops and cfg.method == "sim2sg" and cfg.iterations * cfg.iter_steps > 0 and done < 2:
         t = time.perf_counter()
-        train_phase(tr, sdr, target, cfg.iterations * cfg.iter_steps, model_align, cfg.progress, "sdr, continued")
+        train_phase(tr, sdr, target, cfg.iterations * cfg.iter_steps, model_align, cfg.progress, "sdr, continued",
+                    r.resume)
         _record(r, "sdr (aligned)" if model_align != "none" else "sdr (continued)", time.perf_counter() - t)
 
-    if cfg.method == "pseudo-label":
+    if cfg.method == "pseudo-label" and done < 2:
         t = time.perf_counter()
         pseudo = pseudo_labels(tr.state, tr.cfg.amp, target, cfg.pseudo_threshold, r.bn)
         mixed = torch.utils.data.ConcatDataset([pseudo, sdr]) if len(pseudo) else sdr
-        train_phase(tr, mixed, None, cfg.iterations * cfg.iter_steps, "none", cfg.progress, "pseudo-label")
+        train_phase(tr, mixed, None, cfg.iterations * cfg.iter_steps, "none", cfg.progress, "pseudo-label", r.resume)
         _record(r, "pseudo-label", time.perf_counter() - t, {"pseudo_images": len(pseudo)})
         return _finish(r)
-    if not cfg.loops:
+    if cfg.method == "pseudo-label" or not cfg.loops:
         return _finish(r)
 
     sdr_kept = sdr if cfg.align_sdr_scenes else LabelledOnly(sdr)  # what keep_sdr adds to each iteration
     for it in range(cfg.align_from_iteration if resumed else 1, cfg.iterations + 1):
+        if it < done:  # phase `it` (after the SDR phase 0) finished before a resume
+            continue
         _iteration(r, it, rng, model_align if it >= cfg.align_from_iteration else "none", sdr_kept)
         if warm and it == cfg.align_from_iteration - 1:
             save_warmup(tr.state, tr.cfg, tr.meta, cfg, rng, r.history, json_default)
@@ -277,7 +337,7 @@ def _iteration(r: _Run, it: int, rng: np.random.Generator, align: str, sdr_kept)
     t_synth = time.perf_counter() - t
     generated = SampleDataset(samples, list(env.predicates))
     data = torch.utils.data.ConcatDataset([generated, sdr_kept]) if cfg.keep_sdr else generated
-    means = train_phase(tr, data, target, cfg.iter_steps, align, cfg.progress, f"iteration {it}")
+    means = train_phase(tr, data, target, cfg.iter_steps, align, cfg.progress, f"iteration {it}", r.resume)
     # The report's examples are scenes generated from target predictions (not SDR fallbacks),
     # named with the target image each came from.
     shown = [i for i, k in enumerate(sources) if k >= 0][:4] or list(range(min(4, len(samples))))
@@ -301,12 +361,14 @@ def _record(r: _Run, name: str, seconds: float, extra: dict | None = None, gap: 
     # (the statistics come from the unlabelled target images, never from the evaluation set).
     with target_statistics(tr.state, tr.cfg.amp, r.target, r.bn):
         m = evaluate_on(tr, cfg.eval_data, r.env)
-        save_checkpoint(r.out / FILE_NAME, tr.state, tr.cfg, tr.meta | {"target_batchnorm": r.bn > 0})
+        if r.bn:  # else the resume point below is the checkpoint
+            save_checkpoint(r.out / FILE_NAME, tr.state, tr.cfg, tr.meta | {"target_batchnorm": True})
     phase = {"name": name, "step": tr.state.step, "seconds": round(seconds, 2), "metrics": m,
              "summary": summarize(m), "content_gap": gap, **(extra or {})}
     if r.bn and cfg.eval_data:
         phase["summary_source_bn"] = summarize(evaluate_on(tr, cfg.eval_data, r.env))
     r.history["phases"].append(phase)
+    save_phase_end(tr.state, tr.cfg, tr.meta | {"target_batchnorm": False}, cfg, r.rng, r.history, json_default)
     s = phase["summary"]
     msg = f"[{name}] step {tr.state.step} ({seconds:.0f} s)"
     if s:

@@ -1,9 +1,26 @@
-"""Shared phases: the SDR phase and the loop rows' warm-up, saved once and continued by every row
-of a table with the same settings (`LoopConfig.sdr_checkpoint`, `LoopConfig.warmup_checkpoint`).
+"""Saved loop states: the SDR phase and the loop rows' warm-up, saved once and continued by every
+row of a table with the same settings (`LoopConfig.sdr_checkpoint`, `LoopConfig.warmup_checkpoint`),
+and a run's own resume points (`sim2sg loop --resume`).
 
-Both are `sim2sg.train.checkpoint` files (the one format) with a "key" entry: the JSON of the
+All are `sim2sg.train.checkpoint` files (the one format) with a "key" entry: the JSON of the
 settings the saved state depends on. Loading a file saved with another key is an `InputError`: it
 would silently mix runs.
+
+Resume (bit-exact on the CPU, like `sim2sg train --resume`). A run keeps two resume points:
+- at the end of every phase, `RUN/checkpoint.pt` (with `target_bn`: `RUN/resume.pt`, since
+  checkpoint.pt then holds the target's BatchNorm statistics) with three more entries: the loop
+  generator, the history (the phases done) and the settings' key. Phase k+1's data are a pure
+  function of it: SDR scenes of the seed, predictions of this model on the target, scenes
+  generated and rendered with this generator.
+- `RUN/resume_step.pt`, written every `checkpoint_every` optimizer steps inside a phase: the
+  training state (model, optimizer, step, torch generators), the phase's index and its running
+  sums of the logged values.
+Resuming restores the phase-end point, skips the phases done, rebuilds the next phase's data
+exactly as the unbroken run did (its predictions come from the model at the phase's start, which
+is why that state is kept apart from the in-phase one), then, when `resume_step.pt` belongs to
+that phase, continues its training from there. The batch of step s is a pure function of (seed,
+s), so the rest of the run repeats. Killed while a phase-end point is written, the previous one
+stays (atomic writes).
 """
 
 from __future__ import annotations
@@ -17,12 +34,16 @@ import numpy as np
 from sim2sg import atomic
 from sim2sg.errors import InputError
 from sim2sg.loop.config import LoopConfig
-from sim2sg.train.checkpoint import load_checkpoint, restore, save_checkpoint
+from sim2sg.train.checkpoint import FILE_NAME, load_checkpoint, restore, save_checkpoint
 
 # What a warm-up checkpoint may not depend on: the alignment (it has not started), its GRL
 # settings, and where things go.
 _WARMUP_FREE = ("out", "align", "grl_weight", "grl_ramp", "grl_bound", "align_sdr_scenes", "keep_usd", "progress",
-                "device", "sdr_checkpoint", "warmup_checkpoint")
+                "device", "sdr_checkpoint", "warmup_checkpoint", "checkpoint_every")
+# What a run may change when resumed: where and how it shows progress, when it saves.
+_RESUME_FREE = ("out", "progress", "device", "checkpoint_every", "keep_usd")
+RESUME_FILE = "resume.pt"
+RESUME_STEP_FILE = "resume_step.pt"
 
 
 def _deterministic_key(cfg: LoopConfig) -> dict:
@@ -119,3 +140,68 @@ def load_warmup(state, cfg: LoopConfig, rng: np.random.Generator, history: dict)
             if f.is_file():
                 atomic.write_bytes(out / "graphs" / f.name, f.read_bytes())
     return True
+
+
+# ---- a run's own resume points -------------------------------------------------------------------
+def resume_key(cfg: LoopConfig) -> str:
+    """What a resumed run must share with the run it continues (all but `_RESUME_FREE`), as JSON."""
+    d = dataclasses.asdict(cfg)
+    return json.dumps({k: v for k, v in d.items() if k not in _RESUME_FREE}, sort_keys=True, default=str)
+
+
+def phase_end_file(cfg: LoopConfig) -> Path:
+    """Where a phase's end state goes: the run's checkpoint.pt, or resume.pt with `target_bn`
+    (checkpoint.pt then holds the target's BatchNorm statistics, not the trained ones)."""
+    return Path(cfg.out) / (RESUME_FILE if cfg.target_bn else FILE_NAME)
+
+
+def save_phase_end(state, tcfg, meta: dict, cfg: LoopConfig, rng: np.random.Generator, history: dict,
+                   json_default) -> None:
+    """The state after a phase (atomically, `phase_end_file`); the in-phase file of that phase is
+    then stale and removed."""
+    out = Path(cfg.out)
+    save_checkpoint(phase_end_file(cfg), state, tcfg, meta, key=resume_key(cfg),
+                    loop_rng=json.dumps(rng.bit_generator.state), history=json.dumps(history, default=json_default))
+    (out / RESUME_STEP_FILE).unlink(missing_ok=True)
+
+
+def save_in_phase(state, tcfg, meta: dict, cfg: LoopConfig, phase: int, sums: dict, counts: dict) -> None:
+    """`RUN/resume_step.pt`: the training state inside phase number `phase` (0-based, the index of
+    the phase in history["phases"]) and the running sums of its logged values."""
+    save_checkpoint(Path(cfg.out) / RESUME_STEP_FILE, state, tcfg, meta, key=resume_key(cfg),
+                    phase=json.dumps({"index": phase, "sums": sums, "counts": counts}))
+
+
+def load_resume(state, cfg: LoopConfig, rng: np.random.Generator, history: dict) -> dict | None:
+    """Restore the last finished phase from `RUN/resume.pt` into `state`, `rng` and `history` (when
+    there is one) and return the in-phase point to continue from, if any: {"index", "sums",
+    "counts", "checkpoint"} (restore its checkpoint once the phase's data are rebuilt). `InputError`
+    when the run has nothing saved or was made with other settings."""
+    out = Path(cfg.out)
+    ends, inside = phase_end_file(cfg), out / RESUME_STEP_FILE
+    if not ends.is_file() and not inside.is_file():
+        raise InputError(out, "", f"nothing to resume: no {ends.name} or {inside.name} in this run folder "
+                                  "(drop --resume to start)")
+    key = resume_key(cfg)
+    if ends.is_file():
+        ckpt = _load(state, ends, key, "resume")
+        try:
+            rng.bit_generator.state = json.loads(ckpt["loop_rng"])
+            history.clear()
+            history.update(json.loads(ckpt["history"]))
+        except (KeyError, TypeError, ValueError):
+            raise InputError(ends, "history", "not a loop's resume point (no loop generator or history)") from None
+    if not inside.is_file():
+        return None
+    step = load_checkpoint(inside)
+    if step.get("key") != key:
+        raise InputError(inside, "key", "this resume checkpoint was saved with other settings; resume with the "
+                                        "run's own options")
+    try:
+        phase = json.loads(step["phase"])
+        index, sums, counts = int(phase["index"]), dict(phase["sums"]), dict(phase["counts"])
+    except (KeyError, TypeError, ValueError):
+        raise InputError(inside, "phase", "not a loop resume file") from None
+    if index != len(history.get("phases", [])):
+        return None  # saved in a phase that has since finished (resume.pt is newer)
+    return {"index": index, "sums": sums, "counts": counts, "checkpoint": step}

@@ -9,7 +9,9 @@ reference of every field.
 
 from __future__ import annotations
 
+import difflib
 import math
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +135,8 @@ def resolve(name_or_path: str | Path) -> tuple[str, str]:
             return str(p), p.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise InputError(p, "", "environment file not found") from None
+        except UnicodeDecodeError as e:
+            raise InputError(p, "", f"not UTF-8 text ({e.reason} at byte {e.start}); TOML files are UTF-8") from None
         except OSError as e:
             raise InputError(p, "", f"cannot read environment file: {e}") from None
     entry = data_dir("scenes") / f"{name_or_path}.toml"
@@ -160,12 +164,31 @@ class _Reader:
 
     def __init__(self, source: str):
         self.source = source
+        # Keys asked for, per table (by id): what is left over in the file is an unknown field.
+        self.asked: dict[int, set[str]] = {}
 
     def fail(self, field: str, msg: str):
         raise InputError(self.source, field, msg)
 
+    def ask(self, d: dict, key: str) -> None:
+        self.asked.setdefault(id(d), set()).add(key)
+
+    def unknown_fields(self, d: dict, parent: str = "") -> None:
+        """Fail on the first key of `d` (recursively, through the tables read) that the parser
+        never asked for: a typo such as `wieght` must not silently fall back to a default."""
+        asked = self.asked.get(id(d), set())
+        for key, value in d.items():
+            f = _join(parent, key)
+            if key not in asked:
+                close = difflib.get_close_matches(key, sorted(asked), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.fail(f, f"unknown field{hint}; docs/environments.md lists every field")
+            if isinstance(value, dict) and id(value) in self.asked:
+                self.unknown_fields(value, f)
+
     def table(self, d: dict, key: str, parent: str, required: bool = True) -> dict:
         f = _join(parent, key)
+        self.ask(d, key)
         if key not in d:
             if required:
                 self.fail(f, "missing required table")
@@ -175,6 +198,7 @@ class _Reader:
         return d[key]
 
     def get(self, d: dict, key: str, parent: str, default: Any = ...):
+        self.ask(d, key)
         if key not in d:
             if default is ...:
                 self.fail(_join(parent, key), "missing required field")
@@ -184,7 +208,7 @@ class _Reader:
     def num(self, d, key, parent, default: Any = ..., lo: float | None = None, positive=False) -> float:
         x = self.get(d, key, parent, default)
         f = _join(parent, key)
-        if x is None:
+        if x is None and key not in d:
             return x
         if isinstance(x, bool) or not isinstance(x, (int, float)):
             self.fail(f, f"expected a number, got {type(x).__name__}")
@@ -206,7 +230,7 @@ class _Reader:
 
     def string(self, d, key, parent, default: Any = ..., choices=None) -> str:
         x = self.get(d, key, parent, default)
-        if x is None:
+        if x is None and key not in d:
             return x
         if not isinstance(x, str) or not x:
             self.fail(_join(parent, key), f"expected a non-empty string, got {type(x).__name__}")
@@ -217,7 +241,7 @@ class _Reader:
     def vec(self, d, key, parent, n: int, default: Any = ..., positive=False) -> tuple[float, ...]:
         x = self.get(d, key, parent, default)
         f = _join(parent, key)
-        if x is None:
+        if x is None and key not in d:
             return x
         if not isinstance(x, list) or len(x) != n:
             self.fail(f, f"expected a list of {n} numbers")
@@ -283,6 +307,17 @@ def _join(parent: str, key: str) -> str:
     return f"{parent}.{key}" if parent else key
 
 
+# Names an environment gives (materials, meshes): plain names, never paths (a mesh name picks a
+# file in assets/objects/, so "../x" would reach out of it).
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def _name(r: _Reader, name: str, field: str) -> str:
+    if not NAME.fullmatch(name) or ".." in name:
+        r.fail(field, f"{name!r} is not a name (letters, digits, '_', '-', '.'; no paths)")
+    return name
+
+
 def parse_env(raw: dict, source: str = "<env>") -> Environment:
     """Validate a parsed environment TOML dict (see scenes/clevr.toml for every field)."""
     r = _Reader(source)
@@ -322,6 +357,8 @@ def parse_env(raw: dict, source: str = "<env>") -> Environment:
     mats_t = r.table(raw, "materials", "")
     materials = {}
     for mname, m in mats_t.items():
+        r.ask(mats_t, mname)
+        _name(r, mname, f"materials.{mname}")
         if not isinstance(m, dict):
             r.fail(f"materials.{mname}", "expected a table")
         materials[mname] = MaterialSpec(
@@ -334,6 +371,7 @@ def parse_env(raw: dict, source: str = "<env>") -> Environment:
     sizes_t = r.table(raw, "sizes", "", required=False)
     sizes = {k: r.num(sizes_t, k, "sizes", positive=True) for k in sizes_t}
 
+    from sim2sg.scene.meshes import asset_names
     from sim2sg.scene.textures import (
         FAMILIES,  # texture family names are defined beside their generators
     )
@@ -388,7 +426,7 @@ def parse_env(raw: dict, source: str = "<env>") -> Environment:
             r.fail(p, "colors, materials and textures need at least one entry each")
         specs[cat] = CategorySpec(
             name=cat,
-            mesh=r.string(c, "mesh", p),
+            mesh=_mesh_name(r, c, p, asset_names),
             count=count,
             weight=r.num(c, "weight", p, default=1.0, lo=0.0),
             base_size=base, scales=scales, size_min=smin, size_max=smax,
@@ -438,7 +476,9 @@ def parse_env(raw: dict, source: str = "<env>") -> Environment:
     if "sky_color" in lights:
         _rgb255(r, lights, "sky_color", "lights")
     rend = r.table(raw, "render", "", required=False)
-    return Environment(
+    appearance = r.table(raw, "appearance", "", required=False)
+    r.table(appearance, "post", "appearance", required=False)  # its keys: `PostProcess.from_dict`
+    env = Environment(
         name=name, source=source,
         description=r.string(raw, "description", "", default=""),
         categories=categories, predicates=predicates, camera=camera, total=total,
@@ -454,3 +494,14 @@ def parse_env(raw: dict, source: str = "<env>") -> Environment:
         min_visible_pixels=r.integer(rend, "min_visible_pixels", "render", default=1, lo=0),
         raw=raw,
     )
+    r.unknown_fields(raw)
+    return env
+
+
+def _mesh_name(r: _Reader, c: dict, parent: str, asset_names) -> str:
+    """An object's `mesh`: the name of an asset in assets/objects/ (never a path)."""
+    name = _name(r, r.string(c, "mesh", parent), f"{parent}.mesh")
+    known = asset_names()
+    if name not in known:
+        r.fail(f"{parent}.mesh", f"unknown mesh asset {name!r} (known: {', '.join(known)})")
+    return name

@@ -40,9 +40,10 @@ from typing import Any
 import networkx as nx
 
 from sim2sg import atomic
-from sim2sg.checks import Checker
+from sim2sg.checks import Checker, parse_json, read_json
 from sim2sg.errors import InputError
 from sim2sg.scene.camera import Camera
+from sim2sg.scene.textures import FAMILIES
 
 FORMAT = "sim2sg-scene-graph"
 VERSION = 1
@@ -180,13 +181,7 @@ def read_graph(
     `categories` / `predicates`: the allowed vocabularies; None skips that check.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(path, "", "file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(path, "", f"cannot read: {e}") from None
-    return from_json(text, source=path, categories=categories, predicates=predicates)
+    return from_dict(read_json(path, "scene-graph file"), path, categories, predicates)
 
 
 def from_json(
@@ -196,11 +191,7 @@ def from_json(
     predicates: Iterable[str] | None = None,
 ) -> nx.MultiDiGraph:
     """Parse and validate scene-graph JSON text; raises `InputError` naming `source` and field."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(source, "", f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-    return from_dict(data, source, categories, predicates)
+    return from_dict(parse_json(text, source), source, categories, predicates)
 
 
 def from_dict(
@@ -266,6 +257,9 @@ def from_dict(
         texture = o.get("texture")
         if texture is not None:
             texture = v.string(texture, f"{f}.texture")
+            if texture not in FAMILIES:
+                raise InputError(source, f"{f}.texture", f"unknown texture family {texture!r} "
+                                                         f"(known: {', '.join(FAMILIES)})")
         attributes = o.get("attributes", {})
         v.type(attributes, dict, f"{f}.attributes", "a JSON object")
         v.finite_tree(attributes, f"{f}.attributes")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
+from sim2sg.errors import InputError
 from sim2sg.scene.environment import Environment
 from sim2sg.scene.textures import VARIANTS, texture_name
 
@@ -85,6 +86,16 @@ def _context_surface(rng, env: Environment, role: str, roughness=(0.7, 0.95)) ->
                    _uniform(rng, roughness), 0.0, uv_scale=0.25)
 
 
+def check_materials(g: nx.MultiDiGraph, env: Environment, source) -> None:
+    """Every object's `material` (where the graph sets one) is one of the environment's; else an
+    `InputError` naming the graph file `source` and the object (never replaced by a random one)."""
+    for k, (_, a) in enumerate(g.nodes(data=True)):  # nodes keep the file's object order
+        m = a.get("material")
+        if m is not None and m not in env.materials:
+            raise InputError(source, f"objects[{k}].material", f"unknown material {m!r} in environment "
+                                                               f"{env.name} (known: {', '.join(sorted(env.materials))})")
+
+
 def randomize_look(g: nx.MultiDiGraph, env: Environment, rng: np.random.Generator) -> Look:
     """Sample surfaces for every object (graph values win where set) and context, and lights."""
     objects = {}
@@ -95,9 +106,12 @@ def randomize_look(g: nx.MultiDiGraph, env: Environment, rng: np.random.Generato
             names = spec.colors if spec else sorted(env.palette)
             color = env.palette[names[int(rng.integers(len(names)))]]
         mat_name = a.get("material")
-        if mat_name is None or mat_name not in env.materials:
+        if mat_name is None:
             names = spec.materials if spec else sorted(env.materials)
-            mat_name = mat_name if mat_name in env.materials else names[int(rng.integers(len(names)))]
+            mat_name = names[int(rng.integers(len(names)))]
+        elif mat_name not in env.materials:  # graph files are checked with their name (check_materials)
+            raise InputError(env.source, "materials", f"object {oid}: unknown material {mat_name!r} "
+                                                      f"(known: {', '.join(sorted(env.materials))})")
         mat = env.materials[mat_name]
         family = a.get("texture")
         if family is None:

@@ -60,7 +60,10 @@ def read_labels(data_dir: str | Path) -> dict:
     except ImportError:
         load_labels = None
     if load_labels is not None:
+        from sim2sg.dataset.coco import check_image_files
+
         data = load_labels(path)
+        check_image_files(data_dir, data, path)
     else:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))

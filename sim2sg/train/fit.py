@@ -34,13 +34,14 @@ from sim2sg.train.predict import predict, predict_labelled
 from sim2sg.train.steps import new_state, train_steps
 
 
-def fit(cfg: TrainConfig, resume: bool = False) -> Path:
+def fit(cfg: TrainConfig, resume: bool = False, log=None) -> Path:
     """Train per `cfg`; returns the path of the final checkpoint (`cfg.out/checkpoint.pt`).
 
     resume=True continues from `cfg.out/checkpoint.pt` (the config stored there wins for
     everything that shapes the run; `out`, `device`, `workers`, `progress` may change).
     Writes `config.json`, TensorBoard logs under `tb/`, and, when `cfg.val` is given,
-    `val_predictions.json` + `val_metrics.json` at the end.
+    `val_predictions.json` + `val_metrics.json` at the end. log: a function of one line (e.g.
+    a resumed run that has nothing left to do says so).
     """
     out = Path(cfg.out)
     ckpt_path = out / FILE_NAME
@@ -49,7 +50,18 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
         if not ckpt_path.is_file():
             raise InputError(ckpt_path, "", "nothing to resume: checkpoint not found (drop --resume to start)")
         ckpt = load_checkpoint(ckpt_path)
-        stored = TrainConfig.from_dict(ckpt["config"])
+        if not isinstance(ckpt.get("config"), dict) or not ckpt["config"].get("source"):
+            raise InputError(ckpt_path, "config", "missing: this checkpoint does not record its run's settings, so it "
+                                                  "cannot be resumed (start a new run with --weights)")
+        try:
+            stored = TrainConfig.from_dict(ckpt["config"])
+        except (TypeError, ValueError) as e:
+            raise InputError(ckpt_path, "config", f"not a training config ({e})") from None
+        if cfg.steps is not None and cfg.steps != stored.steps and log is not None:
+            # the schedules (learning rate, GRL ramp) span the stored total: another one is another run
+            made = f"--steps {stored.steps}" if stored.steps else f"--epochs {stored.epochs}"
+            log(f"--steps {cfg.steps} ignored: the run in {out} was made with {made} and --resume continues it "
+                f"as stored (to train further, start a new run with --weights {ckpt_path})")
         cfg = dataclasses.replace(stored, out=cfg.out, device=cfg.device, workers=cfg.workers, progress=cfg.progress)
     cfg.validate()
 
@@ -91,6 +103,8 @@ def fit(cfg: TrainConfig, resume: bool = False) -> Path:
             log_images(writer, state.model, source, target, state.device, step, meta, amp=cfg.amp)
             state.model.train()
 
+    if resume and state.step >= total and log is not None:
+        log(f"{ckpt_path}: the run already finished its {total} steps; nothing to train")
     t0, s0 = time.perf_counter(), state.step
     try:
         while state.step < total:  # an epoch at a time: its mean losses go to TensorBoard

@@ -17,10 +17,11 @@ import numpy as np
 from pxr import Usd
 
 from sim2sg import atomic
+from sim2sg.checks import read_json
 from sim2sg.errors import InputError
 from sim2sg.scene import graph as sg
 from sim2sg.scene.environment import Environment, load_env
-from sim2sg.scene.look import Look, randomize_look
+from sim2sg.scene.look import Look, check_materials, randomize_look
 from sim2sg.scene.textures import texture_image
 from sim2sg.usd.stage import TEXTURE_DIR, build_stage, write_stage
 
@@ -106,6 +107,7 @@ def graph2usd(
                     envs[name] = load_env(name)
                 e = envs[name]
             g = sg.read_graph(path, e.categories, e.predicates)
+            check_materials(g, e, path)
             stage, textures = compile_graph(g, e, randomize_look(g, e, look_rng(seed, path.stem)))
             write_textures(out_dir, textures)
             target = out_dir / f"{path.stem}.{fmt}"
@@ -120,14 +122,7 @@ def graph2usd(
 
 def _peek_env(path: Path) -> str:
     """The `env` name a graph file declares (validated fully later)."""
-    import json
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(path, "", "file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(path, "", f"not valid JSON ({e})") from None
+    data = read_json(path, "scene-graph file")
     if not isinstance(data, dict) or not isinstance(data.get("env"), str):
         raise InputError(path, "env", "missing environment name (or pass --env)")
     try:

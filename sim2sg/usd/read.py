@@ -24,8 +24,11 @@ What is read:
   it; unlabelled gprims are background (instance 0).
 
 Degenerate triangles (zero area, e.g. repeated indices) are dropped silently; a stage whose
-geometry is empty after that is an `InputError` ("no geometry"). NaN/inf points are an `InputError`
-naming the prim, as are a missing camera and a missing texture file.
+geometry is empty after that is an `InputError` ("no geometry"). NaN/inf points, and world
+coordinates that are not finite or lie beyond `MAX_COORDINATE` meters (overflowing transforms, 1e308
+positions: the float32 renderer cannot hold them) are an `InputError` naming the prim, as are a
+missing camera, a missing texture file and a missing sublayer. A file USD cannot open (not a
+layer, corrupt or truncated crate) is an `InputError` with USD's own reason.
 
 One file because it is one traversal: geometry, materials, lights, camera and instances are read in
 a single pass over the stage that shares the reader's caches (materials, textures, owners).
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from pathlib import Path
 
 import cv2
@@ -50,6 +54,10 @@ from sim2sg.scene.camera import Camera
 # pole to pole. Our own stages hold only Mesh prims; these serve foreign stages.
 SEGMENTS = 32
 RINGS = 16
+
+# Farthest world coordinate (meters) a stage may place geometry at: float32 spacing there is
+# already ~1 m, and past ~1e19 the rasterizer's squared distances overflow.
+MAX_COORDINATE = 1e7
 
 _DEFAULT_COLOR = (0.5, 0.5, 0.5)
 _DEFAULT_ROUGHNESS = 0.5
@@ -96,9 +104,15 @@ class _Reader:
         self.path = path
         self.width, self.height = int(width), int(height)
         self.camera_name = camera_name
-        self.stage = stage if stage is not None else Usd.Stage.Open(str(path))
+        if stage is None:
+            try:
+                stage = Usd.Stage.Open(str(path))
+            except Exception as e:  # pxr.Tf.ErrorException: not a layer, corrupt, truncated
+                raise InputError(path, "", f"cannot open as a USD stage: {usd_error(e)}") from None
+        self.stage = stage
         if self.stage is None:
             raise InputError(path, "", "cannot open as a USD stage")
+        check_sublayers(self.stage.GetRootLayer(), path)
         up = UsdGeom.GetStageUpAxis(self.stage)
         mpu = float(UsdGeom.GetStageMetersPerUnit(self.stage))
         rot = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], float) if up == "Y" else np.eye(3)
@@ -404,6 +418,11 @@ class _Reader:
                 mat, varname, xform = self.material(prim)
                 local, nrm, uv = pts[t], n[t], uvv[t]
             wp = self.to_world_points(m, local.reshape(-1, 3)).reshape(-1, 3, 3)
+            with np.errstate(over="ignore", invalid="ignore"):
+                far = ~(np.abs(wp) <= MAX_COORDINATE)  # NaN and inf too
+            if far.any():
+                raise InputError(self.path, pth, f"world coordinates not finite or beyond {MAX_COORDINATE:g} m "
+                                                 "(check its points and transforms)")
             e1, e2 = wp[:, 1] - wp[:, 0], wp[:, 2] - wp[:, 0]
             fn = np.cross(e1, e2)
             area = np.linalg.norm(fn, axis=-1)
@@ -522,6 +541,29 @@ class _Reader:
         return camera, rotation
 
 
+def usd_error(e: Exception) -> str:
+    """USD's own reason from a `pxr.Tf.ErrorException` (its first quoted message), for one line."""
+    found = re.findall(r": '(.*)'\s*$", str(e), flags=re.M)
+    return found[0] if found else (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def check_sublayers(layer, source, _seen: set | None = None) -> None:
+    """Every sublayer of `layer` (recursively) opens; else an `InputError(source, "subLayers", ...)`
+    (USD itself only warns and renders the stage without it)."""
+    seen = _seen if _seen is not None else set()
+    if layer.identifier in seen:
+        return
+    seen.add(layer.identifier)
+    for sub_path in layer.subLayerPaths:
+        try:
+            sub = Sdf.Layer.FindOrOpen(layer.ComputeAbsolutePath(sub_path))
+        except Exception as e:
+            raise InputError(source, "subLayers", f"sublayer {sub_path} cannot be opened: {usd_error(e)}") from None
+        if sub is None:
+            raise InputError(source, "subLayers", f"sublayer not found: {sub_path}")
+        check_sublayers(sub, source, seen)
+
+
 def load_scene(path: "str | Path | Usd.Stage", width: int, height: int, camera: str | None = None) -> SceneData:
     """Read the USD stage at `path` (any valid stage; see the module docstring) into a `SceneData`
     whose `camera` renders `width` x `height` pixels.
@@ -537,11 +579,4 @@ def load_scene(path: "str | Path | Usd.Stage", width: int, height: int, camera: 
     path = Path(path)
     if not path.exists():
         raise InputError(path, "", "file not found")
-    try:
-        return _Reader(path, width, height, camera).read()
-    except InputError:
-        raise
-    except Exception as e:  # pxr raises Tf errors as RuntimeError with long messages
-        if isinstance(e, (RuntimeError,)) and "Failed to open" in str(e) or "Cannot open" in str(e):
-            raise InputError(path, "", f"cannot open as a USD stage: {str(e).splitlines()[0]}") from None
-        raise
+    return _Reader(path, width, height, camera).read()

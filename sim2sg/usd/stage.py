@@ -254,7 +254,12 @@ def write_stage(stage: Usd.Stage, path: str | Path) -> None:
 
 def read_graph_from_stage(path: str | Path) -> tuple[nx.MultiDiGraph, dict]:
     """(graph, info) stored in a sim2sg stage; info has env, categories, predicates."""
-    layer = Sdf.Layer.FindOrOpen(str(path))
+    from sim2sg.usd.read import usd_error
+
+    try:
+        layer = Sdf.Layer.FindOrOpen(str(path))
+    except Exception as e:  # pxr.Tf.ErrorException: not a layer, corrupt, truncated
+        raise InputError(path, "", f"cannot open as a USD layer: {usd_error(e)}") from None
     if layer is None:
         raise InputError(path, "", "cannot open as a USD layer")
     data = dict(layer.customLayerData).get("sim2sg")

@@ -1,0 +1,292 @@
+"""Hostile inputs through the command line (issue #20): each is exit code 2 and one `error:` line
+naming the file and field, never a traceback; good files beside bad ones are still processed and
+nothing already written is lost."""
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sim2sg.cli.app import app
+from typer.testing import CliRunner
+
+from sim2sg.dataset import render_job
+from sim2sg.dataset.toy import three_object_sample
+from sim2sg.errors import InputError
+from sim2sg.scene import graph as sg
+from sim2sg.scene.environment import load_env, parse_env
+from sim2sg.scene.sdr import sample_scene, scene_rng
+
+runner = CliRunner()
+CLEVR = Path(load_env("clevr").source)
+
+
+def _refused(r, *fragments, lines: int = 1):
+    """Exit 2, `lines` error lines holding `fragments`, no traceback."""
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output and not (r.exception and not isinstance(r.exception, SystemExit)), r.output
+    errors = [l for l in r.output.splitlines() if l.startswith("error:")]
+    assert len(errors) == lines, r.output
+    for f in fragments:
+        assert f in r.output, (f, r.output)
+
+
+def _env_text(**replace) -> str:
+    text = (Path(__file__).parents[1] / "scenes" / "clevr.toml").read_text(encoding="utf-8")
+    for a, b in replace.items():
+        assert a in text, a
+        text = text.replace(a, b, 1)
+    return text
+
+
+# ---- environment files ----------------------------------------------------------------------------
+def test_non_utf8_environment(tmp_path):
+    p = tmp_path / "x.toml"
+    p.write_bytes(b"name = \"\xff\xfe\"\n")
+    _refused(runner.invoke(app, ["sample", "--env", str(p), "--out", str(tmp_path / "o")]), "x.toml", "not UTF-8")
+
+
+@pytest.mark.parametrize("typo, field", [("weight = 1.0", "objects.cube.wieght"), ("[lights]", "lightz")])
+def test_unknown_environment_fields_are_rejected(tmp_path, typo, field):
+    bad = typo.replace("weight", "wieght") if "weight" in typo else "[lightz]\nx = 1\n\n[lights]"
+    p = tmp_path / "x.toml"
+    p.write_text(_env_text(**{typo: bad}), encoding="utf-8")
+    _refused(runner.invoke(app, ["sample", "--env", str(p), "--out", str(tmp_path / "o")]), f"x.toml: {field}: unknown field")
+    if "weight" in typo:
+        assert "did you mean 'weight'" in runner.invoke(app, ["sample", "--env", str(p), "--out", str(tmp_path)]).output
+
+
+@pytest.mark.parametrize("name", ["../../../etc/passwd", "/etc/passwd", "no-such-asset"])
+def test_mesh_names_are_asset_names(tmp_path, name):
+    p = tmp_path / "x.toml"
+    p.write_text(_env_text(**{'mesh = "sphere"': f'mesh = "{name}"'}), encoding="utf-8")
+    _refused(runner.invoke(app, ["sample", "--env", str(p), "--out", str(tmp_path / "o")]), "objects.sphere.mesh")
+
+
+def test_material_names_are_names():
+    import tomllib
+
+    raw = tomllib.loads(_env_text(**{"[materials.metal]": "[materials.\"../metal\"]"}))
+    with pytest.raises(InputError, match="is not a name"):
+        parse_env(raw, "x.toml")
+
+
+# ---- scene graphs ---------------------------------------------------------------------------------
+def _graphs(tmp_path) -> Path:
+    folder = tmp_path / "graphs"
+    e = load_env("clevr")
+    for i in range(2):
+        sg.write_graph(folder / f"good{i}.json", sample_scene(e, scene_rng(0, i)))
+    return folder
+
+
+def _edit_graph(path: Path, **fields) -> None:
+    import json
+
+    d = json.loads(path.read_text())
+    d["objects"][0].update(fields)
+    path.write_text(json.dumps(d))
+
+
+@pytest.mark.parametrize("fields, message", [({"texture": "velvet"}, "objects[0].texture: unknown texture family"),
+                                             ({"material": "gold"}, "objects[0].material: unknown material")])
+def test_bad_graph_beside_good_ones(tmp_path, fields, message):
+    folder = _graphs(tmp_path)
+    shutil.copy(folder / "good0.json", folder / "bad.json")
+    _edit_graph(folder / "bad.json", **fields)
+    out = tmp_path / "usd"
+    r = runner.invoke(app, ["graph2usd", str(folder), "--out", str(out)])
+    _refused(r, f"bad.json: {message}", "1 of 3 graphs failed", lines=2)
+    assert sorted(p.name for p in out.glob("*.usdc")) == ["good0.usdc", "good1.usdc"]
+
+
+def test_deeply_nested_json(tmp_path):
+    folder = _graphs(tmp_path)
+    (folder / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    r = runner.invoke(app, ["graph2usd", str(folder), "--out", str(tmp_path / "usd")])
+    _refused(r, "deep.json", "nested too deeply", lines=2)
+    p = tmp_path / "pred.json"
+    p.write_text('{"a":' * 50_000 + "1" + "}" * 50_000)
+    from sim2sg.eval.predictions import load_predictions
+
+    with pytest.raises(InputError, match="nested too deeply"):
+        load_predictions(p)
+
+
+@pytest.mark.parametrize("command", ["sample", "graph2usd", "render", "train", "loop"])
+def test_out_naming_a_file(tmp_path, command):
+    f = tmp_path / "file"
+    f.write_text("keep me")
+    args = {"sample": ["sample"], "graph2usd": ["graph2usd", str(_graphs(tmp_path))],
+            "render": ["render", str(tmp_path), "--size", "32x32"], "train": ["train", "--source", str(tmp_path)],
+            "loop": ["loop", "--env", "clevr", "--target", str(tmp_path)]}[command]
+    _refused(runner.invoke(app, args + ["--out", str(f)]), "exists and is not a folder")
+    assert f.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("size", ["99999999999999999999x64", "10000000x1", "20000x20000", "5000x5000", "0x5", "axb"])
+def test_absurd_sizes_are_refused_up_front(tmp_path, size):
+    r = runner.invoke(app, ["render", str(tmp_path), "--size", size, "--out", str(tmp_path / "o")])
+    _refused(r, "--size")
+    if size[0] not in "0a":
+        assert "16384" in r.output or "16777216" in r.output
+    assert not (tmp_path / "o").exists()
+
+
+# ---- USD stages -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory):
+    from sim2sg.scene.look import randomize_look
+    from sim2sg.usd.compile import compile_graph, look_rng
+    from sim2sg.usd.stage import write_stage
+
+    root = tmp_path_factory.mktemp("stages")
+    e = load_env("clevr")
+    for i in range(2):
+        g = sample_scene(e, scene_rng(0, i))
+        stage, _ = compile_graph(g, e, randomize_look(g, e, look_rng(0, str(i))))
+        write_stage(stage, root / f"good{i}.usda")
+    return root
+
+
+def _hostile_stages(root: Path) -> dict[str, str]:
+    good = (root / "good0.usda").read_text()
+    crate = root / "crate.usdc"
+    from pxr import Sdf
+
+    Sdf.Layer.FindOrOpen(str(root / "good0.usda")).Export(str(crate))
+    b = crate.read_bytes()
+    crate.unlink()
+    files = {"text.usda": b"hello, not a stage\n", "random.usdc": np.random.default_rng(0).bytes(4096),
+             "truncated.usdc": b[: len(b) // 2], "empty.usdc": b"",
+             "sublayer.usda": good.replace("(\n", "(\n    subLayers = [@./missing.usda@]\n", 1).encode(),
+             "inf.usda": good.replace("double3 xformOp:translate = (", "double3 xformOp:translate = (inf, ", 1)
+             .replace("(inf, ", "(inf, 0, 0)\n    double3 xformOp:unused = (", 1).encode()}
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    return {"text.usda": "not a valid usda layer", "random.usdc": "corrupt", "truncated.usdc": "truncated",
+            "empty.usdc": "cannot open", "sublayer.usda": "sublayer not found", "inf.usda": "not finite"}
+
+
+def test_broken_stages_beside_good_ones(stages, tmp_path):
+    root = tmp_path / "st"
+    shutil.copytree(stages, root)
+    expected = _hostile_stages(root)
+    out = tmp_path / "data"
+    r = runner.invoke(app, ["render", str(root), "--size", "32x32", "--out", str(out), "--no-progress", "--device", "cpu"])
+    _refused(r, *[f"{name}: " for name in expected], *expected.values(), lines=len(expected))
+    import json
+
+    labels = json.loads((out / "labels.json").read_text())
+    assert len(labels["images"]) == 2  # the good stages rendered
+
+
+def test_non_finite_geometry_names_the_prim(stages, tmp_path):
+    from sim2sg.usd.read import load_scene
+
+    text = (stages / "good0.usda").read_text()
+    i = text.index("point3f[] points = [(") + len("point3f[] points = [(")
+    (tmp_path / "big.usda").write_text(text[:i] + "3e38, " + text[i + text[i:].index(",") + 2:])
+    with pytest.raises(InputError, match=r"big.usda: /\S+: world coordinates not finite or beyond"):
+        load_scene(tmp_path / "big.usda", 32, 32)
+
+
+# ---- datasets -------------------------------------------------------------------------------------
+def _dataset(out: Path, n: int, names=None) -> None:
+    stages = []
+    for i in range(n):
+        p = out.parent / "stages" / f"{(names or 's')}{i:03d}.usda"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(f"#usda 1.0\n# {p.name}\n")
+        stages.append(p)
+    job = render_job.RenderJob(out_dir=out, width=64, height=48, writers=("coco", "sg", "kitti"))
+    return render_job.run(stages, job, render_fn=lambda ps, o, d: [three_object_sample(Path(p).stem) for p in ps],
+                          env_of_stage=lambda p: None, progress=False), stages, job
+
+
+def test_rendering_another_dataset_into_one_is_refused_or_replaces_it_whole(tmp_path):
+    out = tmp_path / "data"
+    _dataset(out, 6)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    other = []
+    for i in range(2):
+        p = tmp_path / "other" / f"x{i}.usda"
+        p.parent.mkdir(exist_ok=True)
+        p.write_text(f"#usda 1.0\n# other {i}\n")
+        other.append(p)
+    fake = lambda ps, o, d: [three_object_sample(Path(p).stem) for p in ps]  # noqa: E731
+    job = render_job.RenderJob(out_dir=out, width=64, height=48, writers=("coco", "sg", "kitti"))
+    with pytest.raises(InputError, match="holds another dataset"):
+        render_job.run(other, job, render_fn=fake, env_of_stage=lambda p: None, progress=False)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # intact
+    job = render_job.RenderJob(out_dir=out, width=64, height=48, writers=("coco", "sg"), overwrite=True)
+    rep = render_job.run(other, job, render_fn=fake, env_of_stage=lambda p: None, progress=False)
+    assert rep.rendered == 2
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert not [p for p in left if any(f"00000{i}" in p for i in range(2, 6))]  # no orphans
+    assert not [p for p in left if p.startswith("kitti/")]
+
+
+def test_finished_rerun_writes_nothing_for_every_writer(tmp_path):
+    from sim2sg.dataset import writers
+
+    out = tmp_path / "data"
+    stages = []
+    for i in range(3):
+        p = tmp_path / "st" / f"s{i}.usda"
+        p.parent.mkdir(exist_ok=True)
+        p.write_text(f"#usda 1.0\n# {i}\n")
+        stages.append(p)
+    calls = []
+
+    def fake(ps, o, d):
+        calls.append(len(ps))
+        s = three_object_sample(Path(ps[0]).stem)
+        import dataclasses
+
+        empty = dataclasses.replace(s, objects=(), relations=())
+        return [empty if Path(p).stem == "s1" else three_object_sample(Path(p).stem) for p in ps]
+
+    job = render_job.RenderJob(out_dir=out, width=64, height=48, writers=tuple(writers.WRITERS))
+    render_job.run(stages, job, render_fn=fake, env_of_stage=lambda p: None, progress=False)
+    n = len(calls)
+    assert (out / "kitti" / "label_2" / "000001.txt").read_bytes() == b""  # no visible object: an empty label file
+    rep = render_job.run(stages, job, render_fn=fake, env_of_stage=lambda p: None, progress=False)
+    assert (rep.rendered, rep.skipped, len(calls)) == (0, 3, n)
+
+
+def test_atomic_writes_honour_the_umask(tmp_path):
+    from sim2sg import atomic
+
+    old = os.umask(0o022)
+    try:
+        atomic.write_text(tmp_path / "a.txt", "x")
+        assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        atomic.write_bytes(tmp_path / "b.bin", b"x")
+        assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_dataset_problems_fail_up_front(tmp_path):
+    import json
+
+    from sim2sg.train.data import LabelledDataset
+
+    out = tmp_path / "data"
+    _dataset(out, 2)
+    labels = json.loads((out / "labels.json").read_text())
+    cases = {"missing": ("images", 0, "file_name", "images/nope.png", "does not exist"),
+             "escape": ("images", 0, "file_name", "../../etc/passwd", "inside the dataset folder"),
+             "rle": ("annotations", 0, "segmentation", {"size": [48, 64], "counts": "0000"}, "runs cover"),
+             "garbage": ("annotations", 0, "segmentation", {"size": [48, 64], "counts": "\x7f\x7f"}, "not a COCO")}
+    for name, (table, k, key, value, message) in cases.items():
+        bad = json.loads(json.dumps(labels))
+        bad[table][k][key] = value
+        (out / "labels.json").write_text(json.dumps(bad))
+        with pytest.raises(InputError, match=message):
+            LabelledDataset(out)
+    (out / "labels.json").write_text(json.dumps(labels))
+    assert len(LabelledDataset(out)) == 2
