@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from sim2sg.cli.common import EXIT_BAD_INPUT, fail, info, out_dir, parse_size, user_errors
+from sim2sg.cli.common import (
+    EXIT_BAD_INPUT,
+    fail,
+    info,
+    out_dir,
+    parse_size,
+    user_errors,
+)
 
 
 def render(

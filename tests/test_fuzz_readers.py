@@ -170,11 +170,12 @@ def test_usd_reader(tmp_path_factory, stage_text, cut, junk, span):
 
 def test_the_fuzzed_documents_start_valid(tmp_path, labels_and_predictions, stage_text):
     """The fuzzers mutate valid documents, so that they reach past the first check."""
+    import tomllib
+
     from sim2sg.dataset.coco import validate_labels
     from sim2sg.eval.predictions import parse_predictions
     from sim2sg.scene.environment import parse_env
     from sim2sg.usd.read import load_scene
-    import tomllib
 
     validate_labels(labels_and_predictions[0])
     parse_predictions(labels_and_predictions[1])

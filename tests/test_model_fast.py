@@ -12,17 +12,32 @@ from typer.testing import CliRunner
 
 from sim2sg.eval import evaluate, load_ground_truth, parse_predictions
 from sim2sg.model import ModelConfig, SceneGraphCenterNet, build_model
-from sim2sg.model.centers import center_targets, decode_boxes, focal_loss, pad_targets, peaks
+from sim2sg.model.centers import (
+    center_targets,
+    decode_boxes,
+    focal_loss,
+    pad_targets,
+    peaks,
+)
 from sim2sg.model.pair_head import dense_relation_targets
 from sim2sg.train import steps as engine
 from sim2sg.train.adabn import target_batchnorm
-from sim2sg.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from sim2sg.train.checkpoint import (
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from sim2sg.train.config import TrainConfig
 from sim2sg.train.data import LabelledDataset, collate
 from sim2sg.train.fit import fit
 from sim2sg.train.predict import predict_dataset
 from sim2sg.train.steps import new_state, train_step
-from sim2sg.train.toydata import CATEGORIES, PREDICATES, write_image_folder, write_toy_dataset
+from sim2sg.train.toydata import (
+    CATEGORIES,
+    PREDICATES,
+    write_image_folder,
+    write_toy_dataset,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 runner = CliRunner()

@@ -42,7 +42,12 @@ from sim2sg.model.domain import (
     image_domain_loss,
     prediction_domain_loss,
 )
-from sim2sg.model.pair_head import PairRelationHead, dense_relation_targets, pair_mask, relation_loss
+from sim2sg.model.pair_head import (
+    PairRelationHead,
+    dense_relation_targets,
+    pair_mask,
+    relation_loss,
+)
 from sim2sg.model.relation_head import all_pairs, predicate_scores
 from sim2sg.model.sgg import ALIGN_MODES, BACKBONES, ModelConfig, _running_stats_frozen
 
