@@ -68,8 +68,10 @@ def loop_cmd(
     with user_errors():
         from sim2sg.loop.config import LoopConfig
         from sim2sg.loop.run import run
+        from sim2sg.train import distributed
 
         w, h = parse_size(size)
+        device = distributed.init_from_env(device)  # under torchrun: join the process group (docs/distributed.md)
         cfg = LoopConfig(env=env, target=str(target), out=str(out), method=method, align=align,
                          iterations=iterations, sdr_scenes=sdr_scenes, width=w, height=h, sdr_steps=sdr_steps,
                          iter_steps=iter_steps, batch_size=batch, lr=lr, backbone=backbone.value,
@@ -81,7 +83,10 @@ def loop_cmd(
                          oracle_data=str(oracle_data) if oracle_data else None, keep_usd=keep_usd,
                          device=device, amp=not no_amp, deterministic=deterministic, seed=seed,
                          progress=progress, model=overrides(model_set))
-        run(cfg, log=info)
+        try:
+            run(cfg, log=info if distributed.is_main() else (lambda _: None))
+        finally:
+            distributed.shutdown()
 
 
 def register(app: typer.Typer) -> None:
