@@ -76,8 +76,10 @@ def loop_cmd(
     with user_errors():
         from sim2sg.loop.config import LoopConfig
         from sim2sg.loop.run import run
+        from sim2sg.train import distributed
 
         w, h = parse_size(size)
+        device = distributed.init_from_env(device)  # under torchrun: join the process group (docs/distributed.md)
         cfg = LoopConfig(env=env, target=str(target), out=str(out), method=method, align=align,
                          iterations=iterations, sdr_scenes=sdr_scenes, width=w, height=h, sdr_steps=sdr_steps,
                          iter_steps=iter_steps, batch_size=batch, lr=lr, arch=model.value, backbone=backbone.value,
@@ -89,7 +91,10 @@ def loop_cmd(
                          oracle_data=str(oracle_data) if oracle_data else None, keep_usd=keep_usd,
                          device=device, amp=not no_amp, deterministic=deterministic, seed=seed,
                          progress=progress, checkpoint_every=checkpoint_every, model=overrides(model_set))
-        run(cfg, log=info, resume=resume)
+        try:
+            run(cfg, log=info if distributed.is_main() else (lambda _: None), resume=resume)
+        finally:
+            distributed.shutdown()
 
 
 def register(app: typer.Typer) -> None:

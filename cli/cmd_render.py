@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import typer
@@ -32,6 +33,13 @@ def render(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace another dataset found in OUT (images of other "
                                    "stages) instead of refusing; its files are deleted first."),
+    ray: bool = typer.Option(False, "--ray", help="Render shards as Ray tasks (needs the ray extra; "
+                             "docs/distributed.md); same dataset, byte for byte."),
+    ray_address: str = typer.Option("local", "--ray-address", help="With --ray: local (start a local "
+                                    "cluster), auto (the running one), HOST:PORT or ray://HOST:PORT."),
+    ray_gpus_per_task: float = typer.Option(0.0, "--ray-gpus-per-task", min=0.0,
+                                            help="With --ray: GPUs per task (> 0 renders on CUDA workers)."),
+    ray_retries: int = typer.Option(3, "--ray-retries", min=0, help="With --ray: retries of a failed shard."),
 ) -> None:
     """Render USD stages into a labelled dataset; finished images are skipped on a re-run."""
     from sim2sg.dataset import render_job
@@ -40,6 +48,7 @@ def render(
 
     width, height = parse_size(size, ssaa=ssaa)
     out_dir(out)
+    batch_arg = batch
     try:
         writer_names = writers_mod.parse_writers(writers)
     except ValueError as e:
@@ -53,8 +62,19 @@ def render(
             out_dir=out, width=width, height=height, writers=writer_names, batch=batch, ssaa=ssaa,
             shadows=not no_shadows, env=env, seed=seed, device=str(dev), overwrite=overwrite,
         )
-        report = render_job.run(stages, job, on_error=lambda stage, msg: typer.echo(f"error: {msg}", err=True),
-                                progress=progress)
+        on_error = lambda stage, msg: typer.echo(f"error: {msg}", err=True)  # noqa: E731
+        if not ray:
+            report = render_job.run(stages, job, on_error=on_error, progress=progress)
+        else:
+            from sim2sg.dataset import shards
+
+            if batch_arg is None and ray_gpus_per_task > 0:
+                job = dataclasses.replace(job, batch=256)
+            try:
+                report = shards.render_on_ray(stages, job, address=ray_address, gpus_per_task=ray_gpus_per_task,
+                                              max_retries=ray_retries, on_error=on_error, progress=progress)
+            except shards.ShardError as e:
+                fail(str(e), code=1)
     info(f"rendered {report.rendered}, skipped {report.skipped}, failed {len(report.failures)} "
          f"of {report.total} -> {report.labels}")
     if not report.ok:

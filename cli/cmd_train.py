@@ -88,11 +88,13 @@ def train_cmd(
         fail("--source DATASET is required (the Sim2SG loop is `sim2sg loop --env ENV --target IMAGES`)")
     out_dir(out)
     with user_errors():
+        from sim2sg.train import distributed
         from sim2sg.train.align import parse_align
         from sim2sg.train.config import TrainConfig
         from sim2sg.train.fit import fit
 
         parse_align(align, loop=False)
+        device = distributed.init_from_env(device)  # under torchrun: join the process group (docs/distributed.md)
         cfg = TrainConfig(
             source=str(source), out=str(out), target=str(target) if target else None, val=str(val) if val else None,
             align=align, arch=model.value, backbone=backbone.value, weights=str(weights) if weights else None,
@@ -102,8 +104,13 @@ def train_cmd(
             image_every=image_every, amp=not no_amp, deterministic=deterministic, progress=progress,
             model=overrides(model_set),
         )
-        path = fit(cfg, resume=resume, log=info)
-        info(f"wrote {path}")
+        main = distributed.is_main()
+        try:
+            path = fit(cfg, resume=resume, log=info if main else (lambda _: None))
+        finally:
+            distributed.shutdown()
+        if main:
+            info(f"wrote {path}")
 
 
 def overrides(model_set: list[str]) -> dict:

@@ -152,6 +152,7 @@ def run(
     load_env: Callable[[str], Any] | None = None,
     on_error: Callable[[str, str], None] | None = None,
     progress: bool = True,
+    shard: range | None = None,
 ) -> JobReport:
     """Render `stages` into `job.out_dir` (see the module docstring); returns a `JobReport`.
 
@@ -159,6 +160,9 @@ def run(
     in the report; the others still render. Other exceptions are bugs and propagate.
     `render_fn`, `env_of_stage` (stage -> environment name or None) and `load_env` default to the
     renderer, the stage's stored graph and `sim2sg.scene.environment.load_env`.
+    shard: render only the images at these positions of `stages` (still named by their position)
+    and leave labels.json alone; the report counts the shard's images only. This is how
+    `sim2sg.dataset.shards` splits a job over workers; its driver then assembles labels.json.
     """
     from tqdm import tqdm
 
@@ -183,7 +187,9 @@ def run(
 
     # 1. which images are already done
     pending: list[tuple[int, str]] = []  # (index, stage sha256)
-    for i, stage in enumerate(stages):
+    indices = range(len(stages)) if shard is None else shard
+    for i in indices:
+        stage = stages[i]
         try:
             digest = file_sha256(stage)
         except OSError as e:
@@ -196,7 +202,7 @@ def run(
                 and set(writers) <= set(frag.get("writers", []))):
             continue
         pending.append((i, digest))
-    skipped = len(stages) - len(pending) - len(failures)
+    skipped = len(indices) - len(pending) - len(failures)
 
     # 2. render settings per pending stage (environment), grouped into batches of equal settings
     # (each fragment records its environment's settings and the effective visibility threshold)
@@ -226,7 +232,7 @@ def run(
 
     # 3. render and write
     rendered = 0
-    bar = tqdm(total=len(stages), initial=skipped, disable=not progress, unit="img", desc="render",
+    bar = tqdm(total=len(indices), initial=skipped, disable=not progress, unit="img", desc="render",
                dynamic_ncols=True)
     try:
         for settings, options, items in batches:
@@ -240,6 +246,9 @@ def run(
                 bar.update(1)
     finally:
         bar.close()
+
+    if shard is not None:
+        return JobReport(len(indices), rendered, skipped, tuple(failures), out / labels_mod.LABELS_FILE)
 
     # 4. labels.json from every finished image
     done = [n for i, n in enumerate(names) if str(stages[i]) not in {f for f, _ in failures}]

@@ -67,6 +67,7 @@ from sim2sg.render.settings import render_options
 from sim2sg.scene import graph as sg
 from sim2sg.scene.environment import Environment, load_env
 from sim2sg.scene.sdr import sample_scene, scene_rng
+from sim2sg.train import distributed
 from sim2sg.train.checkpoint import FILE_NAME, restore, save_checkpoint
 from sim2sg.train.config import TrainConfig
 from sim2sg.train.data import ImageFolder, LabelledDataset, LabelledOnly, SampleDataset
@@ -212,6 +213,7 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False, warmup_only: bool = 
     in `cfg.out` from its resume points (`sim2sg.loop.state`; the same settings, `InputError`
     otherwise)."""
     cfg.validate()
+    distributed.check_batch(cfg.batch_size)
     env = load_env(cfg.env)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -310,6 +312,9 @@ def _iteration(r: _Run, it: int, rng: np.random.Generator, align: str, sdr_kept)
     cfg, env, tr, target = r.cfg, r.env, r.tr, r.target
     t = time.perf_counter()
     outs = predict_target(tr.state, tr.cfg.amp, target, bn_images=r.bn)
+    # Under torchrun every rank runs the synthesis from rank 0's predictions (the ranks hold one
+    # model, but GPU kernels need not agree to the bit), so all ranks train on the same scenes.
+    outs = distributed.broadcast_object(outs)
     t_predict = time.perf_counter() - t
     jobs = []
     seeds = iter(rng.integers(0, 2**63 - 1, size=len(outs) * cfg.scenes_per_image).tolist())
@@ -383,6 +388,8 @@ def _record(r: _Run, name: str, seconds: float, extra: dict | None = None, gap: 
 
 
 def _write_history(r: _Run) -> None:
+    if not distributed.is_main():
+        return
     atomic.write_text(r.out / "history.json", json.dumps(r.history, indent=1, default=json_default) + "\n")
 
 
@@ -404,7 +411,7 @@ def _finish(r: _Run) -> dict:
     if "summary_source_bn" in last:
         history["final_source_bn"] = last["summary_source_bn"]
     _write_history(r)
-    if last.get("metrics") is not None:
+    if last.get("metrics") is not None and distributed.is_main():
         atomic.write_text(r.out / "metrics.json", json.dumps(last["metrics"], indent=1, default=json_default) + "\n")
     return history
 

@@ -6,8 +6,9 @@ A checkpoint is a plain dict written atomically with `torch.save` and read with
     format "sim2sg-checkpoint", version, model (state dict), optimizer (state dict), step
     (optimizer steps done), epoch, rng (`TorchRNG.state_dict()`), config (the run's config as a
     dict), model_config (`ModelConfig` as a dict), meta (categories, predicates, env, image_size,
-    and what else the writer records), plus optional string entries (e.g. the loop's "key": the
-    settings a shared SDR phase or warm-up was made with).
+    and what else the writer records), rng_ranks (written under torchrun: every rank's rng state),
+    plus optional string entries (e.g. the loop's "key": the settings a shared SDR phase or
+    warm-up was made with).
 
 Every run folder holds its latest state as `RUN/checkpoint.pt` (`FILE_NAME`); `sim2sg eval
 --checkpoint`, `sim2sg predict` and `--resume` read it. Version 1 files (sim2sg <= 0.1, whose
@@ -25,6 +26,7 @@ import torch
 from sim2sg import atomic
 from sim2sg.errors import InputError
 from sim2sg.model import ModelConfig, build_model
+from sim2sg.train import distributed
 
 CHECKPOINT_FORMAT = "sim2sg-checkpoint"
 CHECKPOINT_VERSION = 2
@@ -35,7 +37,11 @@ FILE_NAME = "checkpoint.pt"
 def save_checkpoint(path: str | Path, state, config, meta: dict, epoch: int = 0, **extra: str) -> None:
     """Write `state` (a `sim2sg.train.steps.TrainState`) atomically to `path` (a kill mid-write
     leaves the previous file). config: a dataclass or dict (the run's settings); extra: string
-    entries stored beside the standard keys."""
+    entries stored beside the standard keys. Under torchrun every rank calls this (the ranks'
+    generator states are gathered into "rng_ranks") and rank 0 alone writes."""
+    rng_ranks = distributed.gather_rng(state.rng)
+    if not distributed.is_main():
+        return
     ckpt = {
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
         "model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
@@ -43,17 +49,21 @@ def save_checkpoint(path: str | Path, state, config, meta: dict, epoch: int = 0,
         "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config),
         "model_config": dataclasses.asdict(state.model.cfg), "meta": meta, **extra,
     }
+    if rng_ranks is not None:
+        ckpt["rng_ranks"] = rng_ranks
     buf = io.BytesIO()
     torch.save(ckpt, buf)
     atomic.write_bytes(path, buf.getvalue())
 
 
 def restore(state, ckpt: dict) -> None:
-    """Put a loaded checkpoint's model, optimizer, step and generators into `state`."""
+    """Put a loaded checkpoint's model, optimizer, step and generators into `state` (under
+    torchrun, this rank's generators when the checkpoint was written by as many processes)."""
     state.model.load_state_dict(ckpt["model"])
     state.optimizer.load_state_dict(ckpt["optimizer"])
     state.step = int(ckpt["step"])
-    state.rng.load_state_dict(ckpt["rng"])
+    ranks = ckpt.get("rng_ranks")
+    state.rng.load_state_dict(ranks[distributed.rank()] if ranks and len(ranks) == distributed.world() else ckpt["rng"])
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:

@@ -21,6 +21,7 @@ import torch
 from sim2sg import atomic
 from sim2sg.errors import InputError
 from sim2sg.model import ModelConfig
+from sim2sg.train import distributed
 from sim2sg.train.checkpoint import (
     FILE_NAME,
     load_checkpoint,
@@ -41,7 +42,8 @@ def fit(cfg: TrainConfig, resume: bool = False, log=None) -> Path:
     everything that shapes the run; `out`, `device`, `workers`, `progress` may change).
     Writes `config.json`, TensorBoard logs under `tb/`, and, when `cfg.val` is given,
     `val_predictions.json` + `val_metrics.json` at the end. log: a function of one line (e.g.
-    a resumed run that has nothing left to do says so).
+    a resumed run that has nothing left to do says so). Under torchrun (after
+    `distributed.init_from_env`) every rank trains its slice of each batch and rank 0 writes.
     """
     out = Path(cfg.out)
     ckpt_path = out / FILE_NAME
@@ -64,6 +66,7 @@ def fit(cfg: TrainConfig, resume: bool = False, log=None) -> Path:
                 f"as stored (to train further, start a new run with --weights {ckpt_path})")
         cfg = dataclasses.replace(stored, out=cfg.out, device=cfg.device, workers=cfg.workers, progress=cfg.progress)
     cfg.validate()
+    distributed.check_batch(cfg.batch_size)
 
     source = LabelledDataset(cfg.source)
     info = source.info
@@ -86,10 +89,12 @@ def fit(cfg: TrainConfig, resume: bool = False, log=None) -> Path:
         load_weights(state.model, cfg.weights)
     del ckpt
 
+    main = distributed.is_main()  # under torchrun, rank 0 alone writes (checkpoints: save_checkpoint)
     out.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
+    if main:
+        atomic.write_text(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
     writer = None
-    if cfg.tensorboard:
+    if cfg.tensorboard and main:
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(out / "tb"), purge_step=state.step if state.step else None)
 
@@ -124,7 +129,7 @@ def fit(cfg: TrainConfig, resume: bool = False, log=None) -> Path:
     elapsed = time.perf_counter() - t0
     if writer is not None and state.step > s0:
         writer.add_scalar("train/images_per_s", (state.step - s0) * cfg.batch_size / max(elapsed, 1e-9), state.step)
-    if cfg.val:
+    if cfg.val and main:
         from sim2sg.eval import write_metrics
 
         res = predict_labelled(state.model, LabelledDataset(cfg.val), state.device, cfg.batch_size, cfg.amp,

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from sim2sg.device import resolve_device
 from sim2sg.model import ModelConfig, build_model, grl_schedule
+from sim2sg.train import distributed
 from sim2sg.train.align import model_mode, parse_align
 from sim2sg.train.augment import augment_images
 from sim2sg.train.config import TrainConfig
@@ -61,6 +62,7 @@ def new_state(cfg: TrainConfig, model_cfg: ModelConfig, total: int = 1) -> Train
     rng = TorchRNG.seeded(cfg.seed, device)
     with rng.scope():
         model = build_model(model_cfg).to(device)
+    rng = distributed.per_rank_rng(rng, cfg.seed, device)  # under torchrun: same weights, own draws
     if device.type == "cuda" and cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
         model.channels_last = True
@@ -107,7 +109,7 @@ class StepBatchSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         for s in range(self.start, self.stop):
-            yield batch_indices(self.n, self.batch, s, self.seed, self.stream)
+            yield distributed.local_slice(batch_indices(self.n, self.batch, s, self.seed, self.stream))
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
@@ -167,14 +169,16 @@ def train_step(model, optimizer, batch, cfg: TrainConfig, step: int, total_steps
     out = {k: v.item() for k, v in losses.items()}
     if cfg.grl_bound > 0 and domain:
         labelled = sum(v for k, v in losses.items() if k not in DOMAIN_LOSSES)
-        out["grl_scale"] = bounded_backward(model, labelled, sum(domain), cfg.grl_bound, cfg.grad_clip)
+        out["grl_scale"] = bounded_backward(model, labelled, sum(domain), cfg.grl_bound, cfg.grad_clip, len(images))
     else:
         total.backward()
+        distributed.sync_grads(model.parameters(), len(images))  # under torchrun (sim2sg.train.distributed)
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     optimizer.step()
+    distributed.broadcast_buffers(model)
     out.update(loss=total.item(), lr=lr, grl_lambda=lam)
-    return out
+    return distributed.mean_logs(out, device)
 
 
 def domain_head_parameters(model: torch.nn.Module) -> tuple[list, list]:
@@ -187,14 +191,15 @@ def domain_head_parameters(model: torch.nn.Module) -> tuple[list, list]:
 
 
 def bounded_backward(model: torch.nn.Module, labelled: torch.Tensor, domain: torch.Tensor, bound: float,
-                     clip: float) -> float:
+                     clip: float, count: int = 1) -> float:
     """Fill `.grad` for one aligned step with the adversarial gradient bounded tensor by tensor.
 
     For each network tensor W, with g_l the gradient of the `labelled` losses and g_d the gradient
     the `domain` losses send back through the GRLs: grad W = g_l + s g_d, s = min(1, bound ||g_l|| /
     ||g_d||). The network is clipped to norm `clip` (as without alignment) and the domain
     classifiers (their own, unreversed gradients) apart, to `clip` too; clip <= 0: no clipping.
-    Returns the mean s over the network tensors that get a GRL gradient.
+    Returns the mean s over the network tensors that get a GRL gradient. count: this process's
+    images (under torchrun g_l and g_d are averaged over the ranks, weighted by it, before s).
 
     Why: Adam divides each element's step by that element's own gradient scale, so wherever g_d
     dominates g_l - the FPN levels the labelled losses barely use - the GRL term moves W at the
@@ -205,7 +210,9 @@ def bounded_backward(model: torch.nn.Module, labelled: torch.Tensor, domain: tor
     """
     net, heads = domain_head_parameters(model)
     g_l = torch.autograd.grad(labelled, net, retain_graph=True, allow_unused=True)
+    g_l = distributed.reduce_tensors(list(g_l), net, count)
     domain.backward()
+    distributed.sync_grads(net + heads, count)
     scales = []
     with torch.no_grad():
         for p, gl in zip(net, g_l):
@@ -237,10 +244,11 @@ def step_batches(source, target, cfg: TrainConfig, start: int, stop: int, worker
     tb = cfg.target_batch_size or cfg.batch_size
     if workers == 0:
         for s in range(start, stop):
-            images, targets = collate([source[i] for i in batch_indices(len(source), cfg.batch_size, s, cfg.seed, 0)])
+            images, targets = collate([source[i] for i in distributed.local_slice(
+                batch_indices(len(source), cfg.batch_size, s, cfg.seed, 0))])
             timgs = None
             if target is not None:
-                timgs = [target[i][0] for i in batch_indices(len(target), tb, s, cfg.seed, 1)]
+                timgs = [target[i][0] for i in distributed.local_slice(batch_indices(len(target), tb, s, cfg.seed, 1))]
             yield images, targets, timgs
         return
 
@@ -267,7 +275,7 @@ def train_steps(state: TrainState, cfg: TrainConfig, source, target, steps: int,
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     bar = None
-    if progress is not None:
+    if progress is not None and distributed.is_main():
         from tqdm import tqdm
         bar = tqdm(total=steps, desc=progress, unit="step", leave=False, dynamic_ncols=True)
     pin = state.device.type == "cuda"
