@@ -19,6 +19,7 @@ import pycocotools.mask as mask_utils
 
 from sim2sg import atomic
 from sim2sg.checks import Checker
+from sim2sg.dataset.foreign import to_sim2sg_labels
 from sim2sg.errors import InputError
 
 FORMAT = "sim2sg-labels"
@@ -141,7 +142,9 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 # ---- loading and validation ------------------------------------------------------------------
 def load_labels(path: str | Path) -> dict:
-    """Read and validate a labels.json; returns the parsed dict unchanged.
+    """Read and validate a labels.json; returns the parsed dict (unchanged for sim2sg's own files;
+    any COCO instances file or Visual-Genome-style scene-graph list is first converted by
+    `sim2sg.dataset.foreign.to_sim2sg_labels`).
 
     Checks every field's type and range, id uniqueness, category/predicate ids 1..n in order,
     references (annotation -> image and category; relationship -> image, predicate and two distinct
@@ -160,6 +163,7 @@ def load_labels(path: str | Path) -> dict:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(path, "", f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    data = to_sim2sg_labels(data, path)  # COCO of other tools, Visual-Genome-style lists
     validate_labels(data, path)
     return data
 
