@@ -26,7 +26,7 @@ def render(
     batch: int = typer.Option(None, "--batch", min=1,
                               help="Stages rendered per batch; default 16 on the CPU, 256 on CUDA."),
     writers: str = typer.Option("sg,coco", "--writers",
-                                help="Comma-separated outputs: sg, coco, kitti, clevr (coco is always written)."),
+                                help="Comma-separated outputs: sg, coco, kitti, clevr, yolo, vg (coco is always written)."),
     ssaa: int = typer.Option(1, "--ssaa", min=1, help="Supersampling factor per axis."),
     no_shadows: bool = typer.Option(False, "--no-shadows", help="Render without key-light shadows."),
     env: str = typer.Option(None, "--env",

@@ -117,3 +117,43 @@ def test_bad_coco_names_file_and_field(sim2sg_dataset, tmp_path, mutate, field):
     with pytest.raises(InputError) as e:
         load_labels(path)
     assert e.value.field == field and e.value.source == str(path)
+
+
+def test_yolo_and_vg_writers(tmp_path):
+    samples = [three_object_sample(f"{i:06d}") for i in range(2)]
+    out = tmp_path / "d"
+    write_samples(out, samples, writers=("coco", "yolo", "vg"))
+    labels = load_labels(out / "labels.json")
+    s = samples[0]
+    h, w = s.instance.shape
+    rows = [line.split() for line in (out / "yolo/labels/000000.txt").read_text().splitlines()]
+    assert len(rows) == len(s.objects)
+    for row, o in zip(rows, s.objects):
+        c, cx, cy, bw, bh = int(row[0]), *map(float, row[1:])
+        x1, y1, x2, y2 = o.box
+        assert s.categories[c] == o.category
+        assert (cx * w, cy * h, bw * w, bh * h) == pytest.approx(((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1),
+                                                                 abs=1e-4)
+    assert (out / "yolo/images/000000.png").read_bytes() == (out / "images/000000.png").read_bytes()
+    yaml_text = (out / "yolo/data.yaml").read_text()
+    assert "train: images" in yaml_text and "path:" not in yaml_text
+    assert [line.split(": ")[1] for line in yaml_text.splitlines() if line.startswith("  ")] == \
+        [json.dumps(c) for c in s.categories]
+    # The Visual-Genome-style file reads back as the same ground truth.
+    vg_entries = json.loads((out / "vg/scene_graphs.json").read_text())
+    assert [e["image_id"] for e in vg_entries] == [0, 1]
+    assert len(vg_entries[0]["relationships"]) == sum(r["image_id"] == 0 for r in labels["relationships"]) > 0
+    a, b = load_ground_truth(out / "vg/scene_graphs.json"), load_ground_truth(out)
+    for x, y in zip(a.images, b.images):
+        assert np.array_equal(x.boxes, y.boxes)
+        assert [a.categories[k] for k in x.labels] == [b.categories[k] for k in y.labels]
+        assert sorted((a.predicates[p], s_, o) for s_, o, p in x.relations) == \
+            sorted((b.predicates[p], s_, o) for s_, o, p in y.relations)
+
+
+def test_vg_entry_without_size_is_named(tmp_path):
+    path = tmp_path / "sg.json"
+    path.write_text(json.dumps([{"image_id": 1, "objects": [], "relationships": []}]))
+    with pytest.raises(InputError) as e:
+        load_labels(path)
+    assert e.value.field == "[0]" and "width" in str(e.value)

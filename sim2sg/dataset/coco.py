@@ -19,6 +19,7 @@ import pycocotools.mask as mask_utils
 
 from sim2sg import atomic
 from sim2sg.checks import Checker
+from sim2sg.dataset import vg, yolo
 from sim2sg.dataset.foreign import to_sim2sg_labels
 from sim2sg.errors import InputError
 
@@ -75,10 +76,12 @@ def assemble(out_dir: str | Path, names: Iterable[str], info: dict | None = None
     categories = predicates = None
     envs = []
     first = None
+    used_writers: set[str] = set()
     for name in names:
         frag = read_fragment(out, name)
         if frag is None:
             continue
+        used_writers.update(frag.get("writers", []))
         src = fragment_path(out, name)
         if categories is None:
             categories, predicates, first = frag["categories"], frag["predicates"], src
@@ -113,6 +116,10 @@ def assemble(out_dir: str | Path, names: Iterable[str], info: dict | None = None
         "relationships": relationships,
     }
     _write_if_changed(out / LABELS_FILE, json.dumps(labels, indent=1, allow_nan=False) + "\n")
+    if "yolo" in used_writers:
+        _write_if_changed(out / yolo.DATA_YAML, yolo.data_yaml([c["name"] for c in labels["categories"]]))
+    if "vg" in used_writers:
+        _write_if_changed(out / vg.SCENE_GRAPHS_FILE, json.dumps(vg.scene_graphs(labels), allow_nan=False) + "\n")
     if scenes:
         split = scenes[0].get("split", "train")
         clevr_all = {"info": {"split": split, "version": "1.0", "generator": "sim2sg",
