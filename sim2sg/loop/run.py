@@ -52,7 +52,8 @@ from sim2sg.loop.synthesis import (
     json_default,
     predict_target,
     pseudo_labels,
-    target_camera,
+    camera_of,
+    target_cameras,
     target_statistics,
     write_generated,
 )
@@ -150,7 +151,7 @@ class _Run:
     true_graphs: list | None
     tr: Trainer
     options: object  # RenderOptions
-    camera: object  # Camera of the target images
+    camera: object  # Camera of the target images, or one per image (synthesis.target_cameras)
     bn: int  # target images for AdaBN statistics (0: off)
     history: dict
     log: object
@@ -171,7 +172,7 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False, warmup_only: bool = 
     true_graphs = read_target_graphs(cfg.target_graphs, env)
     tr = make_trainer(cfg, env)
     r = _Run(cfg, env, out, textures, target, true_graphs, tr, render_options(env, cfg.width, cfg.height, seed=cfg.seed),
-             target_camera(env, cfg.width, cfg.height), cfg.target_bn_images if cfg.target_bn else 0,
+             target_cameras(env, cfg, target.files), cfg.target_bn_images if cfg.target_bn else 0,
              {"config": dataclasses.asdict(cfg), "phases": []}, log, time.perf_counter())
 
     if cfg.method == "oracle":
@@ -253,7 +254,7 @@ def _iteration(r: _Run, it: int, rng: np.random.Generator, align: str, sdr_kept)
     jobs = []
     seeds = iter(rng.integers(0, 2**63 - 1, size=len(outs) * cfg.scenes_per_image).tolist())
     for k, o in enumerate(outs):
-        pred = graph_from_prediction(o, env.categories, env.predicates, r.camera, env.name,
+        pred = graph_from_prediction(o, env.categories, env.predicates, camera_of(r.camera, k), env.name,
                                      score_thresh=cfg.score_threshold, rel_thresh=None)
         image = boxes = None
         if cfg.target_textures and len(pred):
