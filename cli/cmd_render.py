@@ -30,7 +30,9 @@ def render(
     ssaa: int = typer.Option(1, "--ssaa", min=1, help="Supersampling factor per axis."),
     no_shadows: bool = typer.Option(False, "--no-shadows", help="Render without key-light shadows."),
     env: str = typer.Option(None, "--env",
-                            help="Environment name or file whose render and appearance.post tables apply; default: each stage's own."),
+                            help="Environment name or file whose render and appearance.post tables apply (default: each "
+                            "stage's own); stages without a sim2sg scene graph (any Omniverse/Isaac stage) get its "
+                            "categories and predicates, with relations derived from 3D by its rules."),
     seed: int = typer.Option(0, "--seed", help="Seed of the appearance post-processing."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
