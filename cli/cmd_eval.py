@@ -19,7 +19,12 @@ class Difficulty(str, enum.Enum):
 
 def eval_cmd(
     data: Path = typer.Option(
-        ..., "--data", help="sim2sg dataset dir (labels.json) or KITTI dir (label_2/)."
+        ..., "--data", help="sim2sg dataset dir (labels.json), a COCO instances or Visual-Genome-style "
+        "scene-graph JSON file (docs/formats.md), or KITTI dir (label_2/)."
+    ),
+    train_data: Path | None = typer.Option(
+        None, "--train-data", help="The training set (same kinds as --data): adds zero-shot recall zR@K "
+        "over the GT triplets (subject class, predicate, object class) it never contains."
     ),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Model checkpoint to run on DATA."),
     predictions: Path | None = typer.Option(
@@ -37,7 +42,8 @@ def eval_cmd(
     ),
 ) -> None:
     """Detection mAP@0.5 and triplet Recall@20/50/100 (with and without graph constraint, mean
-    recall), each beside its ceiling; prints a table and writes metrics.json."""
+    recall mR@K, zero-shot recall zR@K with --train-data), each beside its ceiling; prints a table
+    and writes metrics.json."""
     if (checkpoint is None) == (predictions is None):
         fail("give exactly one of --checkpoint and --predictions")
     from sim2sg.eval import (
@@ -46,11 +52,13 @@ def eval_cmd(
         load_ground_truth,
         load_predictions,
         parse_predictions,
+        training_triplets,
         write_metrics,
     )
 
     with user_errors():
         gt = load_ground_truth(data)
+        seen = training_triplets(load_ground_truth(train_data)) if train_data is not None else None
         if kitti_difficulty is not None and gt.kind != "kitti":
             fail(f"--kitti-difficulty needs KITTI ground truth (label_2/); {data} is a sim2sg dataset")
         if predictions is not None:
@@ -69,7 +77,8 @@ def eval_cmd(
             preds = parse_predictions(predict_dataset(checkpoint, data, device=device),
                                       f"predictions of {checkpoint}")
             target = out or checkpoint.parent / EVAL_FILE
-        metrics = evaluate(gt, preds, kitti_difficulty=kitti_difficulty.value if kitti_difficulty else None)
+        metrics = evaluate(gt, preds, kitti_difficulty=kitti_difficulty.value if kitti_difficulty else None,
+                           train_triplets=seen)
         metrics["data"] = str(data)
         metrics["source"] = str(predictions if predictions is not None else checkpoint)
         typer.echo(format_table(metrics))

@@ -37,6 +37,12 @@ def loop_cmd(
                                       help="Drop detections whose box no object of the class projects onto "
                                       "(best box IoU below this; 0 keeps all)."),
     eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Labelled target data scored after each phase."),
+    target_camera: Optional[Path] = typer.Option(
+        None, "--target-camera", help="The target images' camera: one calibration file for the folder, or a "
+        "folder of <image stem>.json/.txt, each a sim2sg camera JSON (K or hfov_deg; position + look_at or "
+        "mount height/pitch/roll), a KITTI calib (P2) or a COLMAP cameras.txt (docs/formats.md, 'Target "
+        "camera'). The lift and the generated scenes use it, scaled to --size as the images are. "
+        "Default: the environment's nominal camera."),
     target_graphs: Optional[Path] = typer.Option(None, "--target-graphs", help="True target graphs (content gap)."),
     oracle_data: Optional[Path] = typer.Option(None, "--oracle-data", help="Labelled target training data (--method oracle)."),
     keep_usd: bool = typer.Option(False, "--keep-usd", help="Save every generated stage under OUT/usd/."),
@@ -87,6 +93,7 @@ def loop_cmd(
                          min_fit_iou=min_fit_iou, augment=augment, target_bn=target_bn,
                          target_textures=target_textures, keep_sdr=keep_sdr, align_sdr_scenes=align_sdr_scenes,
                          eval_data=str(eval_data) if eval_data else None,
+                         target_camera=str(target_camera) if target_camera else None,
                          target_graphs=str(target_graphs) if target_graphs else None,
                          oracle_data=str(oracle_data) if oracle_data else None, keep_usd=keep_usd,
                          device=device, amp=not no_amp, deterministic=deterministic, seed=seed,

@@ -24,11 +24,13 @@ def render(
     batch: int = typer.Option(None, "--batch", min=1,
                               help="Stages rendered per batch; default 16 on the CPU, 256 on CUDA."),
     writers: str = typer.Option("sg,coco", "--writers",
-                                help="Comma-separated outputs: sg, coco, kitti, clevr (coco is always written)."),
+                                help="Comma-separated outputs: sg, coco, kitti, clevr, yolo, vg (coco is always written)."),
     ssaa: int = typer.Option(1, "--ssaa", min=1, help="Supersampling factor per axis."),
     no_shadows: bool = typer.Option(False, "--no-shadows", help="Render without key-light shadows."),
     env: str = typer.Option(None, "--env",
-                            help="Environment name or file whose render and appearance.post tables apply; default: each stage's own."),
+                            help="Environment name or file whose render and appearance.post tables apply (default: each "
+                            "stage's own); stages without a sim2sg scene graph (any Omniverse/Isaac stage) get its "
+                            "categories and predicates, with relations derived from 3D by its rules."),
     seed: int = typer.Option(0, "--seed", help="Seed of the appearance post-processing."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace another dataset found in OUT (images of other "

@@ -2,7 +2,7 @@
 
 Run BY a Python that has `bpy` (bpy needs numpy<2, so it lives in its own venv), not by pytest:
 
-    /work/bpy-venv/bin/python tests/blender_import_check.py STAGE [STAGE ...] [--usd-python PY]
+    .bpy-venv/bin/python tests/blender_import_check.py STAGE [STAGE ...] [--usd-python PY]
 
 Each stage is imported into an empty factory scene (plus an empty World, so that the stage's
 DomeLight has somewhere to go) with `bpy.ops.wm.usd_import` at its default settings. The JSON

@@ -1,7 +1,8 @@
 """Stages import into Blender: bpy's USD importer (optional; skips when no bpy interpreter).
 
-bpy needs numpy<2, so it lives in its own venv. The interpreter is $SIM2SG_BPY_PYTHON, else
-/work/bpy-venv/bin/python when it can `import bpy`. One small stage per environment, in both
+bpy needs numpy<2 (and bpy 5.0.1 is the last for Python 3.11), so it lives in its own venv:
+`BPY_INSTALL` below. The interpreter is $SIM2SG_BPY_PYTHON, else `.bpy-venv/bin/python` in the
+repository root when it can `import bpy`. One small stage per environment, in both
 formats, goes through tests/blender_import_check.py in one subprocess; its JSON report is
 compared with the scene graph and with the stage (read with pxr here).
 """
@@ -27,7 +28,8 @@ from sim2sg.usd.compile import graph2usd
 ENVS = ("clevr", "dining", "driving")
 FORMATS = ("usdc", "usda")
 CHECK_SCRIPT = Path(__file__).with_name("blender_import_check.py")
-DEFAULT_BPY_PYTHON = "/work/bpy-venv/bin/python"
+DEFAULT_BPY_PYTHON = str(Path(__file__).resolve().parents[1] / ".bpy-venv" / "bin" / "python")
+BPY_INSTALL = "python3.11 -m venv .bpy-venv && .bpy-venv/bin/pip install bpy==5.0.1 'numpy<2'"
 
 
 def _bpy_python() -> str | None:
@@ -48,7 +50,8 @@ def _bpy_python() -> str | None:
 def bpy_python():
     py = _bpy_python()
     if py is None:
-        pytest.skip(f"bpy not available (set SIM2SG_BPY_PYTHON or install bpy in {DEFAULT_BPY_PYTHON})")
+        pytest.skip(f"bpy not available: in the repository root run `{BPY_INSTALL}` "
+                    "(or point SIM2SG_BPY_PYTHON at a Python that can import bpy)")
     return py
 
 

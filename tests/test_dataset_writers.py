@@ -196,7 +196,7 @@ def _mutations():
 
     return [
         m(lambda d: d.pop("relationships"), "relationships"),
-        m(lambda d: d["info"].update(format="coco"), "info.format"),
+        m(lambda d: d["info"].update(version=2), "info.version"),
         m(lambda d: d["categories"][1].update(id=5), "categories[1].id"),
         m(lambda d: d["predicate_categories"][0].update(name=""), "predicate_categories[0].name"),
         m(lambda d: d["images"][1].update(id=0), "images[1].id"),

@@ -115,3 +115,16 @@ def test_checkpoint_path_calls_predict_dataset(tmp_path, dataset, monkeypatch):
 def test_missing_checkpoint(tmp_path, dataset):
     r = runner.invoke(app, ["eval", "--checkpoint", str(tmp_path / "no.pt"), "--data", str(dataset)])
     assert r.exit_code == 2 and "not found" in r.output
+
+
+def test_train_data_adds_zero_shot_recall(tmp_path, dataset):
+    p = tmp_path / "preds.json"
+    p.write_text(json.dumps(good_preds()))
+    train = tmp_path / "train"
+    train.mkdir()
+    (train / "labels.json").write_text(json.dumps(make_labels([([("sphere", A), ("cube", B)], [(0, "left", 1)])])))
+    r = runner.invoke(app, ["eval", "--predictions", str(p), "--data", str(dataset), "--train-data", str(train)])
+    assert r.exit_code == 0, r.output
+    assert "zR@20" in r.output and "unseen" in r.output
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["relations"]["graph_constraint"]["zR@20"] == 1.0  # cube-left-sphere was never trained on

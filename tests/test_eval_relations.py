@@ -212,3 +212,24 @@ def test_ceiling_clevr_six_objects():
     assert (g["R@20"], g["R@50"], g["R@100"]) == pytest.approx((20 / 60, 30 / 60, 30 / 60))
     assert (ng["R@20"], ng["R@50"], ng["R@100"]) == pytest.approx((20 / 60, 50 / 60, 1.0))
     assert r["graph_constraint"]["R@100"] == 0.0
+
+
+def test_zero_shot_recall_counts_only_triplets_unseen_in_training():
+    from sim2sg.eval import ground_truth_from_labels as gtl
+    from sim2sg.eval import training_triplets
+
+    objs = [("cube", A), ("sphere", B), ("cylinder", C)]
+    rels = [(0, "left", 1), (1, "left", 2)]  # cube-left-sphere, sphere-left-cylinder
+    train = training_triplets(gtl(make_labels([([("cube", A), ("sphere", B)], [(0, "left", 1)])])))
+    assert train == {("cube", "left", "sphere")}
+    # Only the seen triplet is predicted: R@20 = 1/2, zR@20 = 0 (the unseen one is missed).
+    p = pred_image(0, [(c, b, 1.0) for c, b in objs], [(0, 1, {"left": 1.0})])
+    m = evaluate(gtl(make_labels([(objs, rels)])), preds(p), train_triplets=train)["relations"]
+    g = m["graph_constraint"]
+    assert g["R@20"] == 0.5 and g["zR@20"] == 0.0 and g["zero_shot_triplets"] == 1
+    assert m["ceiling"]["graph_constraint"]["zR@20"] == 1.0 and m["train_triplets"] == 1
+    p2 = pred_image(0, [(c, b, 1.0) for c, b in objs], [(1, 2, {"left": 1.0})])
+    assert evaluate(gtl(make_labels([(objs, rels)])), preds(p2), train_triplets=train)["relations"][
+        "graph_constraint"]["zR@20"] == 1.0
+    # Without training triplets there is no zR key.
+    assert "zR@20" not in evaluate(gtl(make_labels([(objs, rels)])), preds(p))["relations"]["graph_constraint"]

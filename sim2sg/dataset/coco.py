@@ -19,6 +19,8 @@ import pycocotools.mask as mask_utils
 
 from sim2sg import atomic
 from sim2sg.checks import Checker, read_json
+from sim2sg.dataset import vg, yolo
+from sim2sg.dataset.foreign import to_sim2sg_labels
 from sim2sg.errors import InputError
 
 FORMAT = "sim2sg-labels"
@@ -76,10 +78,12 @@ def assemble(out_dir: str | Path, names: Iterable[str], info: dict | None = None
     categories = predicates = None
     envs = []
     first = None
+    used_writers: set[str] = set()
     for name in names:
         frag = read_fragment(out, name)
         if frag is None:
             continue
+        used_writers.update(frag.get("writers", []))
         src = fragment_path(out, name)
         if categories is None:
             categories, predicates, first = frag["categories"], frag["predicates"], src
@@ -114,6 +118,10 @@ def assemble(out_dir: str | Path, names: Iterable[str], info: dict | None = None
         "relationships": relationships,
     }
     _write_if_changed(out / LABELS_FILE, json.dumps(labels, indent=1, allow_nan=False) + "\n")
+    if "yolo" in used_writers:
+        _write_if_changed(out / yolo.DATA_YAML, yolo.data_yaml([c["name"] for c in labels["categories"]]))
+    if "vg" in used_writers:
+        _write_if_changed(out / vg.SCENE_GRAPHS_FILE, json.dumps(vg.scene_graphs(labels), allow_nan=False) + "\n")
     if scenes:
         split = scenes[0].get("split", "train")
         clevr_all = {"info": {"split": split, "version": "1.0", "generator": "sim2sg",
@@ -143,7 +151,9 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 # ---- loading and validation ------------------------------------------------------------------
 def load_labels(path: str | Path) -> dict:
-    """Read and validate a labels.json; returns the parsed dict unchanged.
+    """Read and validate a labels.json; returns the parsed dict (unchanged for sim2sg's own files;
+    any COCO instances file or Visual-Genome-style scene-graph list is first converted by
+    `sim2sg.dataset.foreign.to_sim2sg_labels`).
 
     Checks every field's type and range, id uniqueness, category/predicate ids 1..n in order,
     references (annotation -> image and category; relationship -> image, predicate and two distinct
@@ -153,6 +163,7 @@ def load_labels(path: str | Path) -> dict:
     """
     path = Path(path)
     data = read_json(path, "labels file")
+    data = to_sim2sg_labels(data, path)  # COCO of other tools, Visual-Genome-style lists
     validate_labels(data, path)
     return data
 

@@ -21,6 +21,7 @@ imported lazily: torch is heavy). Render options come from `sim2sg.render.settin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -121,9 +122,11 @@ def _default_load_env(name_or_path: str) -> Any:
     return load_env(name_or_path)
 
 
-def render_stages(paths: Sequence[Path], options, device="cpu") -> list[Sample]:
+def render_stages(paths: Sequence[Path], options, device="cpu", env: str | None = None) -> list[Sample]:
     """The default `RenderFn`: load the USD stages at `paths` at the options' size and render them
-    as one batch (`RenderOptions` options). Sample.name = the file stem.
+    as one batch (`RenderOptions` options). Sample.name = the file stem. With `env` (a name or
+    file), a stage without a sim2sg graph gets that environment's vocabularies and relations
+    derived from 3D by its rules (`sim2sg.render.scene.with_environment_relations`).
 
     Raises `sim2sg.errors.InputError` for a bad stage (see `sim2sg.usd.read.load_scene`).
     """
@@ -131,6 +134,11 @@ def render_stages(paths: Sequence[Path], options, device="cpu") -> list[Sample]:
     from sim2sg.usd.read import load_scene
 
     scenes = [load_scene(p, options.width, options.height) for p in paths]
+    if env is not None:
+        from sim2sg.render.scene import with_environment_relations
+
+        environment = _default_load_env(env)
+        scenes = [with_environment_relations(s, environment) for s in scenes]
     return render_scenes(scenes, [Path(p).stem for p in paths], options, device)
 
 
@@ -168,7 +176,7 @@ def run(
 
     from sim2sg.render.settings import environment_settings, render_options
 
-    render_fn = render_fn or render_stages
+    render_fn = render_fn or (functools.partial(render_stages, env=job.env) if job.env is not None else render_stages)
     env_of_stage = env_of_stage or _default_env_of_stage
     load_env = load_env or _default_load_env
     writers = writers_mod.parse_writers(job.writers)

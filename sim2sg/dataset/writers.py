@@ -12,6 +12,10 @@ Optional writers (names used by `sim2sg render --writers`):
   "clevr"  clevr/scenes/NNNNNN.json   (see `sim2sg.dataset.clevr`; the combined
            clevr/CLEVR_scenes.json is assembled by `sim2sg.dataset.coco.assemble`)
   "coco"   the image's labels.json entries (always on: train and eval read labels.json)
+  "yolo"   yolo/{images,labels}/NNNNNN.{png,txt} (see `sim2sg.dataset.yolo`; yolo/data.yaml is
+           written by `sim2sg.dataset.coco.assemble`)
+  "vg"     nothing per image: vg/scene_graphs.json (Visual-Genome style, `sim2sg.dataset.vg`) is
+           written by `sim2sg.dataset.coco.assemble` from labels.json
 
 `write_sample` returns the image's COCO entries with image-local annotation indices; the caller
 stores them as a label fragment and `labels.assemble` numbers them globally.
@@ -28,11 +32,11 @@ import numpy as np
 import pycocotools.mask as mask_utils
 
 from sim2sg import atomic
-from sim2sg.dataset import clevr, kitti
+from sim2sg.dataset import clevr, kitti, yolo
 from sim2sg.render.sample import Sample
 from sim2sg.scene import graph as sg
 
-WRITERS = ("sg", "coco", "kitti", "clevr")
+WRITERS = ("sg", "coco", "kitti", "clevr", "yolo", "vg")
 DEPTH_SCALE = 1000.0  # depth PNG units per meter (millimetres)
 DEPTH_MAX = 65535
 # PNG compression level: 1 is several times faster than OpenCV's default 3 for ~10% larger files,
@@ -132,6 +136,9 @@ def paths_for(name: str, writers: tuple[str, ...]) -> dict[str, str]:
         p["kitti_calib"] = f"kitti/calib/{name}.txt"
     if "clevr" in writers:
         p["clevr_scene"] = f"clevr/scenes/{name}.json"
+    if "yolo" in writers:
+        p["yolo_image"] = f"yolo/images/{name}.png"
+        p["yolo_label"] = f"yolo/labels/{name}.txt"
     return p
 
 
@@ -180,6 +187,9 @@ def write_sample(out_dir: str | Path, sample: Sample, image_id: int, writers: tu
     if "clevr" in writers:
         scene = clevr.scene(sample, image_id, f"{name}.png", split)
         atomic.write_text(out / paths["clevr_scene"], json.dumps(scene, indent=1, allow_nan=False) + "\n")
+    if "yolo" in writers:
+        atomic.write_bytes(out / paths["yolo_image"], image_png)
+        atomic.write_text(out / paths["yolo_label"], yolo.label_lines(sample))
 
     image = {"id": int(image_id), "file_name": paths["image"], "width": int(w), "height": int(h),
              "depth_file": paths["depth"], "instance_file": paths["instance"],
@@ -209,6 +219,9 @@ def write_sample(out_dir: str | Path, sample: Sample, image_id: int, writers: tu
             raise ValueError(f"{name}: relation predicate {p!r} is not in the sample's predicates")
         rels.append({"subject": index_of[s], "object": index_of[o], "predicate_id": pred_id[p]})
     env = sample.graph.graph.get("env") if sample.graph is not None else None
+    files = sorted(paths.values())
+    if "yolo" in writers and not sample.objects:
+        files.remove(paths["yolo_label"])  # an empty label file is valid YOLO, but resume checks sizes > 0
     return {"image": image, "annotations": annotations, "relationships": rels,
-            "files": sorted(paths.values()), "env": env,
+            "files": files, "env": env,
             "categories": list(sample.categories), "predicates": list(sample.predicates)}

@@ -21,7 +21,13 @@ from sim2sg.eval.groundtruth import (
     read_kitti_labels,
     read_labels,
 )
-from sim2sg.eval.metrics import align_predictions, evaluate, format_table, write_metrics
+from sim2sg.eval.metrics import (
+    align_predictions,
+    evaluate,
+    format_table,
+    training_triplets,
+    write_metrics,
+)
 from sim2sg.eval.predictions import (
     AlignedPrediction,
     ImagePrediction,
@@ -36,6 +42,7 @@ __all__ = [
     "kitti_difficulty_mask",
     "align_predictions", "apply_kitti_difficulty", "box_iou", "detection_ap", "evaluate", "format_table",
     "ground_truth_from_labels", "load_ground_truth", "load_predictions", "parse_predictions",
-    "perfect_prediction", "read_kitti_labels", "read_labels", "recall_metrics", "triplet_hit_ranks",
+    "perfect_prediction", "read_kitti_labels", "read_labels", "recall_metrics", "training_triplets",
+    "triplet_hit_ranks",
     "write_metrics",
 ]

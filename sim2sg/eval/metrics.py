@@ -126,6 +126,7 @@ def evaluate(
     kitti_difficulty: str | None = None,
     ks=DEFAULT_KS,
     iou_threshold: float = 0.5,
+    train_triplets: set[tuple[str, str, str]] | None = None,
 ) -> dict:
     """All metrics of `predictions` on `gt`, JSON-ready.
 
@@ -142,6 +143,9 @@ def evaluate(
     `kitti_difficulty` ("easy", "moderate", "hard") needs KITTI GT: objects outside it are
     ignored, and detections lower than the difficulty's minimum height are dropped (KITTI's
     devkit ignores them too, so they can neither match nor be false positives).
+    `train_triplets`: the training set's (subject class, predicate, object class) names
+    (`training_triplets`); then each recall also has zero-shot recall zR@K over the GT triplets
+    outside that set (`sim2sg.eval.recall`), and "relations" has "train_triplets": their number.
     """
     if isinstance(predictions, dict):
         predictions = parse_predictions(predictions)
@@ -157,10 +161,16 @@ def evaluate(
     with_rel = [g for g in gt.images if len(g.relations)]
     if with_rel and pids:
         perfect = [perfect_prediction(g, pids) for g in gt.images]
+        seen = None
+        if train_triplets is not None:  # names -> this GT's ids; classes the GT lacks cannot occur
+            cat_id = {n: c for c, n in gt.categories.items()}
+            pred_id = {n: p for p, n in gt.predicates.items()}
+            seen = {(cat_id[s], pred_id[p], cat_id[o]) for s, p, o in train_triplets
+                    if s in cat_id and o in cat_id and p in pred_id}
 
         def recall(p, graph_constraint):
             return recall_metrics(gt.images, p, gt.predicates, graph_constraint=graph_constraint, ks=ks,
-                                  iou_threshold=iou_threshold)
+                                  iou_threshold=iou_threshold, seen_triplets=seen)
 
         relations = {
             "num_images": len(with_rel),
@@ -170,6 +180,8 @@ def evaluate(
             # Ceiling: the same code path on a perfect prediction (relations.perfect_prediction).
             "ceiling": {"graph_constraint": recall(perfect, True), "no_graph_constraint": recall(perfect, False)},
         }
+        if train_triplets is not None:
+            relations["train_triplets"] = len(train_triplets)
     return {
         "num_images": len(gt.images),
         "images_without_predictions": missing,
@@ -178,6 +190,13 @@ def evaluate(
         "detection": detection_ap(gt.images, preds, gt.categories, iou_threshold),
         "relations": relations,
     }
+
+
+def training_triplets(gt: GroundTruth) -> set[tuple[str, str, str]]:
+    """The (subject class, predicate, object class) names of every relation of `gt` (a training
+    set, for zero-shot recall)."""
+    return {(gt.categories[int(im.labels[s])], gt.predicates[int(p)], gt.categories[int(im.labels[o])])
+            for im in gt.images for s, o, p in im.relations}
 
 
 def _keep_tall(p: AlignedPrediction, min_height: float) -> AlignedPrediction:
@@ -217,12 +236,14 @@ def format_table(metrics: dict) -> str:
     if rel is None:
         lines += ["", "relations: no ground-truth relations"]
         return "\n".join(lines)
-    lines += ["", f"relations: {rel['num_triplets']} GT triplets in {rel['num_images']} images",
+    zs = rel["graph_constraint"].get("zero_shot_triplets")
+    zero = f" ({zs} unseen in the {rel['train_triplets']} training triplets: zR@K)" if zs is not None else ""
+    lines += ["", f"relations: {rel['num_triplets']} GT triplets in {rel['num_images']} images{zero}",
               f"{'metric':<10}  {'constraint':<10}  {'value':>8}  {'ceiling':>8}  {'of ceil':>8}"]
     for mode, label in (("graph_constraint", "graph"), ("no_graph_constraint", "no graph")):
         got, top = rel[mode], rel["ceiling"][mode]
-        for key in [k for k in got if k.startswith("R@")] + [k for k in got if k.startswith("mR@")]:
-            v, c = got[key], top[key]
+        for key in [k for k in got if k[:2] == "R@"] + [k for k in got if k[:3] in ("mR@", "zR@")]:
+            v, c = got[key], top.get(key)
             frac = v / c if v is not None and c else None
             lines.append(f"{key:<10}  {label:<10}  {_fmt(v):>8}  {_fmt(c):>8}  {_fmt(frac):>8}")
     return "\n".join(lines)

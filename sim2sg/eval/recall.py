@@ -18,6 +18,9 @@
   averaged over the images that contain the predicate; then averaged over the predicates that
   occur in the GT. (Scene-Graph-Benchmark also averages in predicates that never occur, as 0;
   we leave them out, as they carry no information.)
+- Zero-shot recall zR@K (Lu et al. 2016; Tang et al. 2020): recall over the GT triplets whose
+  (subject class, predicate, object class) never occurs in the training set, per image over the
+  images that have such triplets, then averaged over those images. Needs the training triplets.
 - The *ceiling* of a metric is its value for `perfect_prediction`: every GT box with its class and
   score 1, every GT pair with score 1 on each of its true predicates and 0 elsewhere. Under graph
   constraint a pair with several true predicates counts only one of them (the lowest id), and at
@@ -100,26 +103,38 @@ def recall_metrics(
     graph_constraint: bool,
     ks=DEFAULT_KS,
     iou_threshold: float = 0.5,
+    seen_triplets: set[tuple[int, int, int]] | None = None,
 ) -> dict | None:
     """R@K, mR@K and per-predicate recall over images (sequences of `ImageGT` and
     `AlignedPrediction`, aligned). None when no image has GT relations.
 
     Returns ``{"R@20": .., "mR@20": .., ..., "per_predicate": {name: {"R@20": .., ...}}}``;
-    a predicate that never occurs in the GT has None values.
+    a predicate that never occurs in the GT has None values. With `seen_triplets` (the training
+    set's (subject category id, predicate id, object category id), in the GT's ids) also
+    ``"zR@20": ..`` (None when every GT triplet was seen in training) and ``"zero_shot_triplets"``.
     """
     pids = np.asarray(sorted(predicates), dtype=np.int64)
     max_k = max(ks)
     per_image: list[list[float]] = [[] for _ in ks]
     per_pred: dict[int, list[list[float]]] = {int(p): [[] for _ in ks] for p in pids}
+    per_image_unseen: list[list[float]] = [[] for _ in ks]
+    n_unseen = 0
     for g, p in zip(gt_images, preds, strict=True):
         if len(g.relations) == 0:
             continue
         ranks = triplet_hit_ranks(g, p, pids, graph_constraint=graph_constraint, max_k=max_k,
                                   iou_threshold=iou_threshold)
         gp = g.relations[:, 2]
+        unseen = None
+        if seen_triplets is not None:
+            unseen = np.array([(int(g.labels[s]), int(p), int(g.labels[o])) not in seen_triplets
+                               for s, o, p in g.relations], dtype=bool)
+            n_unseen += int(unseen.sum())
         for i, k in enumerate(ks):
             hit = ranks < k
             per_image[i].append(float(hit.mean()))
+            if unseen is not None and unseen.any():
+                per_image_unseen[i].append(float(hit[unseen].mean()))
             for pid in np.unique(gp):
                 per_pred[int(pid)][i].append(float(hit[gp == pid].mean()))
     if not per_image[0]:
@@ -130,6 +145,10 @@ def recall_metrics(
     for i, k in enumerate(ks):
         present = [np.mean(v[i]) for v in per_pred.values() if v[i]]
         out[f"mR@{k}"] = float(np.mean(present))
+    if seen_triplets is not None:
+        for i, k in enumerate(ks):
+            out[f"zR@{k}"] = float(np.mean(per_image_unseen[i])) if per_image_unseen[i] else None
+        out["zero_shot_triplets"] = n_unseen
     out["per_predicate"] = {
         predicates[pid]: {f"R@{k}": (float(np.mean(v[i])) if v[i] else None) for i, k in enumerate(ks)}
         for pid, v in per_pred.items()

@@ -21,6 +21,10 @@ class LoopConfig:
     env: source environment (name or .toml). target: folder of unlabelled target images.
     eval_data: labelled target dataset (labels.json) for metrics after each phase (optional).
     target_graphs: folder of the target's true scene graphs, to measure the content gap (optional).
+    target_camera: the target images' camera (`sim2sg.scene.calib`: a calibration file for the
+    folder, or a folder of one file per image); the lift and the generated scenes use it, its
+    intrinsics scaled per axis to width x height as the images are (None: the environment's
+    nominal camera).
     oracle_data: labelled target training dataset (method "oracle").
     target_bn: whenever the model predicts on target images (the synthesis step, pseudo labels,
     the target evaluation) its BatchNorm layers use statistics re-estimated on the first
@@ -86,6 +90,7 @@ class LoopConfig:
     augment: str = "photometric"  # on every labelled batch of every method (sim2sg.train.augment)
     pseudo_threshold: float = 0.7
     eval_data: str | None = None
+    target_camera: str | None = None  # calibration file or folder (sim2sg.scene.calib); None: the nominal camera
     target_graphs: str | None = None
     oracle_data: str | None = None
     keep_usd: bool = False

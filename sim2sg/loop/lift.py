@@ -198,7 +198,6 @@ def lift_graph(pred: nx.MultiDiGraph, env: Environment, camera: Camera, rng: np.
     for _, a in dets:
         spec = env.spec(a["category"])
         x1, y1, x2, y2 = a["box"]
-        foot = ((x1 + x2) / 2, y2)
         z = 0.0
         if spec.placement == "sidewalk" and context["kind"] == "road":
             z = context["curb_height"]

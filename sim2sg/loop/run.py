@@ -53,11 +53,12 @@ from sim2sg.loop.state import (
 )
 from sim2sg.loop.synthesis import (
     TARGET_TEXTURES,
+    camera_of,
     generate_scenes,
     json_default,
     predict_target,
     pseudo_labels,
-    target_camera,
+    target_cameras,
     target_statistics,
     write_generated,
 )
@@ -194,7 +195,7 @@ class _Run:
     true_graphs: list | None
     tr: Trainer
     options: object  # RenderOptions
-    camera: object  # Camera of the target images
+    camera: object  # Camera of the target images, or one per image (synthesis.target_cameras)
     bn: int  # target images for AdaBN statistics (0: off)
     history: dict
     log: object
@@ -230,7 +231,7 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False, warmup_only: bool = 
         log(f"[resume] {done} phase(s) done" + (f", phase {done + 1} from step {point['checkpoint']['step']}"
                                                   if point else ""))
     r = _Run(cfg, env, out, textures, target, true_graphs, tr, render_options(env, cfg.width, cfg.height, seed=cfg.seed),
-             target_camera(env, cfg.width, cfg.height), cfg.target_bn_images if cfg.target_bn else 0,
+             target_cameras(env, cfg, target.files), cfg.target_bn_images if cfg.target_bn else 0,
              history, log, time.perf_counter(), rng, _PhaseResume(tr, cfg, history, cfg.checkpoint_every, point), done)
 
     if cfg.method == "oracle":
@@ -319,7 +320,7 @@ def _iteration(r: _Run, it: int, rng: np.random.Generator, align: str, sdr_kept)
     jobs = []
     seeds = iter(rng.integers(0, 2**63 - 1, size=len(outs) * cfg.scenes_per_image).tolist())
     for k, o in enumerate(outs):
-        pred = graph_from_prediction(o, env.categories, env.predicates, r.camera, env.name,
+        pred = graph_from_prediction(o, env.categories, env.predicates, camera_of(r.camera, k), env.name,
                                      score_thresh=cfg.score_threshold, rel_thresh=None)
         image = boxes = None
         if cfg.target_textures and len(pred):

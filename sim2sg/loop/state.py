@@ -74,6 +74,8 @@ def warmup_key(cfg: LoopConfig) -> str:
     d = dataclasses.asdict(cfg)
     d.pop("deterministic")
     d.pop("arch")
+    if d.get("target_camera") is None:
+        d.pop("target_camera", None)  # keeps the keys of warm-ups saved before the option existed
     return json.dumps({k: v for k, v in d.items() if k not in _WARMUP_FREE} | {"total_steps": cfg.total_steps()}
                       | _deterministic_key(cfg) | _arch_key(cfg), sort_keys=True, default=str)
 

@@ -41,6 +41,24 @@ def target_camera(env: Environment, width: int, height: int) -> Camera:
     return nominal_camera(env, ctx).resized(width, height)
 
 
+def target_cameras(env: Environment, cfg: LoopConfig, images) -> Camera | tuple[Camera, ...]:
+    """The target images' camera(s) at the training size cfg.width x cfg.height: the nominal
+    camera (`target_camera`), or with `cfg.target_camera` one camera per image from the user's
+    calibration (`sim2sg.scene.calib.target_cameras`, at each image's own size), its intrinsics
+    scaled per axis to the training size - exactly as the images are resized for the network."""
+    nominal = target_camera(env, cfg.width, cfg.height)
+    if not cfg.target_camera:
+        return nominal
+    from sim2sg.scene.calib import target_cameras as read_cameras
+
+    return tuple(c.resized(cfg.width, cfg.height) for c in read_cameras(cfg.target_camera, images, nominal))
+
+
+def camera_of(cameras: Camera | tuple[Camera, ...], k: int) -> Camera:
+    """Target image k's camera: the one camera of the folder, or image k's own."""
+    return cameras if isinstance(cameras, Camera) else cameras[k]
+
+
 def predict_target(state, amp: bool, target, batch: int = 32, bn_images: int = 0) -> list[dict]:
     """Eval-mode model outputs (host tensors) on every target image; with `bn_images` > 0 the
     BatchNorm statistics come from the first `bn_images` target images (`target_statistics`)."""
@@ -79,12 +97,14 @@ def write_generated(path: Path, jobs: list, made: list) -> None:
     atomic.write_bytes(path, gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0))
 
 
-def generate_scenes(jobs: list, env: Environment, cam: Camera, cfg: LoopConfig, it: int, textures: Path,
+def generate_scenes(jobs: list, env: Environment, cam: Camera | tuple[Camera, ...], cfg: LoopConfig, it: int,
+                    textures: Path,
                     workers: int | None = None) -> list[tuple[nx.MultiDiGraph, object, int]]:
     """The synthesis step's CPU half for each job (k, r, predicted graph, target image (H, W, 3)
     uint8 or None, (N, 4) px boxes of every detection or None, seed): lift the predicted graph to
     3D (an SDR scene when nothing can be lifted) and, with an image, crop its target textures
     (`sim2sg.loop.target_look`). Returns [(graph, TargetLook or None, k or -1 for an SDR scene)].
+    cam: the target camera, or one per target image (`target_cameras`).
 
     Each job draws from its own generator (its seed), so the result does not depend on `workers`:
     `sim2sg.dataset.synthesize.worker_map` (forked processes; None = min(8, CPUs - 1), 0 = here).
@@ -97,6 +117,7 @@ def generate_scenes(jobs: list, env: Environment, cam: Camera, cfg: LoopConfig, 
 def _generate_one(job, env: Environment, cam: Camera, gates: tuple[float, float], seed: int, per_image: int,
                   it: int, textures: str):
     k, r, pred, image, boxes, job_seed = job
+    cam = camera_of(cam, k)
     rng = np.random.default_rng(job_seed)
     g = lift_graph(pred, env, cam, rng, score_threshold=gates[0], min_fit_iou=gates[1])
     if len(g) == 0:  # nothing detected (or nothing liftable): fall back to an SDR scene

@@ -50,8 +50,8 @@ def read_labels(data_dir: str | Path) -> dict:
     cover only what training reads, so this works before that package exists.
     """
     data_dir = Path(data_dir)
-    path = data_dir / "labels.json"
-    if not data_dir.is_dir():
+    path = data_dir if data_dir.is_file() else data_dir / "labels.json"  # or the labels file itself
+    if not path.is_file() and not data_dir.is_dir():
         raise InputError(data_dir, "", "dataset folder not found")
     if not path.is_file():
         raise InputError(path, "", "file not found (a sim2sg dataset folder holds labels.json)")
@@ -128,12 +128,13 @@ class LabelledDataset(Dataset):
     """
 
     def __init__(self, data_dir: str | Path, min_box: float = 1.0):
-        self.root = Path(data_dir)
-        data = read_labels(self.root)
+        # A labels file given directly (e.g. a COCO instances.json): image paths are relative to its folder.
+        self.root = Path(data_dir).parent if Path(data_dir).is_file() else Path(data_dir)
+        data = read_labels(data_dir)
         self.info = labels_info(data)
         cat_index = {cid: k + 1 for k, cid in enumerate(self.info.category_ids)}
         pred_index = {pid: k + 1 for k, pid in enumerate(self.info.predicate_ids)}
-        src = self.root / "labels.json"
+        src = Path(data_dir) if Path(data_dir).is_file() else self.root / "labels.json"
         self.images = sorted(data["images"], key=lambda im: im["id"])
         anns: dict[int, list[dict]] = {im["id"]: [] for im in self.images}
         for k, a in enumerate(data["annotations"]):

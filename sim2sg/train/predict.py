@@ -101,7 +101,7 @@ def predict_dataset(checkpoint: Path, data_dir: Path, device: str = "auto", batc
     cats, preds = meta["categories"], meta["predicates"]
     if (data_dir / "labels.json").is_file() or _kitti_images(data_dir) is None:
         ds = LabelledDataset(data_dir)
-        items = [(int(im["id"]), im["file_name"], data_dir / im["file_name"]) for im in ds.images]
+        items = [(int(im["id"]), im["file_name"], ds.root / im["file_name"]) for im in ds.images]
     else:
         files = _kitti_images(data_dir)
         items = [(int(p.stem) if p.stem.isdigit() else k, f"image_2/{p.name}", p) for k, p in enumerate(files)]

@@ -128,6 +128,7 @@ class _Reader:
         self.inst_paths: list[str] = []
         self.inst_labels: list[str] = []
         self.inst_ids: list[int | None] = []
+        self.skipped: list[tuple[str, str]] = []
 
     # -- helpers
     def world(self, prim) -> np.ndarray:
@@ -397,6 +398,9 @@ class _Reader:
                     sphere_rad.append((0.5 if r is None else float(r)) * self.mpu); sphere_rgb.append(rgb)
                 continue
             if not prim.IsA(UsdGeom.Gprim):
+                if prim.IsA(UsdGeom.PointInstancer):  # instances the renderer does not expand
+                    self.skipped.append((str(prim.GetPath()), str(prim.GetTypeName())))
+                    it.PruneChildren()
                 continue
             pth = str(prim.GetPath())
             m = self.world(prim)
@@ -412,8 +416,9 @@ class _Reader:
                 local = pts[cv]
             else:
                 got = self.shape(prim)
-                if got is None:
-                    continue  # other gprims (curves, points, ...) are not rendered
+                if got is None:  # other gprims (curves, points, ...) are not rendered: named in SceneData.skipped
+                    self.skipped.append((str(prim.GetPath()), str(prim.GetTypeName())))
+                    continue
                 pts, t, n, uvv = got
                 mat, varname, xform = self.material(prim)
                 local, nrm, uv = pts[t], n[t], uvv[t]
@@ -501,7 +506,7 @@ class _Reader:
                          texture_keys=tuple(sorted(self.texture_index, key=self.texture_index.get)),
                          camera=camera, inst_path=tuple(self.inst_paths), inst_label=tuple(self.inst_labels),
                          categories=categories, predicates=predicates, graph=graph, env=env,
-                         source=str(self.path))
+                         source=str(self.path), skipped=tuple(self.skipped))
 
     def camera(self, prim) -> tuple[Camera, np.ndarray]:
         """The `Camera` of a UsdGeom.Camera prim at the output size, and its (3, 3) float64
