@@ -77,9 +77,9 @@ smoke)  # every command once on CUDA at a tiny size; a table of what passed
   $S loop --env clevr --target $D/tgt/data/images --out $D/loopf --loop 1 --align all --size 96x96 --sdr-scenes 8 \
     --sdr-steps 4 --iter-steps 2 --batch 4 --score-thresh 0 --model fast --target-bn --device cuda --no-progress 2>&1 | tail -1; ok loop_fast $?
   $S train --source $D/src/data --out $D/runf --model fast --steps 4 --batch 4 --device cuda --no-progress 2>&1 | tail -1; ok train_fast $?
-  timeout 200 python3 benchmarks/train.py --model fast frcnn --device cuda --size 256 --batch 64 --steps 30 --align none both \
+  timeout 200 python3 benchmarks/train.py --model fast frcnn --device cuda --size 256 --batch 64 --steps 20 --align none both \
     --grl-bound 0 0.5 --infer-batch 256 2>&1 | tee "$OUTDIR/train_fast_frcnn.txt" | tail -14; ok train_bench $?
-  timeout 250 python3 benchmarks/accuracy.py --model fast --device cuda --seconds 110 --train 2000 --test 200 2>&1 \
+  timeout 250 python3 benchmarks/accuracy.py --model fast --device cuda --seconds 100 --train 2000 --test 200 2>&1 \
     | tee "$OUTDIR/accuracy_fast.txt" | tail -8; ok accuracy_fast $?
   echo "smoke on $(nvidia-smi --query-gpu=name --format=csv,noheader)"
   for k in sample graph2usd render target train resume eval predict loop loop_deterministic loop_fast train_fast train_bench accuracy_fast; do printf "%-20s %s\n" $k "${R[$k]}"; done
