@@ -126,5 +126,5 @@ def test_train_data_adds_zero_shot_recall(tmp_path, dataset):
     r = runner.invoke(app, ["eval", "--predictions", str(p), "--data", str(dataset), "--train-data", str(train)])
     assert r.exit_code == 0, r.output
     assert "zR@20" in r.output and "unseen" in r.output
-    m = json.loads((tmp_path / "metrics.json").read_text())
+    m = json.loads((tmp_path / "eval_metrics.json").read_text())
     assert m["relations"]["graph_constraint"]["zR@20"] == 1.0  # cube-left-sphere was never trained on

@@ -86,7 +86,7 @@ def test_cli_eval_reads_a_plain_coco_file(sim2sg_dataset, tmp_path):
     for data in (coco, coco.parent):
         r = CliRunner().invoke(app, ["eval", "--data", str(data), "--predictions", str(p)])
         assert r.exit_code == 0, r.output
-        assert "mAP@0.5" in json.loads((tmp_path / "metrics.json").read_text())["detection"]
+        assert "mAP@0.5" in json.loads((tmp_path / "eval_metrics.json").read_text())["detection"]
 
 
 def test_coco_relationships_by_predicate_name(sim2sg_dataset, tmp_path):

@@ -161,23 +161,29 @@ def train_step(model, optimizer, batch, cfg: TrainConfig, step: int, total_steps
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         losses = model(images, targets, target_images if use_target else None, mode, lam)
     total = sum((cfg.domain_loss_weight if k in DOMAIN_LOSSES else 1.0) * v for k, v in losses.items())
-    if not torch.isfinite(total):
-        raise FloatingPointError(f"loss is {total.item()} at step {step}: {({k: v.item() for k, v in losses.items()})}; "
-                                 "try a lower --lr")
     optimizer.zero_grad(set_to_none=True)
     domain = [cfg.domain_loss_weight * v for k, v in losses.items() if k in DOMAIN_LOSSES]
-    out = {k: v.item() for k, v in losses.items()}
+    scale = None
     if cfg.grl_bound > 0 and domain:
         labelled = sum(v for k, v in losses.items() if k not in DOMAIN_LOSSES)
-        out["grl_scale"] = bounded_backward(model, labelled, sum(domain), cfg.grl_bound, cfg.grad_clip, len(images))
+        scale = bounded_backward(model, labelled, sum(domain), cfg.grl_bound, cfg.grad_clip, len(images))
     else:
         total.backward()
         distributed.sync_grads(model.parameters(), len(images))  # under torchrun (sim2sg.train.distributed)
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    # One host sync a step, after the backward pass is queued: every logged loss at once (the
+    # finiteness check must still come before the update).
+    names = list(losses)
+    values = torch.stack([total.detach().float(), *(losses[k].detach().float() for k in names)]).tolist()
+    if not math.isfinite(values[0]):
+        raise FloatingPointError(f"loss is {values[0]} at step {step}: {dict(zip(names, values[1:]))}; try a lower --lr")
     optimizer.step()
     distributed.broadcast_buffers(model)
-    out.update(loss=total.item(), lr=lr, grl_lambda=lam)
+    out = dict(zip(names, values[1:]))
+    if scale is not None:
+        out["grl_scale"] = scale
+    out.update(loss=values[0], lr=lr, grl_lambda=lam)
     return distributed.mean_logs(out, device)
 
 
