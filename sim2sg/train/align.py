@@ -24,7 +24,7 @@ from sim2sg.errors import InputError
 TERMS = ("label", "appearance", "prediction", "gpa", "sapnet")  # canonical order
 BASELINES = frozenset({"gpa", "sapnet"})  # network alignments of their own (sim2sg.model.sgg.BASELINE_MODES)
 SHORTHANDS = {"none": frozenset(), "both": frozenset({"appearance", "prediction"}),
-              "all": frozenset(TERMS)}
+              "all": frozenset({"label", "appearance", "prediction"})}
 LOOP_ONLY = frozenset({"label"})
 
 
