@@ -61,7 +61,8 @@ def main() -> None:
     ap.add_argument("--target", default="clevr-target")
     ap.add_argument("--out", default="out/table")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--rows", default=",".join(ROW_KEYS), help=f"comma list of {', '.join(ROW_KEYS)}")
+    ap.add_argument("--rows", default=None, help=f"comma list of {', '.join(ROW_KEYS)} (default: all; with "
+                    "--model fast all but gpa and sapnet, which align Faster R-CNN's proposals)")
     ap.add_argument("--n-source", type=int, default=1000, help="SDR scenes (labelled source)")
     ap.add_argument("--n-target", type=int, default=1000, help="unlabelled target training images")
     ap.add_argument("--n-eval", type=int, default=200, help="labelled target evaluation images")
@@ -74,6 +75,8 @@ def main() -> None:
     ap.add_argument("--model", default="frcnn", choices=["frcnn", "fast"],
                     help="the network: frcnn (Faster R-CNN, the paper's) or fast (one-stage, batched)")
     ap.add_argument("--backbone", default="resnet18")
+    ap.add_argument("--metasim-steps", type=int, default=40, help="Meta-Sim row: SPSA steps per iteration")
+    ap.add_argument("--metasim-batch", type=int, default=32, help="Meta-Sim row: scenes rendered per SPSA evaluation")
     ap.add_argument("--k", type=int, default=20, help="Recall@K column (20 for clevr, 50 for dining/driving)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--augment", default="photometric", help="none or photometric (all rows alike)")
@@ -128,7 +131,10 @@ def main() -> None:
                       target_bn=args.target_bn, target_textures=args.target_textures,
                       keep_sdr=args.keep_sdr, align_sdr_scenes=args.align_sdr_scenes, deterministic=args.deterministic,
                       score_threshold=args.score_threshold, min_fit_iou=args.min_fit_iou,
+                      metasim_steps=args.metasim_steps, metasim_batch=args.metasim_batch,
                       sdr_checkpoint=None if args.no_share_sdr else str(out / "sdr_phase.pt"))
+    if args.rows is None:
+        args.rows = ",".join(k for k in ROW_KEYS if args.model == "frcnn" or k not in ("gpa", "sapnet"))
     rows = [ROW_KEYS[r.strip()] for r in args.rows.split(",") if r.strip()]
     names = {r: row_name(r, args.tag) for r in rows}
     if args.collect:

@@ -25,9 +25,16 @@ def loop_cmd(
     target: Path = typer.Option(..., "--target", help="Folder of unlabelled target images."),
     out: Path = typer.Option(..., "--out", help="Run folder: history.json, metrics.json, checkpoint.pt, graphs/, examples/."),
     align: str = typer.Option("all", "--align", help="Alignment (docs/cli.md, 'Alignment'): none (SDR), appearance, "
-                              "label (the loop), label+appearance, all (label+appearance+prediction), ..."),
+                              "label (the loop), label+appearance, all (label+appearance+prediction), ...; the "
+                              "baselines gpa (GPA) and sapnet (SAPNet), --model frcnn only."),
     iterations: int = typer.Option(3, "--loop", "--iterations", min=0, help="Synthesis-analysis iterations after the SDR phase."),
-    method: str = typer.Option("sim2sg", "--method", help="sim2sg, pseudo-label (self-training) or oracle."),
+    method: str = typer.Option("sim2sg", "--method", help="sim2sg, metasim (Meta-Sim: learns the SDR placements by "
+                               "matching the network's features of rendered and target images), pseudo-label "
+                               "(self-training) or oracle."),
+    metasim_steps: int = typer.Option(40, "--metasim-steps", min=0, help="--method metasim: SPSA steps on the "
+                                      "placements per iteration."),
+    metasim_batch: int = typer.Option(32, "--metasim-batch", min=1, help="--method metasim: scenes rendered per SPSA "
+                                      "evaluation (two a step)."),
     size: str = typer.Option("256x256", "--size", help="Rendered / training image size WxH."),
     sdr_scenes: int = typer.Option(1000, "--sdr-scenes", min=1, help="SDR scenes rendered for the first phase."),
     sdr_steps: int = typer.Option(2000, "--sdr-steps", min=0, help="Optimizer steps on SDR data."),
@@ -77,7 +84,7 @@ def loop_cmd(
 ) -> None:
     """Run the Sim2SG loop (Algorithm 1) against unlabelled --target images: SDR data, then per
     iteration predict on the target -> lift to 3D -> render in memory -> train; or a baseline
-    (--method pseudo-label | oracle)."""
+    (--method metasim | pseudo-label | oracle; --align gpa | sapnet)."""
     out_dir(out)
     with user_errors():
         from sim2sg.loop.config import LoopConfig
@@ -97,7 +104,8 @@ def loop_cmd(
                          target_graphs=str(target_graphs) if target_graphs else None,
                          oracle_data=str(oracle_data) if oracle_data else None, keep_usd=keep_usd,
                          device=device, amp=not no_amp, deterministic=deterministic, seed=seed,
-                         progress=progress, checkpoint_every=checkpoint_every, model=overrides(model_set))
+                         progress=progress, checkpoint_every=checkpoint_every, model=overrides(model_set),
+                         metasim_steps=metasim_steps, metasim_batch=metasim_batch)
         try:
             run(cfg, log=info if distributed.is_main() else (lambda _: None), resume=resume)
         finally:

@@ -50,7 +50,8 @@ def train_cmd(
     out: Path = typer.Option(..., "--out", help="Run folder: checkpoint.pt, config.json, tb/ (TensorBoard)."),
     target: Optional[Path] = typer.Option(None, "--target", help="Folder of unlabelled target images (e.g. KITTI image_2/)."),
     align: str = typer.Option("none", "--align", help="Domain alignment (docs/cli.md, 'Alignment'): none, appearance "
-                              "(D^a on features), prediction (D^c on outputs) or both."),
+                              "(D^a on features), prediction (D^c on outputs), both, or the baselines gpa (GPA) and "
+                              "sapnet (SAPNet; --model frcnn)."),
     val: Optional[Path] = typer.Option(None, "--val", help="Labelled dataset to predict (and score) after training."),
     model: Model = typer.Option(Model.frcnn, "--model", help=MODEL_HELP),
     backbone: Backbone = typer.Option(Backbone.resnet18, "--backbone"),

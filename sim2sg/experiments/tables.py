@@ -28,11 +28,15 @@ from sim2sg.scene import graph as sg
 from sim2sg.scene.environment import load_env
 from sim2sg.scene.sdr import sample_scene, scene_rng
 
-# Table rows: name -> (method, align), in the paper's order.
+# Table rows: name -> (method, align), in the paper's order (Table 3). Meta-Sim, GPA and SAPNet
+# are Faster R-CNN baselines (GPA and SAPNet need --model frcnn).
 ROWS = {
     "SDR": ("sim2sg", "none"),
+    "Meta-Sim": ("metasim", "none"),
     "pseudo-label": ("pseudo-label", "none"),
     "DA (sigma_a)": ("sim2sg", "appearance"),
+    "GPA": ("sim2sg", "gpa"),
+    "SAPNet": ("sim2sg", "sapnet"),
     "sigma_c,label": ("sim2sg", "label"),
     "sigma_c,label + sigma_a": ("sim2sg", "label+appearance"),
     "all (Sim2SG)": ("sim2sg", "all"),
@@ -40,7 +44,8 @@ ROWS = {
 }
 # The rows that loop: identical until the GRLs switch on, so they can share that warm-up.
 WARMUP_ROWS = ("sigma_c,label", "sigma_c,label + sigma_a", "all (Sim2SG)")
-ROW_KEYS = {"sdr": "SDR", "pseudo": "pseudo-label", "da": "DA (sigma_a)", "label": "sigma_c,label",
+ROW_KEYS = {"sdr": "SDR", "metasim": "Meta-Sim", "pseudo": "pseudo-label", "da": "DA (sigma_a)", "gpa": "GPA",
+            "sapnet": "SAPNet", "label": "sigma_c,label",
             "label+appearance": "sigma_c,label + sigma_a", "all": "all (Sim2SG)", "oracle": "oracle"}
 
 

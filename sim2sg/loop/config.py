@@ -6,17 +6,18 @@ from dataclasses import dataclass, field
 
 from sim2sg.errors import InputError
 from sim2sg.model.build import ARCHS
-from sim2sg.train.align import model_mode, parse_align
+from sim2sg.train.align import frcnn_only, model_mode, parse_align
 from sim2sg.train.augment import MODES
 
-METHODS = ("sim2sg", "pseudo-label", "oracle")
+METHODS = ("sim2sg", "metasim", "pseudo-label", "oracle")
 
 
 @dataclass(frozen=True)
 class LoopConfig:
     """One run of `sim2sg loop`. Sizes in pixels; steps are optimizer steps; scenes are rendered
     images. align: the alignment (`sim2sg.train.align`: none = SDR, appearance, label,
-    label+appearance, all, ...); method: sim2sg, pseudo-label or oracle.
+    label+appearance, all, ...; the baselines GPA and SAPNet are the alignments gpa and sapnet);
+    method: sim2sg, metasim (Meta-Sim: `sim2sg.loop.metasim`), pseudo-label or oracle.
 
     env: source environment (name or .toml). target: folder of unlabelled target images.
     eval_data: labelled target dataset (labels.json) for metrics after each phase (optional).
@@ -98,6 +99,14 @@ class LoopConfig:
     warmup_checkpoint: str | None = None  # loop rows' state before the GRLs switch on: likewise
     render_batch: int = 256
     checkpoint_every: int = 500  # in-phase resume points (RUN/resume_step.pt), in optimizer steps
+    # Meta-Sim (method "metasim", sim2sg.loop.metasim): per iteration, SPSA steps on the attribute
+    # transform, scenes rendered per evaluation (two per step), Adam's learning rate, the SPSA
+    # perturbation, and the target images whose features the MMD matches
+    metasim_steps: int = 40
+    metasim_batch: int = 32
+    metasim_lr: float = 0.05
+    metasim_delta: float = 0.1
+    metasim_images: int = 256
     device: str = "auto"
     amp: bool = True
     deterministic: bool = False  # CUDA: deterministic kernels (train.steps.make_reproducible); CPU: always
@@ -108,17 +117,23 @@ class LoopConfig:
     def validate(self) -> None:
         if self.method not in METHODS:
             raise InputError("--method", "method", f"expected one of {', '.join(METHODS)}, got {self.method!r}")
-        parse_align(self.align, loop=True)
+        terms = parse_align(self.align, loop=True)
         if self.arch not in ARCHS:
             raise InputError("--model", "arch", f"expected one of {', '.join(ARCHS)}, got {self.arch!r}")
+        frcnn_only(terms, self.arch, "--align")
+        if self.method == "metasim" and "label" in terms:
+            raise InputError("--align", "align", "Meta-Sim learns the SDR generator's placements instead of the "
+                                                 "synthesis loop: its alignment cannot include 'label'")
         if self.method == "oracle" and not self.oracle_data:
             raise InputError("--oracle-data", "oracle_data", "the oracle needs a labelled target dataset")
         if self.augment not in MODES:
             raise InputError("--augment", "augment", f"expected one of {', '.join(MODES)}, got {self.augment!r}")
         for name in ("iterations", "sdr_scenes", "scenes_per_image", "width", "height", "batch_size",
-                     "target_bn_images", "checkpoint_every"):
+                     "target_bn_images", "checkpoint_every", "metasim_batch", "metasim_images"):
             if getattr(self, name) < (0 if name == "iterations" else 1):
                 raise InputError(f"--{name.replace('_', '-')}", name, "out of range")
+        if self.metasim_steps < 0 or not self.metasim_lr > 0 or not self.metasim_delta > 0:
+            raise InputError("--metasim", "metasim", "metasim_steps must be >= 0, metasim_lr and metasim_delta > 0")
         if not self.grl_bound >= 0:
             raise InputError("--grl-bound", "grl_bound", f"must be >= 0 (0: off), got {self.grl_bound}")
 
@@ -128,9 +143,9 @@ class LoopConfig:
         return self.method == "sim2sg" and "label" in parse_align(self.align, loop=True)
 
     def model_align(self) -> str:
-        """The network's gradient-reversal mode in the aligned phases (`train.align.model_mode`):
-        the baselines (pseudo-label, oracle) never align."""
-        return model_mode(parse_align(self.align, loop=True)) if self.method == "sim2sg" else "none"
+        """The network's alignment mode in the aligned phases (`train.align.model_mode`): the
+        baselines pseudo-label and oracle never align."""
+        return model_mode(parse_align(self.align, loop=True)) if self.method in ("sim2sg", "metasim") else "none"
 
     def total_steps(self) -> int:
         return self.sdr_steps + self.iterations * self.iter_steps

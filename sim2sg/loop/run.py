@@ -12,8 +12,11 @@ iterations; for runs without the loop, the first `sdr_steps`): content is aligne
 paper prescribes.
 
 Baselines: `method="pseudo-label"` (self-training on the SDR model's confident target predictions,
-mixed with SDR data) and `method="oracle"` (trained on labelled target data). Every method gets the
-same number of optimizer steps.
+mixed with SDR data), `method="oracle"` (trained on labelled target data), `method="metasim"`
+(Meta-Sim: each iteration learns the SDR generator's object placements by matching the network's
+features of rendered and target images, `sim2sg.loop.metasim`, then trains on SDR scenes placed
+so), and the feature alignments GPA and SAPNet (`align="gpa"`, `"sapnet"`: like DA, the loop's
+steps on SDR data with that alignment on). Every method gets the same number of optimizer steps.
 
 The run writes to `out`: `history.json` (per phase: steps, seconds, metrics, content gap, mean
 losses), `metrics.json` (the last phase's), `checkpoint.pt` (the model after every phase; `sim2sg
@@ -41,6 +44,7 @@ from sim2sg.dataset.synthesize import synthesize, texture_library
 from sim2sg.errors import InputError
 from sim2sg.eval.content import content_gap
 from sim2sg.loop.config import LoopConfig
+from sim2sg.loop.metasim import AttributeParams, fit_attributes, image_features, sdr_statistics, transform_graph
 from sim2sg.loop.state import (
     load_resume,
     load_sdr_phase,
@@ -70,10 +74,11 @@ from sim2sg.scene.environment import Environment, load_env
 from sim2sg.scene.sdr import sample_scene, scene_rng
 from sim2sg.train import distributed
 from sim2sg.train.checkpoint import FILE_NAME, restore, save_checkpoint
+from sim2sg.train.align import network_heads, parse_align
 from sim2sg.train.config import TrainConfig
 from sim2sg.train.data import ImageFolder, LabelledDataset, LabelledOnly, SampleDataset
 from sim2sg.train.predict import graph_from_prediction, predict_labelled
-from sim2sg.train.steps import TrainState, new_state, train_steps
+from sim2sg.train.steps import TrainState, add_align_heads, new_state, train_steps
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,7 @@ def train_phase(tr: Trainer, source, target, steps: int, align: str, progress: b
         restore(tr.state, resume.point["checkpoint"])  # after this phase's data were rebuilt from its start
         sums, counts = resume.point["sums"], resume.point["counts"]
         resume.point = None
+    add_align_heads(tr.state, network_heads(parse_align(align, loop=False)))  # GPA, SAPNet: from their first phase
 
     def after_step(step: int, logs: dict) -> None:
         for k, v in logs.items():  # the order of train_steps' own sums: the means repeat on resume
@@ -275,6 +281,12 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False, warmup_only: bool = 
                     r.resume)
         _record(r, "sdr (aligned)" if model_align != "none" else "sdr (continued)", time.perf_counter() - t)
 
+    if cfg.method == "metasim":
+        graphs = _sdr_graphs(r, cfg.sdr_scenes)
+        for it in range(1, cfg.iterations + 1):
+            if it >= done:  # phase `it` (after the SDR phase 0) not finished before a resume
+                _metasim_iteration(r, it, graphs, model_align)
+        return _finish(r)
     if cfg.method == "pseudo-label" and done < 2:
         t = time.perf_counter()
         pseudo = pseudo_labels(tr.state, tr.cfg.amp, target, cfg.pseudo_threshold, r.bn)
@@ -297,10 +309,15 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False, warmup_only: bool = 
     return _finish(r)
 
 
+def _sdr_graphs(r: _Run, n: int) -> list[nx.MultiDiGraph]:
+    """The run's `n` SDR scene graphs (scene i from `scene_rng(seed, i)`)."""
+    return [sample_scene(r.env, scene_rng(r.cfg.seed, i)) for i in range(n)]
+
+
 def _sdr_data(r: _Run, n: int) -> list[Sample]:
     """`n` SDR scenes of the run's seed, rendered (and their content gap to the target's)."""
     cfg = r.cfg
-    graphs = [sample_scene(r.env, scene_rng(cfg.seed, i)) for i in range(n)]
+    graphs = _sdr_graphs(r, n)
     if r.true_graphs is not None:
         r.history["sdr_content_gap"] = content_gap(graphs, r.true_graphs, r.env.categories, r.env.predicates)
     return synthesize(graphs, [f"sdr_{i:06d}" for i in range(n)], r.env, r.options, r.tr.state.device,
@@ -358,6 +375,43 @@ def _iteration(r: _Run, it: int, rng: np.random.Generator, align: str, sdr_kept)
              # of the GRL gradient let through (grl_scale)
              "train": {k: round(v, 5) for k, v in means.items()},
              "lifted": sum(k >= 0 for k in sources), "example_targets": [sources[i] for i in shown]}, gap)
+
+
+def _metasim_iteration(r: _Run, it: int, graphs: list, align: str) -> None:
+    """Meta-Sim iteration `it`: fit the attribute transform (from the last iteration's) on the
+    current network's features, render the SDR graphs transformed by it, train on them."""
+    cfg, env, tr = r.cfg, r.env, r.tr
+    t = time.perf_counter()
+    last = next((p["metasim"] for p in reversed(r.history["phases"]) if "metasim" in p), None)
+    params = (AttributeParams.from_dict(last["params"], env.categories) if last
+              else AttributeParams.identity(env.categories))
+    stats = sdr_statistics(graphs, env.categories)
+    model, dev, amp = tr.state.model, tr.state.device, tr.cfg.amp
+    n = min(len(r.target), cfg.metasim_images)
+    target = torch.cat([image_features(model, [r.target[i][0] for i in range(s, min(n, s + 32))], dev, amp)
+                        for s in range(0, n, 32)])
+
+    def features(gs: list, seed: int) -> torch.Tensor:
+        samples = synthesize(gs, [f"metasim_{k}" for k in range(len(gs))], env, r.options, dev,
+                             np.random.default_rng(seed), r.textures, batch=cfg.render_batch)
+        ds = SampleDataset(samples, list(env.predicates))
+        return image_features(model, [ds[k][0] for k in range(len(ds))], dev, amp)
+
+    fit = fit_attributes(params, graphs, stats, env, target, features, r.rng, cfg.metasim_steps, cfg.metasim_batch,
+                         cfg.metasim_lr, cfg.metasim_delta)
+    t_fit = time.perf_counter() - t
+    made = [transform_graph(g, fit.params, stats, env) for g in graphs]
+    gap = content_gap(made, r.true_graphs, env.categories, env.predicates) if r.true_graphs else None
+    samples = synthesize(made, [f"metasim{it}_{i:06d}" for i in range(len(made))], env, r.options, dev, r.rng,
+                         r.textures, batch=cfg.render_batch,
+                         keep_usd=(r.out / "usd" / f"iter{it}") if cfg.keep_usd else None)
+    means = train_phase(tr, SampleDataset(samples, list(env.predicates)), r.target, cfg.iter_steps, align,
+                        cfg.progress, f"meta-sim {it}", r.resume)
+    _save_examples(r.out, it, samples[:4])
+    _record(r, f"iteration {it}", time.perf_counter() - t,
+            {"metasim": {"params": fit.params.to_dict(), "mmd_first": fit.mmd[0] if fit.mmd else None,
+                         "mmd_last": fit.mmd[-1] if fit.mmd else None, "fit_seconds": round(t_fit, 2)},
+             "align": align, "graphs": len(made), "train": {k: round(v, 5) for k, v in means.items()}}, gap)
 
 
 def _record(r: _Run, name: str, seconds: float, extra: dict | None = None, gap: dict | None = None) -> None:

@@ -36,10 +36,12 @@ from sim2sg.errors import InputError
 from sim2sg.loop.config import LoopConfig
 from sim2sg.train.checkpoint import FILE_NAME, load_checkpoint, restore, save_checkpoint
 
+# Meta-Sim's settings shape only its own runs: other runs' keys stay those saved before they existed.
+METASIM_FIELDS = ("metasim_steps", "metasim_batch", "metasim_lr", "metasim_delta", "metasim_images")
 # What a warm-up checkpoint may not depend on: the alignment (it has not started), its GRL
 # settings, and where things go.
 _WARMUP_FREE = ("out", "align", "grl_weight", "grl_ramp", "grl_bound", "align_sdr_scenes", "keep_usd", "progress",
-                "device", "sdr_checkpoint", "warmup_checkpoint", "checkpoint_every")
+                "device", "sdr_checkpoint", "warmup_checkpoint", "checkpoint_every", *METASIM_FIELDS)
 # What a run may change when resumed: where and how it shows progress, when it saves.
 _RESUME_FREE = ("out", "progress", "device", "checkpoint_every", "keep_usd")
 RESUME_FILE = "resume.pt"
@@ -148,7 +150,8 @@ def load_warmup(state, cfg: LoopConfig, rng: np.random.Generator, history: dict)
 def resume_key(cfg: LoopConfig) -> str:
     """What a resumed run must share with the run it continues (all but `_RESUME_FREE`), as JSON."""
     d = dataclasses.asdict(cfg)
-    return json.dumps({k: v for k, v in d.items() if k not in _RESUME_FREE}, sort_keys=True, default=str)
+    free = _RESUME_FREE + (METASIM_FIELDS if cfg.method != "metasim" else ())
+    return json.dumps({k: v for k, v in d.items() if k not in free}, sort_keys=True, default=str)
 
 
 def phase_end_file(cfg: LoopConfig) -> Path:

@@ -10,6 +10,7 @@ predicate ids are 1-based (0 = background / no relation).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,7 @@ from sim2sg.model.domain import (
     image_domain_loss,
     prediction_domain_loss,
 )
+from sim2sg.model.gpa import GPAHead, class_prototypes, prototype_losses
 from sim2sg.model.relation_head import (
     RelationHead,
     all_pairs,
@@ -34,9 +36,17 @@ from sim2sg.model.relation_head import (
     spatial_encoding,
     union_boxes,
 )
+from sim2sg.model.sapnet import SpatialAttentionPyramid, sap_domain_loss
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 ALIGN_MODES = ("none", "appearance", "prediction", "both")
+# The feature-alignment baselines of the paper's Table 3, this network only: GPA (`gpa.py`) and
+# SAPNet (`sapnet.py`). Each needs its head (`ModelConfig.align_heads`, `add_align_heads`).
+BASELINE_MODES = ("gpa", "sapnet")
+# SAPNet's two discriminators: (name, FPN level, window sizes, focal gamma). The authors' synthetic
+# -> real setting puts a shallow one (windows 3, 9; cross entropy) and one on the last layer of
+# the backbone (stride 16 for their ResNet C4; windows 3, 9, 15, 21, whole map; focal, gamma 3).
+SAP_DISCRIMINATORS = (("shallow", "0", (3, 9), 0.0), ("deep", "2", (3, 9, 15, 21, -1), 3.0))
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,11 @@ class ModelConfig:
     dc_objects: int = 32  # D^c: top RPN proposals per image whose class distributions are aligned
     dc_rel_objects: int = 6  # D^c: pairs among this many most object-like of those
     domain_hidden: int = 256
+    # alignment heads beyond D^a and D^c, built only when listed ("gpa", "sapnet"), so that
+    # checkpoints of networks without them keep their keys; the trainer adds them when a run
+    # starts aligning with them (`sim2sg.train.steps.add_align_heads`)
+    align_heads: tuple[str, ...] = ()
+    gpa_rois: int = 64  # GPA: top proposals per image in each domain's prototype graphs
     # fast network only (sim2sg.model.fast): FPN-lite / head width, ground truth padded to
     # max_objects objects and max_relations relations per image (more are dropped), heatmap
     # Gaussian width as a fraction of the box size (TTFNet's alpha)
@@ -86,7 +101,7 @@ class ModelConfig:
     @staticmethod
     def from_dict(d: dict) -> "ModelConfig":
         d = dict(d)
-        for k in ("image_size", "anchor_sizes", "image_mean", "image_std"):
+        for k in ("image_size", "anchor_sizes", "image_mean", "image_std", "align_heads"):
             if k in d:
                 d[k] = tuple(d[k])
         return ModelConfig(**d)
@@ -134,6 +149,31 @@ class SceneGraphRCNN(nn.Module):
         self.domain_objects = PredictionDomainHead(cfg.num_classes + 1)
         self.domain_predicates = PredictionDomainHead(cfg.num_predicates + 1)
         self.channels_last = False  # set by the trainer on CUDA
+        self.add_align_heads(cfg.align_heads)
+
+    def add_align_heads(self, names) -> list[nn.Module]:
+        """Build the alignment heads of `names` (BASELINE_MODES) that the network lacks, record them
+        in `cfg.align_heads`, and return the new modules (their parameters draw from torch's default
+        generator: call inside `TorchRNG.scope`)."""
+        new = []
+        for name in names:
+            if name not in BASELINE_MODES:
+                raise ValueError(f"unknown alignment head {name!r} (choose from {', '.join(BASELINE_MODES)})")
+            if hasattr(self, name):
+                continue
+            ch = self.detector.backbone.out_channels
+            if name == "gpa":
+                head = GPAHead(ch * 7 * 7, self.cfg.box_head_dim)
+            else:
+                anchors = self.detector.rpn.head.cls_logits.out_channels
+                head = nn.ModuleDict({key: SpatialAttentionPyramid(ch, anchors, windows)
+                                      for key, _, windows, _ in SAP_DISCRIMINATORS})
+            self.add_module(name, head)
+            new.append(head)
+        heads = tuple(h for h in BASELINE_MODES if hasattr(self, h))
+        if heads != self.cfg.align_heads:
+            self.cfg = dataclasses.replace(self.cfg, align_heads=heads)
+        return new
 
     # ---- forward ---------------------------------------------------------------------------
     def forward(self, images: list[Tensor], targets: list[dict] | None = None,
@@ -162,13 +202,16 @@ class SceneGraphRCNN(nn.Module):
             return self._inference(images)
         if targets is None:
             raise ValueError("targets are required in training mode")
-        if align not in ALIGN_MODES:
+        if align not in ALIGN_MODES + BASELINE_MODES:
             raise ValueError(f"unknown align mode {align!r}")
+        if align in BASELINE_MODES and not hasattr(self, align):
+            raise ValueError(f"align {align!r} needs its head: ModelConfig.align_heads or add_align_heads")
         det = self.detector
         il_s, tg = det.transform(images, targets)
         use_da = target_images is not None and len(target_images) > 0 and align != "none"
         feats_s = self._backbone(il_s.tensors)
-        proposals, rpn_losses = det.rpn(il_s, feats_s, tg)
+        with _proposal_scores(det.rpn, use_da and align == "gpa") as rpn_scores:
+            proposals, rpn_losses = det.rpn(il_s, feats_s, tg)
         _, roi_losses = det.roi_heads(feats_s, proposals, il_s.image_sizes, tg)
         losses = {**rpn_losses, **roi_losses, "loss_relation": self._relation_loss(feats_s, tg, il_s.image_sizes)}
         if use_da:
@@ -206,7 +249,41 @@ class SceneGraphRCNN(nn.Module):
                     + prediction_domain_loss(self.domain_objects, obj_t, 1.0, grl_lambda)
                     + (prediction_domain_loss(self.domain_predicates, rel_s, 0.0, grl_lambda) if keep else 0.0)
                     + prediction_domain_loss(self.domain_predicates, rel_t, 1.0, grl_lambda))
+            if align == "gpa":
+                scores_s = [rpn_scores[0][i] for i in keep]
+                with _eval_mode(det.rpn), _proposal_scores(det.rpn, True) as seen:
+                    proposals_t, _ = det.rpn(il_t, feats_t)
+                losses.update(self._gpa_losses((src_feats, src_props, scores_s, src_sizes),
+                                               (feats_t, proposals_t, seen[0], il_t.image_sizes)) if keep else {})
+            if align == "sapnet":
+                losses["loss_domain_sap"] = sum(
+                    (sap_domain_loss(self.sapnet[key], src_feats[level], det.rpn.head([src_feats[level]])[0][0], 0,
+                                     grl_lambda, gamma) if keep else 0.0)
+                    + sap_domain_loss(self.sapnet[key], feats_t[level], det.rpn.head([feats_t[level]])[0][0], 1,
+                                      grl_lambda, gamma)
+                    for key, level, _, gamma in SAP_DISCRIMINATORS)
         return losses
+
+    def _gpa_losses(self, source: tuple, target: tuple) -> dict[str, Tensor]:
+        """GPA's losses (`gpa.py`) at the RPN level (pooled ROI features, [background, object]
+        probabilities from the RPN's objectness) and the R-CNN level (box-head features, the box
+        classifier's C + 1 probabilities), for (features, proposals, proposal scores, image sizes)
+        of each domain; the top `gpa_rois` proposals per image. Returns loss_gpa_rpn and
+        loss_gpa_rcnn, each intra + inter."""
+        rh, n = self.detector.roi_heads, self.cfg.gpa_rois
+        protos = []
+        for feats, props, scores, sizes in (source, target):
+            boxes = [p[:n].detach() for p in props]
+            pooled = rh.box_roi_pool(feats, boxes, sizes)  # (N, C, 7, 7)
+            box_feats = rh.box_head(pooled)
+            logits, _ = rh.box_predictor(box_feats)
+            obj = torch.cat([s[:n] for s in scores]).float()
+            rpn_p = torch.stack([1.0 - obj, obj], 1)
+            protos.append((class_prototypes(self.gpa.rpn(pooled.flatten(1)).float(), rpn_p, boxes),
+                           class_prototypes(self.gpa.rcnn(box_feats).float(), torch.softmax(logits.float(), 1), boxes)))
+        (rpn_s, rcnn_s), (rpn_t, rcnn_t) = protos
+        return {"loss_gpa_rpn": sum(prototype_losses(rpn_s, rpn_t)),
+                "loss_gpa_rcnn": sum(prototype_losses(rcnn_s, rcnn_t))}
 
     def backbone_features(self, images: list[Tensor]) -> dict[str, Tensor]:
         """The FPN levels for (3, H, W) images in [0, 1], transformed exactly as in `forward` and
@@ -336,6 +413,30 @@ def _eval_mode(module: nn.Module):
         yield module
     finally:
         module.train(was)
+
+
+@contextlib.contextmanager
+def _proposal_scores(rpn, record: bool):
+    """Context yielding a list that receives, per RPN call inside it, the proposals' objectness
+    probabilities (per image (N_i,), aligned with the proposals it returns): torchvision's RPN
+    computes them in `filter_proposals` but returns only the boxes. Nothing changes when `record`
+    is False or for the computation itself."""
+    seen: list[list[Tensor]] = []
+    if not record:
+        yield seen
+        return
+    inner = rpn.filter_proposals
+
+    def recording(*args, **kwargs):
+        boxes, scores = inner(*args, **kwargs)
+        seen.append(scores)
+        return boxes, scores
+
+    rpn.filter_proposals = recording
+    try:
+        yield seen
+    finally:
+        del rpn.filter_proposals
 
 
 @contextlib.contextmanager

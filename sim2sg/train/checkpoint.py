@@ -58,7 +58,14 @@ def save_checkpoint(path: str | Path, state, config, meta: dict, epoch: int = 0,
 
 def restore(state, ckpt: dict) -> None:
     """Put a loaded checkpoint's model, optimizer, step and generators into `state` (under
-    torchrun, this rank's generators when the checkpoint was written by as many processes)."""
+    torchrun, this rank's generators when the checkpoint was written by as many processes).
+    Alignment heads the checkpoint's network has and `state`'s lacks (GPA, SAPNet) are added
+    first (`sim2sg.train.steps.add_align_heads`)."""
+    heads = [h for h in (ckpt.get("model_config") or {}).get("align_heads", ()) if not hasattr(state.model, h)]
+    if heads:
+        from sim2sg.train.steps import add_align_heads  # steps builds on this module's neighbours
+
+        add_align_heads(state, heads)
     state.model.load_state_dict(ckpt["model"])
     state.optimizer.load_state_dict(ckpt["optimizer"])
     state.step = int(ckpt["step"])

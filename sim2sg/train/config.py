@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from sim2sg.errors import InputError
 from sim2sg.model import ARCHS, BACKBONES, ModelConfig
-from sim2sg.train.align import parse_align
+from sim2sg.train.align import frcnn_only, parse_align
 from sim2sg.train.augment import MODES as AUGMENT_MODES
 
 
@@ -73,7 +73,7 @@ class TrainConfig:
         """Raise `InputError` for values no run can use."""
         def bad(name, msg):
             raise InputError("training config", name, msg)
-        parse_align(self.align, loop=False, source="training config")
+        frcnn_only(parse_align(self.align, loop=False, source="training config"), self.arch, "training config")
         if self.align != "none" and not self.target:
             bad("target", f"--align {self.align} needs unlabelled target images (--target FOLDER)")
         if self.arch not in ARCHS:

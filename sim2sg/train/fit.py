@@ -32,7 +32,8 @@ from sim2sg.train.checkpoint import (
 from sim2sg.train.config import TrainConfig
 from sim2sg.train.data import ImageFolder, LabelledDataset
 from sim2sg.train.predict import predict, predict_labelled
-from sim2sg.train.steps import new_state, train_steps
+from sim2sg.train.align import network_heads, parse_align
+from sim2sg.train.steps import add_align_heads, new_state, train_steps
 
 
 def fit(cfg: TrainConfig, resume: bool = False, log=None) -> Path:
@@ -88,6 +89,7 @@ def fit(cfg: TrainConfig, resume: bool = False, log=None) -> Path:
     elif cfg.weights:
         load_weights(state.model, cfg.weights)
     del ckpt
+    add_align_heads(state, network_heads(parse_align(cfg.align, loop=False)))  # GPA, SAPNet
 
     main = distributed.is_main()  # under torchrun, rank 0 alone writes (checkpoints: save_checkpoint)
     out.mkdir(parents=True, exist_ok=True)

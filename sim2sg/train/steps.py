@@ -36,8 +36,10 @@ from sim2sg.train.config import TrainConfig
 from sim2sg.train.data import collate
 from sim2sg.train.rng import TorchRNG
 
-DOMAIN_LOSSES = ("loss_domain_image", "loss_domain_pred")
-DOMAIN_HEADS = ("domain_image", "domain_objects", "domain_predicates")  # SceneGraphRCNN's classifiers
+# The alignment losses (weighted by domain_loss_weight, bounded by grl_bound) and the modules
+# that only they train: Sim2SG's D^a and D^c, GPA's adaptation layers, SAPNet's discriminators.
+DOMAIN_LOSSES = ("loss_domain_image", "loss_domain_pred", "loss_gpa_rpn", "loss_gpa_rcnn", "loss_domain_sap")
+DOMAIN_HEADS = ("domain_image", "domain_objects", "domain_predicates", "gpa", "sapnet")  # SceneGraphRCNN's
 
 
 @dataclass
@@ -67,6 +69,32 @@ def new_state(cfg: TrainConfig, model_cfg: ModelConfig, total: int = 1) -> Train
         model = model.to(memory_format=torch.channels_last)
         model.channels_last = True
     return TrainState(model, make_optimizer(model, cfg), device, rng, 0, total)
+
+
+def add_align_heads(state: TrainState, names) -> None:
+    """Give the network the alignment heads `names` it lacks (`sim2sg.model.sgg.BASELINE_MODES`:
+    built only for runs that use them, so that other checkpoints keep their keys), initialised
+    from the run's generators, on its device, and their parameters to the optimizer as two more
+    groups (with and without weight decay, as `make_optimizer`). A checkpoint of a network with
+    heads is restored into one after this (`sim2sg.train.checkpoint.restore` calls it)."""
+    names = tuple(names)
+    if not names:
+        return
+    with state.rng.scope():
+        new = state.model.add_align_heads(names)
+    params = []
+    for m in new:
+        m.to(state.device)
+        if getattr(state.model, "channels_last", False):
+            m.to(memory_format=torch.channels_last)
+        if distributed.active():  # the ranks' generators differ: rank 0's initialisation for all
+            for t in m.state_dict().values():
+                torch.distributed.broadcast(t, 0)
+        params += [p for p in m.parameters() if p.requires_grad]
+    if params:
+        decay = state.optimizer.param_groups[0].get("weight_decay", 0.0)
+        state.optimizer.add_param_group({"params": [p for p in params if p.ndim > 1], "weight_decay": decay})
+        state.optimizer.add_param_group({"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0})
 
 
 def make_reproducible(device: torch.device, deterministic: bool = False) -> None:
