@@ -153,30 +153,34 @@ def plan(p: Preset, base: LoopConfig) -> list[tuple[str, float]]:
     """The demo's phases in order, each with its expected cost in optimizer-step equivalents
     (training steps, plus evaluation, prediction and rendering at rough per-image costs): the
     weights of the progress estimate. The loop logs one line per phase it records."""
-    infer = 1 / (3 * p.batch)  # an image predicted costs about a third of one trained (rough)
+    # Rough per-image costs in steps of `p.batch` images, from CPU runs: an image predicted costs
+    # about a third of one trained; rendering (with the scene building and the first call's
+    # imports and texture library) about a third of a step per target image, 0.05 per SDR scene.
+    infer = 1 / (3 * p.batch)
     evaluation = (p.n_eval + (min(p.n_target, base.target_bn_images) if p.target_bn else 0)) * infer
-    synthesis = p.n_target * (infer + 0.02)
-    phases = [("render the target domain", (p.n_target + p.n_eval) * 0.02)]
+    synthesis = p.n_target * (infer + 0.05)
+    evaluation_sdr = evaluation + p.n_source * 0.05  # a row's first phase renders its SDR scenes too
+    phases = [("render the target domain", (p.n_target + p.n_eval) * 0.3)]
     loop_rows = [r for r in p.rows if ROWS[r][0] == "sim2sg" and "label" in parse_align(ROWS[r][1], loop=True)]
     if any(r != "oracle" for r in p.rows):
-        phases.append(("SDR phase (shared)", p.sdr_steps + evaluation))
+        phases.append(("SDR phase (shared)", p.sdr_steps + evaluation_sdr))
     warm = len(loop_rows) > 1 and p.align_from_iteration > 1
     if warm:
-        phases.append(("warm-up: SDR", evaluation))
+        phases.append(("warm-up: SDR", evaluation_sdr))
         phases += [(f"warm-up: iteration {i}", p.iter_steps + synthesis + evaluation)
                    for i in range(1, p.align_from_iteration)]
     for row in p.rows:
         if row == "oracle":
-            phases.append((f"{row}", base.total_steps() + evaluation))
+            phases.append((row, base.total_steps() + evaluation))
             continue
         if row in loop_rows:
             first = p.align_from_iteration if warm else 1
             if not warm:
-                phases.append((f"{row}: SDR", evaluation))
+                phases.append((f"{row}: SDR", evaluation_sdr))
             phases += [(f"{row}: iteration {i}", p.iter_steps + synthesis + evaluation)
                        for i in range(first, p.iterations + 1)]
         else:
-            phases += [(f"{row}: SDR", evaluation), (f"{row}: continued", p.iterations * p.iter_steps + evaluation)]
+            phases += [(f"{row}: SDR", evaluation_sdr), (f"{row}: continued", p.iterations * p.iter_steps + evaluation)]
     return phases + [("report", 1.0)]
 
 

@@ -137,7 +137,9 @@ def curves(results: dict, path: Path, k: int = 20) -> None:
               ("content gap: count TV", "content_gap", "count_tv"),
               ("content gap: position W1 (m)", "content_gap", "position_w1"),
               ("content gap: predicate TV", "content_gap", "predicate_tv"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
+    fig, grid = plt.subplots(2, 3, figsize=(13, 7.4))  # two rows: legible at a page's width
+    axes = grid.ravel()[:len(panels)]
+    grid.ravel()[-1].axis("off")
     steps = [ph.get("step", 0) for h in results.values() for ph in h.get("phases", [])]
     x_end = max(steps) if steps else 1
     top_w1 = 1.0
