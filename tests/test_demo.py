@@ -6,6 +6,7 @@ import re
 from html.parser import HTMLParser
 
 import cv2
+import pytest
 import torch
 from sim2sg.cli.app import app
 from typer.testing import CliRunner
@@ -27,6 +28,7 @@ class _Images(HTMLParser):
             self.srcs.append(dict(attrs)["src"])
 
 
+@pytest.mark.slow
 def test_demo_writes_a_complete_report_and_keeps_one_model_per_row(tmp_path):
     torch.set_num_threads(1)
     lines = []
@@ -36,6 +38,7 @@ def test_demo_writes_a_complete_report_and_keeps_one_model_per_row(tmp_path):
     for row in ("SDR", "all (Sim2SG)", "oracle"):
         assert f"| {row} |" in table
     assert "gap closed mAP" in table and "fast network, 32x32 px" in table  # says what the preset did
+    assert "SDR in mAP@0.5" in table  # and, in one sentence, whether Sim2SG beat SDR
     res = json.loads((report / "results.json").read_text())
     assert list(res) == ["SDR", "all (Sim2SG)", "oracle"]
     assert [p["name"] for p in res["all (Sim2SG)"]["phases"]] == ["sdr", "iteration 1", "iteration 2"]

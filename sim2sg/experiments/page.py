@@ -37,7 +37,8 @@ def write_report(report: Path, results: dict, domain: Domain, runs: Path, descri
     if any("final_source_bn" in h for h in results.values()):
         source_bn = format_table(results, cats, k, final="final_source_bn")
     gap = content_gap_table(results)
-    md = [f"# sim2sg demo: {env} -> {domain.root.name}", "", description, "", table, "",
+    said = verdict(results, k)
+    md = [f"# sim2sg demo: {env} -> {domain.root.name}", "", description, "", said, "", table, "",
           "gap closed: (row - SDR) / (oracle - SDR), per metric.", ""]
     if source_bn:
         md += ["The same rows, predicting on the target with the training BatchNorm statistics "
@@ -53,10 +54,31 @@ def write_report(report: Path, results: dict, domain: Domain, runs: Path, descri
     if sim is not None:
         figure_ok = fig3(results[sim], Path(runs) / slug(sim) / "examples", list_images(domain.train_images),
                          report / "figure.png", sim)
-    page = _html(env, domain.root.name, description, table, source_bn, gap, report / "curves.png",
+    page = _html(env, domain.root.name, description + " " + said, table, source_bn, gap, report / "curves.png",
                  report / "figure.png" if figure_ok else None, sim)
     atomic.write_text(report / "index.html", page)
     return report
+
+
+def verdict(results: dict, k: int = 20) -> str:
+    """One sentence on what the table shows: Sim2SG (the "all" row) against SDR in mAP@0.5 and
+    R@k, and the share of the SDR-to-oracle mAP gap it closed; "" without both rows."""
+    sim = next((r for r in results if r.startswith("all")), None)
+    if sim is None or "SDR" not in results:
+        return ""
+    f = {r: results[r].get("final") or {} for r in results}
+    m, r = (f[sim].get(key) for key in ("mAP@0.5", f"R@{k}")), (f["SDR"].get(key) for key in ("mAP@0.5", f"R@{k}"))
+    (m_sim, r_sim), (m_sdr, r_sdr) = m, r
+    if None in (m_sim, m_sdr):
+        return ""
+    out = (f"{sim} {'beats' if m_sim > m_sdr else 'does not beat'} SDR in mAP@0.5 "
+           f"({m_sim:.3f} vs {m_sdr:.3f}, {m_sim - m_sdr:+.3f})")
+    if r_sim is not None and r_sdr is not None:
+        out += f" and has {'a higher' if r_sim > r_sdr else 'no higher'} R@{k} ({r_sim:.4f} vs {r_sdr:.4f})"
+    ora = f.get("oracle", {}).get("mAP@0.5")
+    if ora is not None and abs(ora - m_sdr) > 1e-9:
+        out += f"; it closes {(m_sim - m_sdr) / (ora - m_sdr) * 100:.0f}% of the SDR-to-oracle mAP gap (oracle {ora:.3f})"
+    return out + " (one seed: benchmarks/demo_seeds.py measures the spread over seeds)."
 
 
 def fig3(history: dict, examples: Path, target_images: list[Path], out: Path, row: str, per_row: int = 3) -> bool:
@@ -165,4 +187,4 @@ def _html(env: str, target: str, description: str, table: str, source_bn: str | 
     return "\n".join(parts)
 
 
-__all__ = ["fig3", "md_table_html", "write_report"]
+__all__ = ["fig3", "md_table_html", "verdict", "write_report"]
