@@ -12,12 +12,17 @@ from sim2sg.cli.common import fail, info, user_errors
 def demo(
     out: Path = typer.Option(Path("out/demo"), "--out", help="Output folder (target domain, runs, report/)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="small (CPU, ~15 min) or full (GPU); default by device."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="small (2-core CPU, fast network, ~15 min) or full "
+                                         "(GPU, benchmark size); default by device."),
     seed: int = typer.Option(0, "--seed"),
-    model: Optional[str] = typer.Option(None, "--model", help="The network: frcnn or fast (default: the preset's)."),
+    model: Optional[str] = typer.Option(None, "--model", help="The network: frcnn or fast (default: the preset's: "
+                                        "fast for small, frcnn for full)."),
+    keep_shared: bool = typer.Option(False, "--keep-shared", help="Keep the shared SDR phase and the runs' resume "
+                                     "points (deleted at the end by default; each row keeps its model)."),
 ) -> None:
-    """Render the clevr-target domain, train SDR and Sim2SG against its unlabelled images, and
-    write a report: a Table-1-like table, content-gap and metric curves, a Fig.-3-like figure."""
+    """Render the clevr-target domain, train SDR, Sim2SG and the oracle against it, and write a
+    report to OUT/report/index.html: a Table-1-like table with the gap closed, content-gap and
+    metric curves, a Fig.-3-like figure."""
     from sim2sg.experiments.demo import PRESETS, run_demo
 
     if preset is not None and preset not in PRESETS:
@@ -25,7 +30,7 @@ def demo(
     if model is not None and model not in ("frcnn", "fast"):
         fail(f"--model {model!r}: expected frcnn or fast")
     with user_errors():
-        run_demo(out, device=device, preset=preset, seed=seed, arch=model, log=info)
+        run_demo(out, device=device, preset=preset, seed=seed, arch=model, log=info, keep_shared=keep_shared)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,7 +11,13 @@ from sim2sg.model.sapnet import SpatialAttentionPyramid, focal_loss
 from sim2sg.train.align import model_mode, network_heads, parse_align
 from sim2sg.train.checkpoint import model_from_checkpoint, restore, save_checkpoint
 from sim2sg.train.config import TrainConfig
-from sim2sg.train.steps import DOMAIN_LOSSES, add_align_heads, domain_head_parameters, new_state, train_step
+from sim2sg.train.steps import (
+    DOMAIN_LOSSES,
+    add_align_heads,
+    domain_head_parameters,
+    new_state,
+    train_step,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,29 +1,92 @@
 """`sim2sg demo` end to end on a micro preset (the real presets are sized for minutes, not tests)."""
 
+import dataclasses
+import json
+import re
+from html.parser import HTMLParser
+
+import cv2
+import pytest
 import torch
 from sim2sg.cli.app import app
 from typer.testing import CliRunner
 
 from sim2sg.experiments import demo
 
+MICRO = dataclasses.replace(demo.PRESETS["small"], size=32, n_target=4, n_eval=3, n_source=4, iterations=2,
+                            sdr_steps=2, iter_steps=1, batch=2, score_threshold=0.0, min_fit_iou=0.0)
 
-def test_demo_writes_report(tmp_path, monkeypatch):
+
+class _Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.srcs, self.tables = [], 0
+
+    def handle_starttag(self, tag, attrs):
+        self.tables += tag == "table"
+        if tag == "img":
+            self.srcs.append(dict(attrs)["src"])
+
+
+@pytest.mark.slow
+def test_demo_writes_a_complete_report_and_keeps_one_model_per_row(tmp_path):
     torch.set_num_threads(1)
-    micro = demo.Preset(size=64, n_target=4, n_eval=3, n_source=4, iterations=1, sdr_steps=2,
-                        iter_steps=1, batch=2, rows=("SDR", "all (Sim2SG)"))
-    monkeypatch.setitem(demo.PRESETS, "small", micro)
-    report = demo.run_demo(tmp_path, device="cpu", preset="small", log=lambda m: None)
+    lines = []
+    report = demo.run_demo(tmp_path, device="cpu", preset=MICRO, log=lines.append)
+    # the report: every file, well formed
     table = (report / "table.md").read_text()
-    assert "| SDR |" in table and "| all (Sim2SG) |" in table and "mAP@0.5" in table
-    assert "small preset (2 SDR steps at 64x64)" in table  # the reader is told what the numbers are
-    assert (report / "curves.png").stat().st_size > 0 and (report / "figure.png").stat().st_size > 0
-    # both rows fork from one shared SDR phase, so they agree on it exactly
-    import json
-
+    for row in ("SDR", "all (Sim2SG)", "oracle"):
+        assert f"| {row} |" in table
+    assert "gap closed mAP" in table and "fast network, 32x32 px" in table  # says what the preset did
+    assert "SDR in mAP@0.5" in table  # and, in one sentence, whether Sim2SG beat SDR
     res = json.loads((report / "results.json").read_text())
-    sdr = [h["phases"][0] for h in res.values()]
-    assert all(p["name"] == "sdr" for p in sdr) and sdr[0]["metrics"] == sdr[1]["metrics"]
-    assert (tmp_path / "runs" / "sdr_phase.pt").is_file()
+    assert list(res) == ["SDR", "all (Sim2SG)", "oracle"]
+    assert [p["name"] for p in res["all (Sim2SG)"]["phases"]] == ["sdr", "iteration 1", "iteration 2"]
+    # both rows fork from one shared SDR phase, so they agree on it exactly
+    assert res["SDR"]["phases"][0]["metrics"] == res["all (Sim2SG)"]["phases"][0]["metrics"]
+    for png in ("curves.png", "figure.png"):
+        img = cv2.imread(str(report / png))
+        assert img is not None and min(img.shape[:2]) > 100
+    page = (report / "index.html").read_text()
+    parser = _Images()
+    parser.feed(page)
+    assert parser.tables >= 2 and len(parser.srcs) == 2  # results + content gap; curves + figure
+    for src in parser.srcs:  # embedded, so the page needs nothing beside it
+        assert src.startswith("data:image/png;base64,")
+    assert "http" not in page
+    # progress: phase k of n with the time left, n known from the start
+    steps = [re.match(r"-- phase (\d+) of (\d+) done", m) for m in lines]
+    steps = [(int(m[1]), int(m[2])) for m in steps if m]
+    assert [k for k, _ in steps] == list(range(1, len(steps) + 1)) and {n for _, n in steps} == {len(steps)}
+    assert any("left" in m for m in lines if m.startswith("-- phase 2 "))
+    assert re.search(r"holds \d+ MB", lines[-1])
+    # output: one model per row, nothing shared or resumable left
+    pts = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.pt"))
+    assert pts == ["runs/all__sim2sg/checkpoint.pt", "runs/oracle/checkpoint.pt", "runs/sdr/checkpoint.pt"]
+    ckpt = torch.load(tmp_path / "runs/sdr/checkpoint.pt", weights_only=True)
+    assert "optimizer" not in ckpt and ckpt["model_config"]["arch"] == "fast"
+    r = CliRunner().invoke(app, ["eval", "--checkpoint", str(tmp_path / "runs/sdr/checkpoint.pt"),
+                                 "--data", str(tmp_path / "clevr-target/eval"), "--out", str(tmp_path / "e.json")])
+    assert r.exit_code == 0, r.output
+
+
+def test_progress_counts_the_loops_phase_lines():
+    out = []
+    p = demo.Progress([("a", 1.0), ("b", 3.0)], out.append)
+    p.log("[sdr] step 10 (3 s)  mAP@0.5 0.1")
+    p.log("[warm-up] continuing at iteration 2 from X")  # not a phase end
+    assert out[1].startswith("-- phase 1 of 2 done (a): 0:00 elapsed, about 0:00 left")
+    assert len(out) == 3
+    p.done()
+    assert out[-1].startswith("-- phase 2 of 2 done (b)") and "left" not in out[-1]
+
+
+def test_presets_plan_every_phase_the_loop_logs():
+    names = [n for n, _ in demo.plan(demo.PRESETS["full"], demo.PRESETS["full"].loop_config("o", "cpu", 0))]
+    # shared SDR phase, warm-up (SDR + iteration 1), SDR row (2), label and all (iterations 2, 3), oracle
+    assert len(names) == 1 + 1 + 2 + 2 + 2 + 2 + 1 + 1
+    small = demo.PRESETS["small"]
+    assert small.arch == "fast" and "oracle" in small.rows and "SDR" in small.rows
 
 
 def test_unknown_preset_is_one_line():

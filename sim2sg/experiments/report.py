@@ -121,9 +121,13 @@ def content_gap_table(results: dict) -> str:
 
 def curves(results: dict, path: Path, k: int = 20) -> None:
     """Plot, at the end of each phase of each row's history (x: optimizer step): target mAP@0.5 and
-    R@k (graph constraint), and the content gap of the graphs it trained on (count TV, ground-position
-    W1 in metres, predicate TV; the SDR phase's are the SDR sampler's). Written atomically to
-    `path` (PNG)."""
+    R@k (graph constraint, with its ceiling dotted), and the content gap of the graphs it trained
+    on (count TV, ground-position W1 in metres, predicate TV; the SDR phase's are the SDR
+    sampler's). Rows without iterations are drawn across the whole x range, so they stay visible
+    beside the loop rows: SDR as a dashed line through its phases and on at its last value (its
+    data keep the SDR sampler's content gap throughout), the oracle (one phase) as a horizontal
+    line at its final value. Fixed y ranges ([0, 1]; position W1 from 0 m), so that noise does
+    not look like a trend. Written atomically to `path` (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -133,17 +137,40 @@ def curves(results: dict, path: Path, k: int = 20) -> None:
               ("content gap: count TV", "content_gap", "count_tv"),
               ("content gap: position W1 (m)", "content_gap", "position_w1"),
               ("content gap: predicate TV", "content_gap", "predicate_tv"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
-    for row, h in results.items():
+    fig, grid = plt.subplots(2, 3, figsize=(13, 7.4))  # two rows: legible at a page's width
+    axes = grid.ravel()[:len(panels)]
+    grid.ravel()[-1].axis("off")
+    steps = [ph.get("step", 0) for h in results.values() for ph in h.get("phases", [])]
+    x_end = max(steps) if steps else 1
+    top_w1 = 1.0
+    for i, (row, h) in enumerate(results.items()):
         phases = h.get("phases", [])
-        x = [ph.get("step", i) for i, ph in enumerate(phases)]  # rows' phases differ; their steps line up
+        x = [ph.get("step", j) for j, ph in enumerate(phases)]  # rows' phases differ; their steps line up
+        loops = any(ph.get("name", "").startswith("iteration") for ph in phases)
+        color = f"C{i}"
         for ax, (_, part, key) in zip(axes, panels):
             v = [(ph.get(part) or {}).get(key) for ph in phases]
-            if any(y is not None for y in v):
-                ax.plot(x, [y if y is not None else float("nan") for y in v], "o-", label=row)
-    for ax, (title, _, _) in zip(axes, panels):
-        ax.set_title(title, fontsize=9)
+            pts = [(a, b) for a, b in zip(x, v) if b is not None]
+            if not pts:
+                continue
+            if key == "position_w1":
+                top_w1 = max(top_w1, *(b * 1.15 for _, b in pts))
+            if loops:
+                ax.plot(*zip(*pts), "o-", color=color, label=row)
+            elif len(pts) == 1 and row == "oracle":
+                ax.axhline(pts[0][1], color=color, ls="--", label=f"{row} (end of training)")
+            else:  # SDR (and other rows without iterations): through its phases, then on to the end
+                xs, ys = zip(*pts)
+                ax.plot(list(xs) + [x_end], list(ys) + [ys[-1]], "s--", color=color, label=row, markevery=len(xs) - 1 or 1)
+        ceil = [(ph.get("summary") or {}).get(f"R@{k} ceiling") for ph in phases]
+        if loops and any(c is not None for c in ceil):
+            axes[1].axhline(max(c for c in ceil if c is not None), color="grey", ls=":", lw=1)
+    for ax, (title, _, key) in zip(axes, panels):
+        ax.set_title(title + (" (dotted: ceiling)" if key == f"R@{k}" else ""), fontsize=9)
         ax.set_xlabel("optimizer step (end of each phase)", fontsize=7)
+        ax.set_ylim(0, top_w1 if key == "position_w1" else 1.0)
+        ax.set_xlim(0, x_end * 1.03)
+        ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     fig.tight_layout()

@@ -44,7 +44,13 @@ from sim2sg.dataset.synthesize import synthesize, texture_library
 from sim2sg.errors import InputError
 from sim2sg.eval.content import content_gap
 from sim2sg.loop.config import LoopConfig
-from sim2sg.loop.metasim import AttributeParams, fit_attributes, image_features, sdr_statistics, transform_graph
+from sim2sg.loop.metasim import (
+    AttributeParams,
+    fit_attributes,
+    image_features,
+    sdr_statistics,
+    transform_graph,
+)
 from sim2sg.loop.state import (
     load_resume,
     load_sdr_phase,
@@ -73,8 +79,8 @@ from sim2sg.scene import graph as sg
 from sim2sg.scene.environment import Environment, load_env
 from sim2sg.scene.sdr import sample_scene, scene_rng
 from sim2sg.train import distributed
-from sim2sg.train.checkpoint import FILE_NAME, restore, save_checkpoint
 from sim2sg.train.align import network_heads, parse_align
+from sim2sg.train.checkpoint import FILE_NAME, restore, save_checkpoint
 from sim2sg.train.config import TrainConfig
 from sim2sg.train.data import ImageFolder, LabelledDataset, LabelledOnly, SampleDataset
 from sim2sg.train.predict import graph_from_prediction, predict_labelled

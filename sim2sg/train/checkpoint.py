@@ -63,7 +63,9 @@ def restore(state, ckpt: dict) -> None:
     first (`sim2sg.train.steps.add_align_heads`)."""
     heads = [h for h in (ckpt.get("model_config") or {}).get("align_heads", ()) if not hasattr(state.model, h)]
     if heads:
-        from sim2sg.train.steps import add_align_heads  # steps builds on this module's neighbours
+        from sim2sg.train.steps import (
+            add_align_heads,  # steps builds on this module's neighbours
+        )
 
         add_align_heads(state, heads)
     state.model.load_state_dict(ckpt["model"])

@@ -22,6 +22,7 @@ from sim2sg import atomic
 from sim2sg.errors import InputError
 from sim2sg.model import ModelConfig
 from sim2sg.train import distributed
+from sim2sg.train.align import network_heads, parse_align
 from sim2sg.train.checkpoint import (
     FILE_NAME,
     load_checkpoint,
@@ -32,7 +33,6 @@ from sim2sg.train.checkpoint import (
 from sim2sg.train.config import TrainConfig
 from sim2sg.train.data import ImageFolder, LabelledDataset
 from sim2sg.train.predict import predict, predict_labelled
-from sim2sg.train.align import network_heads, parse_align
 from sim2sg.train.steps import add_align_heads, new_state, train_steps
 
 
