@@ -78,6 +78,8 @@ def verdict(results: dict, k: int = 20) -> str:
     ora = f.get("oracle", {}).get("mAP@0.5")
     if ora is not None and ora > m_sdr + 1e-9:
         out += f"; it closes {(m_sim - m_sdr) / (ora - m_sdr) * 100 + 0.0:.0f}% of the SDR-to-oracle mAP gap (oracle {ora:.3f})"
+        if m_sim > ora:  # then the oracle is no ceiling: it has not learned all its labels can teach
+            out += ", i.e. it is above the oracle, which at this budget is no upper bound"
     elif ora is not None:  # then the "gap closed" columns mean nothing
         out += (f"; the oracle ({ora:.3f}) is not above SDR: at this budget the network has not learned the task "
                 "even from the target's own labels, so there is no gap to close")
