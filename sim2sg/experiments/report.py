@@ -105,7 +105,7 @@ def _f(x) -> str:
 def _gap(x, lo, hi) -> str:
     if x is None or lo is None or hi is None or abs(hi - lo) < 1e-9:
         return "-"
-    return f"{(x - lo) / (hi - lo) * 100:.0f}%"
+    return f"{(x - lo) / (hi - lo) * 100 + 0.0:.0f}%"  # + 0.0: no "-0%"
 
 
 def content_gap_table(results: dict) -> str:
