@@ -85,13 +85,9 @@ smoke)  # every command once on CUDA at a tiny size; a table of what passed
   echo "smoke on $(nvidia-smi --query-gpu=name --format=csv,noheader)"
   for k in sample graph2usd render target train resume eval predict loop loop_deterministic loop_fast train_fast train_bench accuracy_fast; do printf "%-20s %s\n" $k "${R[$k]}"; done
   ;;
-fast)  # issue 21 in one short call: throughput first, then accuracy, then a smoke of both models
+fast)  # issue 21 in one call (<= 9 min): a smoke of both models first, then throughput, then accuracy
   D=/tmp/fast; rm -rf $D; declare -A R
   ok() { R[$1]=$([ "$2" = 0 ] && echo pass || echo "FAIL ($2)"); }
-  timeout 130 python3 benchmarks/train.py --model fast frcnn --device cuda --size 256 --batch 64 --steps 15 --warmup 3 \
-    --align none both --grl-bound 0 0.5 --infer-batch 256 2>&1 | tee "$OUTDIR/train_fast_frcnn.txt" | tail -16; ok throughput $?
-  timeout 160 python3 benchmarks/accuracy.py --model fast --device cuda --seconds 80 --train 2000 --test 200 2>&1 \
-    | tee "$OUTDIR/accuracy_fast.txt" | tail -8; ok accuracy_fast $?
   $S sample --env clevr --count 8 --seed 0 --out $D/src >/dev/null && $S graph2usd $D/src/graphs --out $D/src/usd >/dev/null \
     && $S render $D/src/usd --out $D/src/data --size 96x96 --device cuda --no-progress >/dev/null 2>&1; ok render $?
   $S sample --env clevr-target --count 4 --seed 1 --out $D/tgt >/dev/null && $S graph2usd $D/tgt/graphs --out $D/tgt/usd >/dev/null \
@@ -99,11 +95,17 @@ fast)  # issue 21 in one short call: throughput first, then accuracy, then a smo
   timeout 60 $S train --source $D/src/data --target $D/tgt/data/images --align both --grl-bound 0.1 --steps 4 --checkpoint-every 2 \
     --batch 4 --out $D/run --device cuda --no-progress 2>&1 | tail -1; ok train_frcnn $?
   timeout 30 $S eval --checkpoint $D/run/checkpoint.pt --data $D/tgt/data 2>&1 | tail -1; ok eval $?
-  for m in frcnn fast; do timeout 90 $S loop --env clevr --target $D/tgt/data/images --out $D/loop_$m --loop 2 --align all \
+  for m in fast frcnn; do timeout 60 $S loop --env clevr --target $D/tgt/data/images --out $D/loop_$m --loop 2 --align all \
     --size 96x96 --sdr-scenes 8 --sdr-steps 4 --iter-steps 2 --batch 4 --score-thresh 0 --min-fit-iou 0 --target-bn \
     --target-textures --model $m --eval-data $D/tgt/data --device cuda --no-progress 2>&1 | tail -1; ok loop_$m $?; done
+  timeout 150 python3 benchmarks/train.py --model fast frcnn --device cuda --size 256 --batch 64 --steps 15 --warmup 3 \
+    --align none both --infer-batch 256 2>&1 | tee "$OUTDIR/train_fast_frcnn.txt" | tail -8; ok throughput $?
+  timeout 120 python3 benchmarks/train.py --model fast --compile --device cuda --size 256 --batch 64 128 --steps 15 --warmup 8 \
+    --align none both --infer-batch 512 2>&1 | tee "$OUTDIR/train_fast_compiled.txt" | tail -8; ok throughput_compiled $?
+  timeout 200 python3 benchmarks/accuracy.py --model fast --device cuda --seconds 110 --train 2000 --test 200 2>&1 \
+    | tee "$OUTDIR/accuracy_fast.txt" | tail -8; ok accuracy_fast $?
   echo "fast on $(nvidia-smi --query-gpu=name --format=csv,noheader)"
-  for k in throughput accuracy_fast render target train_frcnn eval loop_frcnn loop_fast; do printf "%-20s %s\n" $k "${R[$k]}"; done
+  for k in render target train_frcnn eval loop_fast loop_frcnn throughput throughput_compiled accuracy_fast; do printf "%-20s %s\n" $k "${R[$k]}"; done
   ;;
 table)
   SRC=${1:-clevr}; TGT=${2:-clevr-target}; K=${3:-20}; shift 3 || true
