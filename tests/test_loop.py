@@ -87,6 +87,22 @@ def test_bad_config_is_one_clear_error(tmp_path):
         run(LoopConfig(env="clevr", target=str(tmp_path), out=str(tmp_path / "o"), align="everything"))
 
 
+@pytest.mark.parametrize("field, value, source", [
+    ("backbone", "resnet7", "--backbone"), ("arch", "yolo", "--model"), ("batch_size", 0, "--batch"),
+    ("lr", 0.0, "--lr"), ("grl_bound", -1.0, "--grl-bound"), ("grl_ramp", "cosine", "loop config"),
+    ("model", {"rpn_post_nms_test": "many"}, "--set"), ("model", {"no_such": 1}, "--set"),
+])
+def test_loop_config_checks_the_training_fields(tmp_path, field, value, source):
+    """The loop checks the fields it shares with `TrainConfig` by the same rules (`check_shared`),
+    naming the option a user types."""
+    from sim2sg.errors import InputError
+
+    cfg = LoopConfig(env="clevr", target=str(tmp_path), out=str(tmp_path / "o"), **{field: value})
+    with pytest.raises(InputError) as e:
+        cfg.validate()
+    assert e.value.source == source and e.value.field.split(".")[0] == field
+
+
 @pytest.fixture
 def counted(monkeypatch):
     """([trainers made], [steps of each training phase]) of the loop runs in a test."""

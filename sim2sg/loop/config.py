@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sim2sg.errors import InputError
-from sim2sg.model.build import ARCHS
 from sim2sg.train.align import frcnn_only, model_mode, parse_align
-from sim2sg.train.augment import MODES
+from sim2sg.train.config import check_shared
 
 METHODS = ("sim2sg", "metasim", "pseudo-label", "oracle")
 
@@ -118,24 +117,19 @@ class LoopConfig:
         if self.method not in METHODS:
             raise InputError("--method", "method", f"expected one of {', '.join(METHODS)}, got {self.method!r}")
         terms = parse_align(self.align, loop=True)
-        if self.arch not in ARCHS:
-            raise InputError("--model", "arch", f"expected one of {', '.join(ARCHS)}, got {self.arch!r}")
+        check_shared(self, _bad_option)
         frcnn_only(terms, self.arch, "--align")
         if self.method == "metasim" and "label" in terms:
             raise InputError("--align", "align", "Meta-Sim learns the SDR generator's placements instead of the "
                                                  "synthesis loop: its alignment cannot include 'label'")
         if self.method == "oracle" and not self.oracle_data:
             raise InputError("--oracle-data", "oracle_data", "the oracle needs a labelled target dataset")
-        if self.augment not in MODES:
-            raise InputError("--augment", "augment", f"expected one of {', '.join(MODES)}, got {self.augment!r}")
-        for name in ("iterations", "sdr_scenes", "scenes_per_image", "width", "height", "batch_size",
+        for name in ("iterations", "sdr_scenes", "scenes_per_image", "width", "height",
                      "target_bn_images", "checkpoint_every", "metasim_batch", "metasim_images"):
             if getattr(self, name) < (0 if name == "iterations" else 1):
                 raise InputError(f"--{name.replace('_', '-')}", name, "out of range")
         if self.metasim_steps < 0 or not self.metasim_lr > 0 or not self.metasim_delta > 0:
             raise InputError("--metasim", "metasim", "metasim_steps must be >= 0, metasim_lr and metasim_delta > 0")
-        if not self.grl_bound >= 0:
-            raise InputError("--grl-bound", "grl_bound", f"must be >= 0 (0: off), got {self.grl_bound}")
 
     @property
     def loops(self) -> bool:
@@ -150,3 +144,12 @@ class LoopConfig:
     def total_steps(self) -> int:
         return self.sdr_steps + self.iterations * self.iter_steps
 
+
+
+_OPTIONS = {"arch": "--model", "batch_size": "--batch", "model": "--set", "grl_ramp": "loop config"}
+
+
+def _bad_option(name: str, message: str) -> None:
+    """`check_shared`'s error for the loop: the source is the command-line option of the field."""
+    top = name.split(".")[0]
+    raise InputError(_OPTIONS.get(top, f"--{top.replace('_', '-')}"), name, message)

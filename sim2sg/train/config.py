@@ -76,39 +76,48 @@ class TrainConfig:
         frcnn_only(parse_align(self.align, loop=False, source="training config"), self.arch, "training config")
         if self.align != "none" and not self.target:
             bad("target", f"--align {self.align} needs unlabelled target images (--target FOLDER)")
-        if self.arch not in ARCHS:
-            bad("arch", f"expected one of {', '.join(ARCHS)}, got {self.arch!r}")
-        if self.backbone not in BACKBONES:
-            bad("backbone", f"expected one of {', '.join(BACKBONES)}, got {self.backbone!r}")
+        check_shared(self, bad)
         if self.optimizer not in ("adamw", "sgd"):
             bad("optimizer", f"expected adamw or sgd, got {self.optimizer!r}")
-        if self.augment not in AUGMENT_MODES:
-            bad("augment", f"expected one of {', '.join(AUGMENT_MODES)}, got {self.augment!r}")
-        if self.grl_ramp not in ("fixed", "dann"):
-            bad("grl_ramp", f"expected fixed or dann, got {self.grl_ramp!r}")
-        for name in ("epochs", "batch_size", "checkpoint_every", "log_every"):
+        for name in ("epochs", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 bad(name, f"must be >= 1, got {getattr(self, name)}")
         if self.steps is not None and self.steps < 1:
             bad("steps", f"must be >= 1, got {self.steps}")
-        if not self.lr > 0:
-            bad("lr", f"must be positive, got {self.lr}")
-        if not self.grl_bound >= 0:
-            bad("grl_bound", f"must be >= 0 (0: off), got {self.grl_bound}")
-        defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)
-                    if f.name not in ("num_classes", "num_predicates", "image_size", "arch", "backbone")}
-        for k, v in self.model.items():
-            if k not in defaults:
-                bad(f"model.{k}", f"unknown model setting (known: {', '.join(sorted(defaults))})")
-            d = defaults[k]
-            ok = (isinstance(v, (list, tuple)) if isinstance(d, tuple)
-                  else isinstance(v, (int, float)) and not isinstance(v, bool) if isinstance(d, float)
-                  else isinstance(v, int) and not isinstance(v, bool) and v >= 0)
-            if not ok:
-                bad(f"model.{k}", f"expected a value like {d!r}, got {v!r}")
 
     @staticmethod
     def from_dict(d: dict) -> "TrainConfig":
         names = {f.name for f in dataclasses.fields(TrainConfig)}
         return TrainConfig(**{k: v for k, v in d.items() if k in names})
 
+
+
+def check_shared(cfg, bad) -> None:
+    """The checks of the training fields that `TrainConfig` and `LoopConfig` share (arch, backbone,
+    augment, grl_ramp, grl_bound, lr, batch_size, model overrides): `bad(field, message)` raises
+    the caller's `InputError`, which names its source (a config file or a CLI option)."""
+    if cfg.arch not in ARCHS:
+        bad("arch", f"expected one of {', '.join(ARCHS)}, got {cfg.arch!r}")
+    if cfg.backbone not in BACKBONES:
+        bad("backbone", f"expected one of {', '.join(BACKBONES)}, got {cfg.backbone!r}")
+    if cfg.augment not in AUGMENT_MODES:
+        bad("augment", f"expected one of {', '.join(AUGMENT_MODES)}, got {cfg.augment!r}")
+    if cfg.grl_ramp not in ("fixed", "dann"):
+        bad("grl_ramp", f"expected fixed or dann, got {cfg.grl_ramp!r}")
+    if cfg.batch_size < 1:
+        bad("batch_size", f"must be >= 1, got {cfg.batch_size}")
+    if not cfg.lr > 0:
+        bad("lr", f"must be positive, got {cfg.lr}")
+    if not cfg.grl_bound >= 0:
+        bad("grl_bound", f"must be >= 0 (0: off), got {cfg.grl_bound}")
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)
+                if f.name not in ("num_classes", "num_predicates", "image_size", "arch", "backbone")}
+    for k, v in cfg.model.items():
+        if k not in defaults:
+            bad(f"model.{k}", f"unknown model setting (known: {', '.join(sorted(defaults))})")
+        d = defaults[k]
+        ok = (isinstance(v, (list, tuple)) if isinstance(d, tuple)
+              else isinstance(v, (int, float)) and not isinstance(v, bool) if isinstance(d, float)
+              else isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+        if not ok:
+            bad(f"model.{k}", f"expected a value like {d!r}, got {v!r}")
