@@ -13,6 +13,7 @@ from sim2sg.errors import InputError
 from sim2sg.loop.config import LoopConfig
 from sim2sg.loop.metasim import (
     AttributeParams,
+    LIMITS,
     fit_attributes,
     kernel_scales,
     mmd2,
@@ -89,6 +90,28 @@ def test_spsa_moves_the_placements_towards_a_shifted_target():
                            features, np.random.default_rng(0), steps=60, batch=16, lr=0.1, delta=0.2)
     assert np.array_equal(again.params.values, fit.params.values)  # same generator, same fit
     assert AttributeParams.from_dict(fit.params.to_dict(), env.categories).values == pytest.approx(fit.params.values)
+
+
+def test_spsa_stays_in_the_search_space():
+    """A target 3 standard deviations away (beyond the 2-sigma limit) pulls the x shifts up to the
+    limit and no further; a start outside the space is projected into it first."""
+    env = load_env("clevr")
+    graphs = list(sample_scenes(env, seed=1, count=32))
+    stats = sdr_statistics(graphs, env.categories)
+    truth = AttributeParams.identity(env.categories)
+    v = truth.values.copy()
+    v[:, 0] = 3.0
+    target_graphs = [transform_graph(g, truth.with_vector(v), stats, env) for g in sample_scenes(env, seed=2, count=32)]
+
+    def features(gs, seed):
+        return torch.from_numpy(np.array([np.mean([a["position"][:2] for _, a in sg.objects(g)], 0) for g in gs]))
+
+    start = truth.values.copy()
+    start[:, 2] = 5.0  # log scale x far outside +- ln 2
+    fit = fit_attributes(truth.with_vector(start), graphs, stats, env, features(target_graphs, 0), features,
+                         np.random.default_rng(0), steps=80, batch=16, lr=0.2, delta=0.2)
+    assert np.all(np.abs(fit.params.values) <= LIMITS + 1e-12)
+    assert fit.params.values[:, 0].max() == pytest.approx(LIMITS[0]) and fit.params.values[:, 0].mean() > 1.0
 
 
 def test_metasim_and_baseline_configs_are_checked():

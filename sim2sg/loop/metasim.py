@@ -40,6 +40,11 @@ from sim2sg.scene.environment import Environment
 from sim2sg.scene.relations import derive_relations
 
 PER_CATEGORY = ("shift_x", "shift_y", "log_scale_x", "log_scale_y", "yaw")  # parameters per category
+# The search space, as Meta-Sim's generator searches within its grammar's attribute ranges: shifts
+# within 2 SDR standard deviations, spreads between half and twice the SDR's, yaw within +-90 deg.
+# Unbounded, the fit on clevr -> clevr-target spread the objects it could not multiply ever wider
+# (position W1 0.23 -> 1.3 m over three iterations, benchmarks/log/2026-12-07-issue21-fast-gpu.md).
+LIMITS = np.array([2.0, 2.0, np.log(2.0), np.log(2.0), 1.0])
 
 
 @dataclass(frozen=True)
@@ -170,9 +175,11 @@ def fit_attributes(params: AttributeParams, graphs: Sequence[nx.MultiDiGraph], s
     """`steps` SPSA steps (module docstring) from `params` on MMD^2 between features(transformed
     graphs, look seed) (B, D) and the `target` features (M, D). Per step: `batch` of `graphs`
     drawn from `rng`, one look seed shared by both evaluations, one +-1 direction; Adam (lr, betas
-    0.9, 0.999) on the estimate."""
+    0.9, 0.999) on the estimate, then projected onto the search space `LIMITS` (per category,
+    +- each limit in `PER_CATEGORY` order)."""
     scales = kernel_scales(target)
-    theta = params.values.flatten().copy()
+    limit = np.tile(LIMITS, len(params.categories))
+    theta = np.clip(params.values.flatten(), -limit, limit)
     m, v = np.zeros_like(theta), np.zeros_like(theta)
     trace = []
     for step in range(steps):
@@ -187,5 +194,6 @@ def fit_attributes(params: AttributeParams, graphs: Sequence[nx.MultiDiGraph], s
         m = 0.9 * m + 0.1 * g
         v = 0.999 * v + 0.001 * g * g
         theta = theta - lr * (m / (1 - 0.9 ** (step + 1))) / (np.sqrt(v / (1 - 0.999 ** (step + 1))) + 1e-8)
+        theta = np.clip(theta, -limit, limit)
         trace.append(0.5 * (losses[0] + losses[1]))
     return Fit(params.with_vector(theta), tuple(trace))
