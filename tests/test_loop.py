@@ -20,20 +20,9 @@ from sim2sg.train.data import SampleDataset
 
 
 @pytest.fixture(scope="module")
-def target(tmp_path_factory):
+def target(render_target):
     """A few clevr-target images (unlabelled) and their true graphs, rendered in memory."""
-    import cv2
-
-    root = tmp_path_factory.mktemp("target")
-    env = load_env("clevr-target")
-    graphs = list(sample_scenes(env, seed=5, count=4))
-    samples = synthesize(graphs, [f"{i:06d}" for i in range(4)], env, render_options(env, 64, 64), "cpu",
-                         np.random.default_rng(0), texture_library(root))
-    (root / "images").mkdir()
-    for s, g in zip(samples, graphs):
-        cv2.imwrite(str(root / "images" / f"{s.name}.png"), cv2.cvtColor(s.image, cv2.COLOR_RGB2BGR))
-        sg.write_graph(root / "graphs" / f"{s.name}.json", g)
-    return root, samples
+    return render_target(4, 64)
 
 
 def test_synthesized_samples_carry_exact_labels(target):
@@ -156,7 +145,7 @@ def test_loop_rows_fork_from_one_shared_warmup(target, tmp_path, counted):
                       width=64, height=64, sdr_steps=2, iter_steps=3, batch_size=2, lr_warmup_steps=1,
                       align_from_iteration=2, target_graphs=str(root / "graphs"), progress=False,
                       warmup_checkpoint=str(warm))
-    quiet = lambda m: None  # noqa: E731
+    quiet = lambda m: None
     a = run(dataclasses.replace(base, out=str(tmp_path / "a"), warmup_checkpoint=None), log=quiet)
     assert phases == [2, 3, 3]
     b = run(dataclasses.replace(base, out=str(tmp_path / "b"), align="label", grl_weight=0.5), log=quiet)
@@ -272,7 +261,7 @@ def test_deterministic_enters_the_checkpoint_keys_only_when_on():
     on = dataclasses.replace(off, deterministic=True)
     assert "deterministic" not in json.loads(warmup_key(off)) and "deterministic" not in _sdr_key(off)
     assert json.loads(warmup_key(on))["deterministic"] is True and _sdr_key(on)["deterministic"] is True
-    rest = lambda d: {k: v for k, v in d.items() if k != "deterministic"}  # noqa: E731
+    rest = lambda d: {k: v for k, v in d.items() if k != "deterministic"}
     assert rest(json.loads(warmup_key(on))) == json.loads(warmup_key(off)) and rest(_sdr_key(on)) == _sdr_key(off)
 
 
@@ -403,7 +392,7 @@ def test_seeds_table_gives_mean_std_gaps_per_run_and_paired_differences():
     from sim2sg.experiments.report import seeds_table
 
     def run(sdr, label, sim, oracle):
-        h = lambda m: {"final": {"mAP@0.5": m, "R@20": m / 10, "AP@0.5": {"cube": m}}}  # noqa: E731
+        h = lambda m: {"final": {"mAP@0.5": m, "R@20": m / 10, "AP@0.5": {"cube": m}}}
         return {"SDR": h(sdr), "sigma_c,label": h(label), "all (Sim2SG)": h(sim), "oracle": h(oracle)}
 
     text = seeds_table([run(0.5, 0.6, 0.7, 1.0), run(0.7, 0.8, 0.8, 0.9)], ["cube"], k=20)

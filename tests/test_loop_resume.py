@@ -3,18 +3,13 @@ unbroken run on the CPU (weights, optimizer state, loop generator, recorded phas
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
-from sim2sg.dataset.synthesize import synthesize, texture_library
 from sim2sg.errors import InputError
 from sim2sg.loop import run as loop_run
 from sim2sg.loop.config import LoopConfig
 from sim2sg.loop.run import run
-from sim2sg.render.settings import render_options
-from sim2sg.scene.environment import load_env
-from sim2sg.scene.sdr import sample_scenes
 from sim2sg.train import steps as engine
 from sim2sg.train.checkpoint import load_checkpoint
 
@@ -22,17 +17,8 @@ train_step = engine.train_step
 
 
 @pytest.fixture(scope="module")
-def target(tmp_path_factory):
-    import cv2
-
-    root = tmp_path_factory.mktemp("target")
-    env = load_env("clevr-target")
-    samples = synthesize(list(sample_scenes(env, seed=5, count=2)), [f"{i:06d}" for i in range(2)], env,
-                         render_options(env, 48, 48), "cpu", np.random.default_rng(0), texture_library(root))
-    (root / "images").mkdir()
-    for s in samples:
-        cv2.imwrite(str(root / "images" / f"{s.name}.png"), cv2.cvtColor(s.image, cv2.COLOR_RGB2BGR))
-    return root / "images"
+def target(render_target):
+    return render_target(2, 48)[0] / "images"
 
 
 def _cfg(target, out) -> LoopConfig:

@@ -3,17 +3,15 @@
 import json
 from collections import Counter
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
-from sim2sg.dataset.synthesize import synthesize, texture_library
 from sim2sg.errors import InputError
 from sim2sg.loop.config import LoopConfig
 from sim2sg.loop.metasim import (
-    AttributeParams,
     LIMITS,
+    AttributeParams,
     fit_attributes,
     kernel_scales,
     mmd2,
@@ -21,7 +19,6 @@ from sim2sg.loop.metasim import (
     transform_graph,
 )
 from sim2sg.loop.run import run
-from sim2sg.render.settings import render_options
 from sim2sg.scene import graph as sg
 from sim2sg.scene.environment import load_env
 from sim2sg.scene.sdr import sample_scenes
@@ -124,17 +121,8 @@ def test_metasim_and_baseline_configs_are_checked():
 
 
 @pytest.fixture(scope="module")
-def target(tmp_path_factory):
-    root = tmp_path_factory.mktemp("target")
-    env = load_env("clevr-target")
-    graphs = list(sample_scenes(env, seed=5, count=4))
-    samples = synthesize(graphs, [f"{i:06d}" for i in range(4)], env, render_options(env, 64, 64), "cpu",
-                         np.random.default_rng(0), texture_library(root))
-    (root / "images").mkdir()
-    for s, g in zip(samples, graphs):
-        cv2.imwrite(str(root / "images" / f"{s.name}.png"), cv2.cvtColor(s.image, cv2.COLOR_RGB2BGR))
-        sg.write_graph(root / "graphs" / f"{s.name}.json", g)
-    return root
+def target(render_target):
+    return render_target(4, 64)[0]
 
 
 # GPA's training step is tested in test_baselines_align.py; one GRL baseline runs the loop here.
