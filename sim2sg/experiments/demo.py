@@ -37,6 +37,7 @@ from sim2sg.experiments.tables import (
     warmup_path,
 )
 from sim2sg.loop.config import LoopConfig
+from sim2sg.model import BACKBONES_OF
 from sim2sg.train.align import parse_align
 from sim2sg.train.checkpoint import FILE_NAME, load_checkpoint
 
@@ -59,6 +60,7 @@ class Preset:
     batch: int
     rows: tuple[str, ...]
     arch: str  # the network (sim2sg.model.build_model): frcnn or fast
+    backbone: str = "resnet18"  # its body; a fast-only one becomes resnet18 when --model frcnn
     lr: float = 2e-3
     score_threshold: float = 0.5  # detections lifted in the synthesis step
     min_fit_iou: float = 0.3
@@ -70,8 +72,10 @@ class Preset:
 
     def loop_config(self, out: Path, device: str, seed: int, arch: str | None = None) -> LoopConfig:
         """The settings every row shares (`tables.row_config` adds each row's method and data)."""
+        arch = arch or self.arch
+        backbone = self.backbone if self.backbone in BACKBONES_OF[arch] else "resnet18"
         return LoopConfig(env="clevr", target="", out="", iterations=self.iterations, sdr_scenes=self.n_source,
-                          width=self.size, height=self.size, arch=arch or self.arch, sdr_steps=self.sdr_steps,
+                          width=self.size, height=self.size, arch=arch, backbone=backbone, sdr_steps=self.sdr_steps,
                           iter_steps=self.iter_steps, batch_size=self.batch, lr=self.lr,
                           lr_warmup_steps=min(100, self.sdr_steps // 4), align_from_iteration=self.align_from_iteration,
                           device=device, seed=seed, progress=True, score_threshold=self.score_threshold,
@@ -81,7 +85,7 @@ class Preset:
 
     def describe(self) -> str:
         """One line of what the preset does, for the report."""
-        return (f"{self.arch} network, {self.size}x{self.size} px, batch {self.batch}, {self.n_source} SDR scenes, "
+        return (f"{self.arch} network ({self.backbone}), {self.size}x{self.size} px, batch {self.batch}, {self.n_source} SDR scenes, "
                 f"{self.n_target} unlabelled target images, {self.n_eval} labelled for evaluation; "
                 f"{self.sdr_steps} SDR steps + {self.iterations} x {self.iter_steps} (every row the same "
                 f"{self.sdr_steps + self.iterations * self.iter_steps} steps); Sim2SG: target textures "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sim2sg.errors import InputError
-from sim2sg.model.build import ARCHS
+from sim2sg.model.build import ARCHS, check_backbone
 from sim2sg.train.align import frcnn_only, model_mode, parse_align
 from sim2sg.train.augment import MODES
 
@@ -120,6 +120,7 @@ class LoopConfig:
         terms = parse_align(self.align, loop=True)
         if self.arch not in ARCHS:
             raise InputError("--model", "arch", f"expected one of {', '.join(ARCHS)}, got {self.arch!r}")
+        check_backbone(self.arch, self.backbone, "--backbone")
         frcnn_only(terms, self.arch, "--align")
         if self.method == "metasim" and "label" in terms:
             raise InputError("--align", "align", "Meta-Sim learns the SDR generator's placements instead of the "

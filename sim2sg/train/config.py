@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from sim2sg.errors import InputError
-from sim2sg.model import ARCHS, BACKBONES, ModelConfig
+from sim2sg.model import ARCHS, ModelConfig, check_backbone
 from sim2sg.train.align import frcnn_only, parse_align
 from sim2sg.train.augment import MODES as AUGMENT_MODES
 
@@ -78,8 +78,7 @@ class TrainConfig:
             bad("target", f"--align {self.align} needs unlabelled target images (--target FOLDER)")
         if self.arch not in ARCHS:
             bad("arch", f"expected one of {', '.join(ARCHS)}, got {self.arch!r}")
-        if self.backbone not in BACKBONES:
-            bad("backbone", f"expected one of {', '.join(BACKBONES)}, got {self.backbone!r}")
+        check_backbone(self.arch, self.backbone, "training config")
         if self.optimizer not in ("adamw", "sgd"):
             bad("optimizer", f"expected adamw or sgd, got {self.optimizer!r}")
         if self.augment not in AUGMENT_MODES:
