@@ -2,6 +2,8 @@
 
     python benchmarks/accuracy.py --model fast frcnn --device cuda --seconds 120 --train 2000 --test 200
     .venv/bin/python benchmarks/accuracy.py --model fast --device cpu --size 64 --train 16 --test 8 --steps 6 --batch 4
+    .venv/bin/python benchmarks/accuracy.py --model fast --backbone resnet18 resnet10-half --device cpu --size 64 \
+        --train 256 --test 64 --steps 300 --batch 8
 
 Renders `--train` scenes of `--env` (the SDR sampler, seeds 0..N-1) and `--test` held-out scenes
 (other seeds) in memory with `sim2sg.dataset.synthesize`, then for each `--model` trains a fresh
@@ -25,7 +27,7 @@ import torch
 from sim2sg.dataset.synthesize import synthesize, texture_library
 from sim2sg.eval import evaluate
 from sim2sg.eval.groundtruth import GroundTruth, ImageGT
-from sim2sg.model import ModelConfig
+from sim2sg.model import BACKBONES_OF, ModelConfig
 from sim2sg.render.settings import render_options
 from sim2sg.scene.environment import load_env
 from sim2sg.scene.sdr import sample_scene, scene_rng
@@ -69,12 +71,12 @@ def score(model, ds: SampleDataset, env, device, batch: int, k: int) -> tuple[di
     return evaluate(ground_truth(ds, env), preds, ks=(k,)), ips
 
 
-def train(arch: str, args, env, source, device) -> tuple:
+def train(arch: str, backbone: str, args, env, source, device) -> tuple:
     """Train one network; returns (model, steps, seconds, train img/s)."""
     cfg = TrainConfig(source="<memory>", out="-", batch_size=args.batch, lr=args.lr, lr_warmup_steps=args.lr_warmup,
                       device=str(device), seed=args.seed, tensorboard=False, progress=False, arch=arch)
     mcfg = ModelConfig(num_classes=len(env.categories), num_predicates=len(env.predicates), image_size=args.size,
-                       arch=arch, backbone=args.backbone)
+                       arch=arch, backbone=backbone)
     total = args.steps or 10**9
     state = new_state(cfg, mcfg, total)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
@@ -111,7 +113,8 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--lr-warmup", type=int, default=100)
-    ap.add_argument("--backbone", default="resnet18")
+    ap.add_argument("--backbone", nargs="+", default=["resnet18"],
+                    help="bodies to train each --model on (the fast network's own, e.g. resnet10-half, fast only)")
     ap.add_argument("--k", type=int, default=20, help="R@K")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -128,25 +131,25 @@ def main():
     print(f"# rendered {args.train} + {args.test} {args.env} scenes at {args.size[0]}px in {time.perf_counter() - t:.0f} s",
           flush=True)
     rows = []
-    for arch in args.model:
-        model, steps, secs, ips = train(arch, args, env, source, device)
+    for arch, backbone in [(a, b) for b in args.backbone for a in args.model if b in BACKBONES_OF[a]]:
+        model, steps, secs, ips = train(arch, backbone, args, env, source, device)
         m, infer = score(model, held, env, device, 2 * args.batch, args.k)
         rel = m.get("relations") or {}
         r = (rel.get("graph_constraint") or {}).get(f"R@{args.k}")
         ceil = ((rel.get("ceiling") or {}).get("graph_constraint") or {}).get(f"R@{args.k}")
-        rows.append((arch, steps, secs, ips, infer, m["detection"]["mAP@0.5"], r, ceil))
-        print(f"  done {arch}: {steps} steps in {secs:.0f} s", flush=True)
+        rows.append((arch, backbone, steps, secs, ips, infer, m["detection"]["mAP@0.5"], r, ceil))
+        print(f"  done {arch} {backbone}: {steps} steps in {secs:.0f} s", flush=True)
         del model
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"\n# {name}, {args.env} {args.size[0]}x{args.size[1]}, {args.train} train / {args.test} held-out scenes, "
           f"batch {args.batch}, " + (f"{args.steps} steps" if args.steps else f"budget {args.seconds:g} s"))
-    hdr = (f"{'model':<6} {'steps':>6} {'train s':>8} {'train img/s':>11} {'infer img/s':>11} {'mAP@0.5':>8} "
+    hdr = (f"{'model':<6} {'backbone':<13} {'steps':>6} {'train s':>8} {'train img/s':>11} {'infer img/s':>11} {'mAP@0.5':>8} "
            f"{'R@' + str(args.k):>7} {'ceiling':>8} {'R/ceil':>7}")
     print(hdr)
     print("-" * len(hdr))
-    for arch, steps, secs, ips, infer, mAP, r, ceil in rows:
+    for arch, backbone, steps, secs, ips, infer, mAP, r, ceil in rows:
         frac = r / ceil if r is not None and ceil else float("nan")
-        print(f"{arch:<6} {steps:>6} {secs:>8.0f} {ips:>11.1f} {infer:>11.1f} {mAP:>8.3f} {_f(r):>7} {_f(ceil):>8} "
+        print(f"{arch:<6} {backbone:<13} {steps:>6} {secs:>8.0f} {ips:>11.1f} {infer:>11.1f} {mAP:>8.3f} {_f(r):>7} {_f(ceil):>8} "
               f"{frac:>7.3f}")
 
 

@@ -10,6 +10,7 @@ import typer
 from sim2sg.cli.cmd_train import (
     DETERMINISTIC_HELP,
     GRL_BOUND_HELP,
+    BACKBONE_HELP,
     MODEL_HELP,
     MODEL_SET_HELP,
     Backbone,
@@ -54,7 +55,7 @@ def loop_cmd(
     oracle_data: Optional[Path] = typer.Option(None, "--oracle-data", help="Labelled target training data (--method oracle)."),
     keep_usd: bool = typer.Option(False, "--keep-usd", help="Save every generated stage under OUT/usd/."),
     model: Model = typer.Option(Model.frcnn, "--model", help=MODEL_HELP),
-    backbone: Backbone = typer.Option(Backbone.resnet18, "--backbone"),
+    backbone: Backbone = typer.Option(Backbone.resnet18, "--backbone", help=BACKBONE_HELP),
     batch: int = typer.Option(16, "--batch", min=1),
     lr: float = typer.Option(1e-3, "--lr", min=0.0),
     grl_weight: float = typer.Option(0.1, "--grl-weight", min=0.0, help="GRL lambda (DANN ramp over the run)."),

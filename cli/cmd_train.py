@@ -33,6 +33,12 @@ class Backbone(str, Enum):
     resnet34 = "resnet34"
     resnet50 = "resnet50"
     resnet101 = "resnet101"
+    resnet10_half = "resnet10-half"  # the fast network's light bodies (sim2sg.model.fast.LIGHT_BODIES)
+    resnet18_half = "resnet18-half"
+
+
+BACKBONE_HELP = ("The ResNet body (no weights). resnet10-half and resnet18-half (half ResNet-18's widths, "
+                 "1 or 2 blocks a stage) are the fast network's only; docs/models.md.")
 
 
 class Ramp(str, Enum):
@@ -54,7 +60,7 @@ def train_cmd(
                               "sapnet (SAPNet; --model frcnn)."),
     val: Optional[Path] = typer.Option(None, "--val", help="Labelled dataset to predict (and score) after training."),
     model: Model = typer.Option(Model.frcnn, "--model", help=MODEL_HELP),
-    backbone: Backbone = typer.Option(Backbone.resnet18, "--backbone"),
+    backbone: Backbone = typer.Option(Backbone.resnet18, "--backbone", help=BACKBONE_HELP),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Initial weights: a sim2sg checkpoint, a model or ResNet state dict."),
     epochs: int = typer.Option(10, "--epochs", min=1),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Total optimizer steps (overrides --epochs)."),

@@ -37,7 +37,7 @@ def test_demo_writes_a_complete_report_and_keeps_one_model_per_row(tmp_path):
     table = (report / "table.md").read_text()
     for row in ("SDR", "all (Sim2SG)", "oracle"):
         assert f"| {row} |" in table
-    assert "gap closed mAP" in table and "fast network, 32x32 px" in table  # says what the preset did
+    assert "gap closed mAP" in table and "fast network (resnet10-half), 32x32 px" in table  # says what the preset did
     assert "SDR in mAP@0.5" in table  # and, in one sentence, whether Sim2SG beat SDR
     res = json.loads((report / "results.json").read_text())
     assert list(res) == ["SDR", "all (Sim2SG)", "oracle"]
@@ -87,6 +87,11 @@ def test_presets_plan_every_phase_the_loop_logs():
     assert len(names) == 1 + 1 + 2 + 2 + 2 + 2 + 1 + 1
     small = demo.PRESETS["small"]
     assert small.arch == "fast" and "oracle" in small.rows and "SDR" in small.rows
+    # its light body is the fast network's: `--model frcnn` falls back to torchvision's resnet18
+    assert small.loop_config("o", "cpu", 0).backbone == "resnet10-half"
+    frcnn = small.loop_config("o", "cpu", 0, arch="frcnn")
+    assert frcnn.backbone == "resnet18" and frcnn.arch == "frcnn"
+    frcnn.validate()
 
 
 def test_unknown_preset_is_one_line():

@@ -11,7 +11,9 @@ from sim2sg.cli.app import app
 from typer.testing import CliRunner
 
 from sim2sg.eval import evaluate, load_ground_truth, parse_predictions
+from sim2sg.errors import InputError
 from sim2sg.model import ModelConfig, SceneGraphCenterNet, build_model
+from sim2sg.model.fast import LIGHT_BODIES
 from sim2sg.model.centers import (
     center_targets,
     decode_boxes,
@@ -228,6 +230,69 @@ def test_checkpoints_without_an_arch_load_as_faster_rcnn():
     d = dataclasses.asdict(ModelConfig(num_classes=3, num_predicates=4, image_size=(64, 64)))
     d.pop("arch")
     assert ModelConfig.from_dict(d).arch == "frcnn"
+
+
+# ---- light bodies ------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(LIGHT_BODIES))
+def test_light_bodies_have_their_widths_blocks_and_the_levels_of_resnet18(name):
+    blocks, widths = LIGHT_BODIES[name]
+    torch.manual_seed(0)
+    model = build_model(_cfg(backbone=name))
+    body = model.backbone.body
+    for i, (n, w) in enumerate(zip(blocks, widths)):
+        layer = getattr(body, f"layer{i + 1}")
+        assert len(layer) == n and layer[-1].conv2.out_channels == w
+        assert layer[0].conv1.stride == ((1, 1) if i == 0 else (2, 2))
+    feats = model.backbone_features([torch.rand(3, 64, 48) for _ in range(2)])
+    # stride 4, 8, 16, 32 of a 64x48 image, `fast_channels` wide, as on ResNet-18
+    assert {k: tuple(v.shape) for k, v in feats.items()} == {
+        "p2": (2, 64, 16, 12), "p3": (2, 64, 8, 6), "p4": (2, 64, 4, 3), "p5": (2, 64, 2, 2)}
+    n_body = sum(p.numel() for p in body.parameters())
+    n_r18 = sum(p.numel() for p in build_model(_cfg()).backbone.body.parameters())
+    assert n_body < n_r18 / 3.5  # half the widths: ~1/4 of the weights, fewer blocks fewer still
+
+
+def test_light_body_trains_aligned_with_adabn_and_roundtrips_a_checkpoint(data, tiny, tmp_path):
+    _, images, targets = tiny
+    torch.manual_seed(0)
+    model = build_model(_cfg(backbone="resnet10-half"))
+    model.train()
+    losses = model(images, targets, target_images=[torch.rand(3, 64, 64)] * 2, align="both", grl_lambda=0.1)
+    sum(losses.values()).backward()
+    assert model.backbone.body.conv1.weight.grad.abs().sum() > 0 and model.domain_image.net[0].weight.grad is not None
+    bn = model.backbone.body.layer4[0].bn1
+    before = bn.running_mean.clone()
+    with target_batchnorm(model, lambda b: model.backbone_features(b), [[torch.rand(3, 64, 64) for _ in range(3)]]):
+        assert not torch.equal(bn.running_mean, before)
+    src, _ = data
+    cfg = TrainConfig(source=str(src), out=str(tmp_path), device="cpu", arch="fast", backbone="resnet10-half")
+    state = new_state(cfg, _cfg(backbone="resnet10-half"))
+    save_checkpoint(tmp_path / "checkpoint.pt", state, cfg, {"categories": list(CATEGORIES),
+                                                             "predicates": list(PREDICATES), "image_size": [64, 64]})
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt["model_config"]["backbone"] == "resnet10-half"
+    loaded = model_from_checkpoint(ckpt)
+    assert len(loaded.backbone.body.layer1) == 1
+    for k, v in state.model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+
+
+def test_an_unknown_or_foreign_backbone_is_one_clear_error(data, tmp_path):
+    from sim2sg.loop.config import LoopConfig
+
+    src, _ = data
+    with pytest.raises(InputError, match="expected one of resnet18, .*resnet10-half.*, got 'resnet5'"):
+        TrainConfig(source="s", out="o", arch="fast", backbone="resnet5").validate()
+    with pytest.raises(InputError, match="resnet18-half is a body of the fast network only"):
+        TrainConfig(source="s", out="o", arch="frcnn", backbone="resnet18-half").validate()
+    with pytest.raises(InputError, match="body of the fast network only"):
+        LoopConfig(env="clevr", target="t", out="o", backbone="resnet10-half").validate()
+    r = runner.invoke(app, ["train", "--source", str(src), "--model", "frcnn", "--backbone", "resnet10-half",
+                            "--out", str(tmp_path / "x"), "--steps", "1", "--device", "cpu"])
+    assert r.exit_code == 2 and "backbone: resnet10-half is a body of the fast network only" in r.output, r.output
+    assert "Traceback" not in r.output and not (tmp_path / "x" / "checkpoint.pt").exists()
+    r = runner.invoke(app, ["train", "--source", str(src), "--backbone", "resnet5", "--out", str(tmp_path / "y")])
+    assert r.exit_code == 2 and "resnet5" in r.output
 
 
 # ---- wiring -----------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
+from torchvision.models.resnet import BasicBlock, conv1x1
 
 from sim2sg.model.centers import (
     center_targets,
@@ -53,11 +54,43 @@ from sim2sg.model.sgg import ALIGN_MODES, BACKBONES, ModelConfig, _running_stats
 
 _BODY_CHANNELS = {"resnet18": (64, 128, 256, 512), "resnet34": (64, 128, 256, 512),
                   "resnet50": (256, 512, 1024, 2048), "resnet101": (256, 512, 1024, 2048)}
+# Bodies of the fast network only (Faster R-CNN takes torchvision's names): torchvision's BasicBlock
+# in (blocks per stage, widths per stage). Half ResNet-18's widths and one block a stage cost ~1/8
+# of its convolutions; a CPU step is mostly those convolutions (benchmarks/train.py --profile).
+LIGHT_BODIES = {"resnet10-half": ((1, 1, 1, 1), (32, 64, 128, 256)),
+                "resnet18-half": ((2, 2, 2, 2), (32, 64, 128, 256))}
+FAST_BACKBONES = BACKBONES + tuple(LIGHT_BODIES)
+
+
+def _basic_body(blocks: tuple[int, ...], widths: tuple[int, ...]) -> nn.Module:
+    """A ResNet body of torchvision's `BasicBlock`s at other depths and widths: a 7x7 stride-2 stem
+    and max pool, then stages of `blocks[i]` blocks, `widths[i]` channels, stride 1 then 2, 2, 2;
+    attribute names and initialisation as torchvision's `ResNet` (`conv1`, `bn1`, `relu`,
+    `maxpool`, `layer1`..`layer4`), so `ResNetFPNLite` reads it like theirs."""
+    body = nn.Module()
+    body.conv1 = nn.Conv2d(3, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
+    body.bn1 = nn.BatchNorm2d(widths[0])
+    body.relu = nn.ReLU(inplace=True)
+    body.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+    cin = widths[0]
+    for i, (n, w) in enumerate(zip(blocks, widths)):
+        stride = 1 if i == 0 else 2
+        down = None if stride == 1 and cin == w else nn.Sequential(conv1x1(cin, w, stride), nn.BatchNorm2d(w))
+        setattr(body, f"layer{i + 1}", nn.Sequential(BasicBlock(cin, w, stride, down),
+                                                     *(BasicBlock(w, w) for _ in range(n - 1))))
+        cin = w
+    for m in body.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
+    return body
 
 
 class ResNetFPNLite(nn.Module):
-    """ResNet body (torchvision, no weights, plain BatchNorm, `body.*` named as torchvision's
-    ResNet so its state dicts load) + a top-down pathway: 1x1 laterals to `channels`, nearest
+    """ResNet body (torchvision's `name`, no weights, plain BatchNorm, `body.*` named as
+    torchvision's ResNet so its state dicts load; or one of `LIGHT_BODIES`) + a top-down pathway: 1x1 laterals to `channels`, nearest
     upsampling and sums, one 3x3 conv + BN + ReLU on the finest level.
 
     (B, 3, H, W) normalised images -> {"p2": (B, ch, H/4, W/4), "p3": H/8, "p4": H/16, "p5": H/32}.
@@ -65,9 +98,14 @@ class ResNetFPNLite(nn.Module):
 
     def __init__(self, name: str, channels: int):
         super().__init__()
-        self.body = getattr(torchvision.models, name)(weights=None)
-        self.body.fc = nn.Identity()  # unused; keeps the torchvision names of everything else
-        self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in _BODY_CHANNELS[name])
+        if name in LIGHT_BODIES:
+            blocks, body_channels = LIGHT_BODIES[name]
+            self.body = _basic_body(blocks, body_channels)
+        else:
+            self.body = getattr(torchvision.models, name)(weights=None)
+            self.body.fc = nn.Identity()  # unused; keeps the torchvision names of everything else
+            body_channels = _BODY_CHANNELS[name]
+        self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in body_channels)
         self.smooth = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False),
                                     nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
 
@@ -100,8 +138,8 @@ class SceneGraphCenterNet(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        if cfg.backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {cfg.backbone!r} (choose from {', '.join(BACKBONES)})")
+        if cfg.backbone not in FAST_BACKBONES:
+            raise ValueError(f"unknown backbone {cfg.backbone!r} (choose from {', '.join(FAST_BACKBONES)})")
         self.cfg = cfg
         ch = cfg.fast_channels
         self.backbone = ResNetFPNLite(cfg.backbone, ch)

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from sim2sg.errors import InputError
-from sim2sg.model import ARCHS, BACKBONES, ModelConfig
+from sim2sg.model import ARCHS, ModelConfig, check_backbone
 from sim2sg.train.align import frcnn_only, parse_align
 from sim2sg.train.augment import MODES as AUGMENT_MODES
 
@@ -98,8 +98,10 @@ def check_shared(cfg, bad) -> None:
     the caller's `InputError`, which names its source (a config file or a CLI option)."""
     if cfg.arch not in ARCHS:
         bad("arch", f"expected one of {', '.join(ARCHS)}, got {cfg.arch!r}")
-    if cfg.backbone not in BACKBONES:
-        bad("backbone", f"expected one of {', '.join(BACKBONES)}, got {cfg.backbone!r}")
+    try:
+        check_backbone(cfg.arch, cfg.backbone, "")
+    except InputError as e:  # the message, under the caller's source
+        bad("backbone", e.message)
     if cfg.augment not in AUGMENT_MODES:
         bad("augment", f"expected one of {', '.join(AUGMENT_MODES)}, got {cfg.augment!r}")
     if cfg.grl_ramp not in ("fixed", "dann"):
