@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from sim2sg.dataset.synthesize import synthesize, texture_library
+from sim2sg.dataset.writers import visible_graph
 from sim2sg.loop.config import LoopConfig
 from sim2sg.loop.run import run
 from sim2sg.loop.synthesis import target_camera
@@ -21,7 +22,8 @@ from sim2sg.train.data import SampleDataset
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory):
-    """A few clevr-target images (unlabelled) and their true graphs, rendered in memory."""
+    """A few clevr-target images (unlabelled) and their true visible graphs (with boxes, as `sim2sg
+    render` writes them), rendered in memory."""
     import cv2
 
     root = tmp_path_factory.mktemp("target")
@@ -30,9 +32,9 @@ def target(tmp_path_factory):
     samples = synthesize(graphs, [f"{i:06d}" for i in range(4)], env, render_options(env, 64, 64), "cpu",
                          np.random.default_rng(0), texture_library(root))
     (root / "images").mkdir()
-    for s, g in zip(samples, graphs):
+    for s in samples:
         cv2.imwrite(str(root / "images" / f"{s.name}.png"), cv2.cvtColor(s.image, cv2.COLOR_RGB2BGR))
-        sg.write_graph(root / "graphs" / f"{s.name}.json", g)
+        sg.write_graph(root / "graphs" / f"{s.name}.json", visible_graph(s))
     return root, samples
 
 
@@ -78,6 +80,11 @@ def test_loop_runs_and_records_content_gap(target, tmp_path):
         g = sg.from_dict(r["generated"], "graphs")
         assert len(g) == len(r["generated"]["objects"]) and (len(g) > 0 or not r["lifted"])
         assert all(o["score"] >= cfg.score_threshold for o in r["predicted"]["objects"])
+    # The placement error pairs each lifted scene with its own target image's true graph.
+    place = saved["phases"][1]["placement"]
+    assert place["lifted"] == sum(len(r["generated"]["objects"]) for r in rows if r["lifted"])
+    assert place["true"] == sum(len(s.objects) for r, s in zip(rows, target[1]) if r["lifted"])
+    assert place["matched"] <= min(place["lifted"], place["true"])
 
 
 def test_bad_config_is_one_clear_error(tmp_path):
