@@ -94,10 +94,22 @@ def gsd_cm(cam, p) -> float:
         else float("nan")
 
 
-def scene_errors(env, graphs, samples, true_cam, lift_cam, train, seed) -> tuple[list[list], int]:
-    """Per scene, [(error m, GSD cm)] of each lifted true box; and the visible objects in all."""
+def scene_errors(env, graphs, true_cam, size, lift_cam, train, seed, tex, chunk: int = 50) -> tuple[list[list], int]:
+    """Per scene, [(error m, GSD cm)] of each lifted true box of `graphs` rendered with `true_cam`
+    at `size` and lifted with `lift_cam`; and the visible objects in all. Rendered `chunk` scenes
+    at a time (a few hundred full-size samples would hold gigabytes)."""
     out, visible = [], 0
-    for k, (s, g) in enumerate(zip(samples, graphs)):
+    for start in range(0, len(graphs), chunk):
+        part = graphs[start:start + chunk]
+        o, v = _errors(env, part, render(env, part, true_cam, size, seed + start, tex), true_cam, lift_cam, train,
+                       seed, start)
+        out, visible = out + o, visible + v
+    return out, visible
+
+
+def _errors(env, graphs, samples, true_cam, lift_cam, train, seed, start) -> tuple[list[list], int]:
+    out, visible = [], 0
+    for k, (s, g) in enumerate(zip(samples, graphs), start):
         sx, sy = train[0] / s.camera.width, train[1] / s.camera.height
         cam = lift_cam.resized(*train)
         pred = sg.new_graph(env.name, cam, {})
@@ -148,18 +160,14 @@ def true_boxes(args, train, tmp: Path) -> None:
         graphs = list(sample_scenes(env, seed=args.seed, count=args.scenes))
         t = time.perf_counter()
         nom_size = (nominal.width, nominal.height)
-        res = {}
-        res["a"] = scene_errors(env, graphs, render(env, graphs, nominal, nom_size, args.seed, tex), nominal,
-                                nominal, train, args.seed)
-        samples_b = render(env, graphs, other, size, args.seed, tex)
-        res["b"] = scene_errors(env, graphs, samples_b, other, other, train, args.seed)
+        res = {"a": scene_errors(env, graphs, nominal, nom_size, nominal, train, args.seed, tex),
+               "b": scene_errors(env, graphs, other, size, other, train, args.seed, tex)}
         if not args.skip_c:
-            res["c"] = scene_errors(env, graphs, samples_b, other, nominal.resized(*size), train, args.seed)
+            res["c"] = scene_errors(env, graphs, other, size, nominal.resized(*size), train, args.seed, tex)
         f = stats(res["b"][0])["gsd"] / stats(res["a"][0])["gsd"]
         size_d = (round(size[0] * f), round(size[1] * f))
         other_d = other.resized(*size_d)
-        res["d"] = scene_errors(env, graphs, render(env, graphs, other_d, size_d, args.seed, tex), other_d,
-                                other_d, train, args.seed)
+        res["d"] = scene_errors(env, graphs, other_d, size_d, other_d, train, args.seed, tex)
         labels = {"a": f"a, nominal {nom_size[0]}x{nom_size[1]}", "b": f"b, {size[0]}x{size[1]}",
                   "c": "c, b lifted with the nominal camera", "d": f"d, b's camera at {size_d[0]}x{size_d[1]}"}
         rng = np.random.default_rng(args.seed)
