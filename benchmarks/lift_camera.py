@@ -37,8 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -200,35 +198,69 @@ def write_target(env, graphs, cam, size, seed, tex, folder: Path) -> None:
 
 
 def loop(args, train, tmp: Path) -> None:
+    """The loop comparison: `sim2sg loop` (its library entry, `sim2sg.loop.run.run`, with the
+    config the CLI builds) on the nominal and the non-nominal target; both rows start from one
+    SDR phase (`LoopConfig.sdr_checkpoint`: the same data, steps and seed give the same state)."""
+    import dataclasses
+    import gzip
+
+    from sim2sg.eval.content import placement_matches
+    from sim2sg.loop.config import LoopConfig
+    from sim2sg.loop.run import run
+
     env = load_env(args.loop)
     tex = texture_library(tmp)
     nominal, other, cam_file, size = other_camera(env, tmp)
     graphs = list(sample_scenes(env, seed=1000 + args.seed, count=args.targets))
-    cases = {"a": (nominal, (nominal.width, nominal.height), []),
-             "b": (other, size, ["--target-camera", str(cam_file)])}
-    results = {}
-    for key, (cam, sz, extra) in cases.items():
+    base = LoopConfig(env=args.loop, target="", out="", align="label", iterations=args.iterations,
+                      sdr_scenes=args.sdr_scenes, width=train[0], height=train[1], sdr_steps=args.sdr_steps,
+                      iter_steps=args.iter_steps, arch="fast", device="cpu", seed=args.seed, progress=False,
+                      sdr_checkpoint=str(tmp / "sdr_phase.pt"))
+    rows, rng = {}, np.random.default_rng(args.seed)
+    for key, cam, sz, cam_arg in (("a", nominal, (nominal.width, nominal.height), None),
+                                  ("b", other, size, str(cam_file))):
         folder = tmp / f"target_{key}"
         write_target(env, graphs, cam, sz, args.seed, tex, folder)
-        cmd = [str(Path(sys.executable).parent / "sim2sg"), "loop", "--env", args.loop,
-               "--target", str(folder / "images"), "--target-graphs", str(folder / "scene_graphs"),
-               "--out", str(tmp / f"run_{key}"), "--model", "fast", "--size", f"{train[0]}x{train[1]}",
-               "--sdr-scenes", str(args.sdr_scenes), "--sdr-steps", str(args.sdr_steps),
-               "--iter-steps", str(args.iter_steps), "--iterations", str(args.iterations), "--align", "label",
-               "--device", "cpu", "--seed", str(args.seed), "--no-progress", *extra]
-        print(" ".join(cmd[1:]), flush=True)
+        cfg = dataclasses.replace(base, target=str(folder / "images"), target_graphs=str(folder / "scene_graphs"),
+                                  out=str(tmp / f"run_{key}"), target_camera=cam_arg)
+        print(f"sim2sg loop --env {cfg.env} --target TARGET_{key} --target-graphs GRAPHS_{key} --model fast "
+              f"--size {train[0]}x{train[1]} --sdr-scenes {cfg.sdr_scenes} --sdr-steps {cfg.sdr_steps} --iter-steps "
+              f"{cfg.iter_steps} --loop {cfg.iterations} --align label --device cpu --seed {cfg.seed}"
+              + (" --target-camera CAMERA.json" if cam_arg else ""), flush=True)
         t = time.perf_counter()
-        subprocess.run(cmd, check=True)
-        hist = json.loads((tmp / f"run_{key}" / "history.json").read_text())
-        results[key] = ([(p["name"], p.get("placement")) for p in hist["phases"] if p.get("placement")],
-                        time.perf_counter() - t)
-    print(f"\n| case | phase | matched / lifted / true | median (m) | mean (m) |\n|---|---|---|---|---|")
-    for key, (phases, secs) in results.items():
-        for name, p in phases:
-            med = "-" if p["median_m"] is None else f"{p['median_m']:.3f}"
-            mean = "-" if p["mean_m"] is None else f"{p['mean_m']:.3f}"
-            print(f"| {key} | {name} | {p['matched']} / {p['lifted']} / {p['true']} | {med} | {mean} |")
-        print(f"({key}: {secs:.0f} s)")
+        hist = run(cfg, log=lambda m: print(m, flush=True))
+        true = {p.stem: sg.read_graph(p, env.categories, env.predicates)
+                for p in sorted((folder / "scene_graphs").glob("*.json"))}
+        for it in range(1, args.iterations + 1):
+            per_image = []  # matched errors per target image, for the bootstrap over images
+            for line in gzip.decompress((tmp / f"run_{key}" / "graphs" / f"iter{it}.jsonl.gz").read_bytes()).splitlines():
+                r = json.loads(line)
+                per_image.append(placement_matches(sg.from_dict(r["generated"], "generated"), true[f"{r['target']:06d}"])
+                                 if r["lifted"] else [])
+            phase = next(p for p in hist["phases"] if p["name"] == f"iteration {it}")
+            rows[key, it] = (phase["placement"], per_image, sz)
+        print(f"({key}: {time.perf_counter() - t:.0f} s)", flush=True)
+
+    def gsd_median(key):
+        g = [gsd_cm(c.resized(*train), a["position"]) for c, folder in ((nominal if key == "a" else other, key),)
+             for p in sorted((tmp / f"target_{folder}" / "scene_graphs").glob("*.json"))
+             for _, a in sg.objects(sg.read_graph(p, env.categories, env.predicates))]
+        return float(np.nanmedian(g))
+
+    gsd = {k: gsd_median(k) for k in ("a", "b")}
+    fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+    print(f"\n| case | iteration | matched / lifted / true | median (m) | mean (m) | GSD at {train[0]}x{train[1]} (cm/px) "
+          "| median / a [95% CI] | mean / a [95% CI] |\n|---|---|---|---|---|---|---|---|")
+    for (key, it), (p, per_image, sz) in rows.items():
+        ratio = " | "
+        if key == "b" and p["matched"] and rows["a", it][0]["matched"]:
+            ci = paired_ratio_ci([[(e, 0) for e in x] for x in per_image],
+                                 [[(e, 0) for e in x] for x in rows["a", it][1]], rng)
+            a = rows["a", it][0]
+            ratio = (f"{p['median_m'] / a['median_m']:.2f} [{ci['median'][0]:.2f}, {ci['median'][1]:.2f}] | "
+                     f"{p['mean_m'] / a['mean_m']:.2f} [{ci['mean'][0]:.2f}, {ci['mean'][1]:.2f}]")
+        print(f"| {key}, {sz[0]}x{sz[1]} | {it} | {p['matched']} / {p['lifted']} / {p['true']} | {fmt(p['median_m'])} | "
+              f"{fmt(p['mean_m'])} | {gsd[key]:.1f} | {ratio} |")
 
 
 def main() -> None:

@@ -78,41 +78,44 @@ def content_gap(generated: Sequence[nx.MultiDiGraph], target: Sequence[nx.MultiD
     }
 
 
-def placement_error(pairs: Sequence[tuple[nx.MultiDiGraph, nx.MultiDiGraph]], min_iou: float = 0.5) -> dict:
-    """How far the lift put the objects it was given: for each (lifted, true) pair of graphs (a
-    scene lifted from a target image's predicted graph, and that image's true visible graph),
-    lifted objects are matched one-to-one to true objects of the same class whose box overlaps
-    theirs by IoU >= `min_iou` (greedily, best overlap first), boxes compared in the true graph's
-    pixel frame (a lifted box is scaled per axis from its graph camera's size to the true camera's,
-    as the loop squeezes the target images to the training size). The error of a match is the
-    ground distance (x, y, m) between the two objects' positions.
+def placement_matches(lifted: nx.MultiDiGraph, true: nx.MultiDiGraph, min_iou: float = 0.5) -> list[float]:
+    """Ground distances (x, y, m) between the objects of `lifted` (a scene lifted from a target
+    image's predicted graph) and the true objects they match in `true` (that image's true visible
+    graph): one-to-one, same class, box IoU >= `min_iou`, greedily best overlap first. Boxes are
+    compared in the true graph's pixel frame: a lifted box is scaled per axis from its graph
+    camera's size to the true camera's (the loop squeezes the target images to the training size).
+    Objects without a box take no part."""
+    lo = [a for _, a in lifted.nodes(data=True) if a.get("box") is not None]
+    to = [a for _, a in true.nodes(data=True) if a.get("box") is not None]
+    if not lo or not to:
+        return []
+    lc, tc = lifted.graph.get("camera"), true.graph.get("camera")
+    scale = np.ones(4) if lc is None or tc is None else np.array(
+        [tc.width / lc.width, tc.height / lc.height] * 2, dtype=np.float64)
+    iou = box_iou(np.array([a["box"] for a in lo]) * scale, np.array([a["box"] for a in to]))
+    iou[np.array([a["category"] for a in lo])[:, None] != np.array([a["category"] for a in to])[None, :]] = 0.0
+    errors, used_l, used_t = [], set(), set()
+    for flat in np.argsort(-iou, axis=None, kind="stable"):
+        i, j = divmod(int(flat), len(to))
+        if iou[i, j] < min_iou:
+            break
+        if i in used_l or j in used_t:
+            continue
+        used_l.add(i)
+        used_t.add(j)
+        errors.append(math.dist(lo[i]["position"][:2], to[j]["position"][:2]))
+    return errors
 
-    Objects without a box (and graphs without a camera when the two sizes must be related) take
-    no part. Returns {"matched", "lifted", "true": object counts, "median_m", "mean_m", "p90_m":
-    over the matches (None when none)}.
-    """
+
+def placement_error(pairs: Sequence[tuple[nx.MultiDiGraph, nx.MultiDiGraph]], min_iou: float = 0.5) -> dict:
+    """How far the lift put the objects it was given, over (lifted, true) pairs of graphs (see
+    `placement_matches`). Returns {"matched", "lifted", "true": object counts (objects with a box),
+    "median_m", "mean_m", "p90_m": over the matches (None when none)}."""
     errors, n_lifted, n_true = [], 0, 0
     for lifted, true in pairs:
-        lo = [a for _, a in lifted.nodes(data=True) if a.get("box") is not None]
-        to = [a for _, a in true.nodes(data=True) if a.get("box") is not None]
-        n_lifted, n_true = n_lifted + len(lo), n_true + len(to)
-        if not lo or not to:
-            continue
-        lc, tc = lifted.graph.get("camera"), true.graph.get("camera")
-        scale = np.ones(4) if lc is None or tc is None else np.array(
-            [tc.width / lc.width, tc.height / lc.height] * 2, dtype=np.float64)
-        iou = box_iou(np.array([a["box"] for a in lo]) * scale, np.array([a["box"] for a in to]))
-        iou[np.array([a["category"] for a in lo])[:, None] != np.array([a["category"] for a in to])[None, :]] = 0.0
-        used_l, used_t = set(), set()
-        for flat in np.argsort(-iou, axis=None, kind="stable"):
-            i, j = divmod(int(flat), len(to))
-            if iou[i, j] < min_iou:
-                break
-            if i in used_l or j in used_t:
-                continue
-            used_l.add(i)
-            used_t.add(j)
-            errors.append(math.dist(lo[i]["position"][:2], to[j]["position"][:2]))
+        n_lifted += sum(a.get("box") is not None for _, a in lifted.nodes(data=True))
+        n_true += sum(a.get("box") is not None for _, a in true.nodes(data=True))
+        errors += placement_matches(lifted, true, min_iou)
     e = np.asarray(errors, dtype=np.float64)
     return {"matched": len(e), "lifted": n_lifted, "true": n_true,
             "median_m": float(np.median(e)) if len(e) else None, "mean_m": float(np.mean(e)) if len(e) else None,
