@@ -20,8 +20,8 @@ steps on SDR data with that alignment on). Every method gets the same number of 
 
 The run writes to `out`: `history.json` (per phase: steps, seconds, metrics, content gap, mean
 losses; per iteration with `target_graphs`, the lift's `placement` error against the true graph of
-the image each scene came from, `sim2sg.eval.content.placement_error`), `metrics.json` (the last phase's), `checkpoint.pt` (the model after every phase; `sim2sg
-eval --checkpoint`), `graphs/iterN.jsonl.gz` (each target image's predicted graph and the scene
+the image each scene came from, `sim2sg.eval.content.placement_error`), `metrics.json` (the last
+phase's), `checkpoint.pt` (the model after every phase; `sim2sg eval --checkpoint`), `graphs/iterN.jsonl.gz` (each target image's predicted graph and the scene
 generated from it) and `examples/` (a few training images per phase, for the report), and its
 resume points (checkpoint.pt's extra entries, `resume_step.pt`; `run(cfg, resume=True)`, `sim2sg loop --resume`:
 bit-exact on the CPU whether killed between phases or inside one; see `sim2sg.loop.state`).
