@@ -51,7 +51,7 @@ def loop_cmd(
         "mount height/pitch/roll), a KITTI calib (P2) or a COLMAP cameras.txt (docs/formats.md, 'Target "
         "camera'). The lift and the generated scenes use it, scaled to --size as the images are. "
         "Default: the environment's nominal camera."),
-    target_graphs: Optional[Path] = typer.Option(None, "--target-graphs", help="True target graphs (content gap)."),
+    target_graphs: Optional[Path] = typer.Option(None, "--target-graphs", help="Folder of the target's true scene graphs (*.json): the content gap, and the lift's placement error for graphs named as the target images (history.json 'placement')."),
     oracle_data: Optional[Path] = typer.Option(None, "--oracle-data", help="Labelled target training data (--method oracle)."),
     keep_usd: bool = typer.Option(False, "--keep-usd", help="Save every generated stage under OUT/usd/."),
     model: Model = typer.Option(Model.frcnn, "--model", help=MODEL_HELP),

@@ -12,6 +12,7 @@ from sim2sg.cli.common import (
     info,
     out_dir,
     parse_size,
+    plural,
     user_errors,
 )
 
@@ -77,6 +78,10 @@ def render(
                                               max_retries=ray_retries, on_error=on_error, progress=progress)
             except shards.ShardError as e:
                 fail(str(e), code=1)
+    for stage, prims in report.undrawn:
+        named = ", ".join(f"{path} ({kind})" for path, kind in prims[:10])
+        more = f", and {len(prims) - 10} more" if len(prims) > 10 else ""
+        info(f"{stage}: skipped {plural(len(prims), 'prim')} it cannot draw: {named}{more}")
     info(f"rendered {report.rendered}, skipped {report.skipped}, failed {len(report.failures)} "
          f"of {report.total} -> {report.labels}")
     if not report.ok:

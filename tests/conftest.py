@@ -18,11 +18,13 @@ def one_thread():
 def render_target(tmp_path_factory):
     """`render_target(count, size, seed=5)` -> (root, samples): `count` clevr-target scenes rendered
     in memory at size x size into a fresh folder root, with root/images/NAME.png (unlabelled
-    target images) and root/graphs/NAME.json (their true graphs)."""
+    target images) and root/graphs/NAME.json (their true visible graphs, with boxes, as `sim2sg
+    render` writes them)."""
     import cv2
     import numpy as np
 
     from sim2sg.dataset.synthesize import synthesize, texture_library
+    from sim2sg.dataset.writers import visible_graph
     from sim2sg.render.settings import render_options
     from sim2sg.scene import graph as sg
     from sim2sg.scene.environment import load_env
@@ -35,9 +37,9 @@ def render_target(tmp_path_factory):
         samples = synthesize(graphs, [f"{i:06d}" for i in range(count)], env, render_options(env, size, size), "cpu",
                              np.random.default_rng(0), texture_library(root))
         (root / "images").mkdir()
-        for s, g in zip(samples, graphs):
+        for s in samples:
             cv2.imwrite(str(root / "images" / f"{s.name}.png"), cv2.cvtColor(s.image, cv2.COLOR_RGB2BGR))
-            sg.write_graph(root / "graphs" / f"{s.name}.json", g)
+            sg.write_graph(root / "graphs" / f"{s.name}.json", visible_graph(s))
         return root, samples
 
     return render

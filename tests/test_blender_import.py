@@ -217,3 +217,39 @@ def test_lights(imported, case):
     assert bg is not None
     np.testing.assert_allclose(bg["color"], list(fill.GetColorAttr().Get()), atol=1e-4)
     assert bg["strength"] == pytest.approx(fill.GetIntensityAttr().Get(), abs=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["z-m", "y-cm"])
+def test_a_stage_exported_by_blender_renders_with_its_labels_in_metres(bpy_python, tmp_path, mode):
+    """The other direction: a scene authored in Blender and written by Blender's USD exporter
+    (tests/blender_export_scene.py; legacy Semantics labels, Z-up metres or Y-up centimetres with
+    matrix ops) through `sim2sg render --env clevr`: both objects labelled, standing where Blender
+    put them (meters, +Z up), the camera's 50 mm / 36 mm field of view, the cube's box at its
+    projected corners."""
+    from sim2sg.cli.app import app
+    from typer.testing import CliRunner
+
+    stage = tmp_path / "blender.usda"
+    r = subprocess.run([bpy_python, str(Path(__file__).with_name("blender_export_scene.py")), str(stage), mode],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and stage.is_file(), f"{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["render", str(stage), "--out", str(out), "--size", "64x48", "--env", "clevr",
+                                 "--device", "cpu", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    env = load_env("clevr")
+    g = sg.read_graph(out / "scene_graphs" / "000000.json", env.categories, env.predicates)
+    objs = {a["category"]: a for _, a in sg.objects(g)}
+    assert set(objs) == {"cube", "sphere"}
+    np.testing.assert_allclose(objs["cube"]["position"], (0.5, 0.3, 0.0), atol=1e-4)
+    np.testing.assert_allclose(objs["cube"]["size"], (1.0, 1.0, 1.0), atol=1e-4)
+    np.testing.assert_allclose(objs["sphere"]["position"], (-1.0, 0.8, 0.0), atol=1e-3)
+    cam = g.graph["camera"]
+    assert cam.fx == pytest.approx(50 / 36 * 64, rel=1e-5) and cam.position == pytest.approx((6, -6, 4), abs=1e-5)
+    corners = np.array([[0.5 + dx, 0.3 + dy, dz] for dx in (-.5, .5) for dy in (-.5, .5) for dz in (0, 1)])
+    uv, _ = cam.project(corners)
+    labels = json.loads((out / "labels.json").read_text())
+    cube_id = next(c["id"] for c in labels["categories"] if c["name"] == "cube")
+    (ann,) = [a for a in labels["annotations"] if a["category_id"] == cube_id]
+    x, y, w, h = ann["bbox"]
+    np.testing.assert_allclose([x, y, x + w, y + h], [*uv.min(0), *uv.max(0)], atol=1.0)

@@ -21,7 +21,7 @@ from sim2sg.train.data import SampleDataset
 
 @pytest.fixture(scope="module")
 def target(render_target):
-    """A few clevr-target images (unlabelled) and their true graphs, rendered in memory."""
+    """A few clevr-target images (unlabelled) and their true visible graphs, rendered in memory."""
     return render_target(4, 64)
 
 
@@ -67,6 +67,11 @@ def test_loop_runs_and_records_content_gap(target, tmp_path):
         g = sg.from_dict(r["generated"], "graphs")
         assert len(g) == len(r["generated"]["objects"]) and (len(g) > 0 or not r["lifted"])
         assert all(o["score"] >= cfg.score_threshold for o in r["predicted"]["objects"])
+    # The placement error pairs each lifted scene with its own target image's true graph.
+    place = saved["phases"][1]["placement"]
+    assert place["lifted"] == sum(len(r["generated"]["objects"]) for r in rows if r["lifted"])
+    assert place["true"] == sum(len(s.objects) for r, s in zip(rows, target[1]) if r["lifted"])
+    assert place["matched"] <= min(place["lifted"], place["true"])
 
 
 def test_bad_config_is_one_clear_error(tmp_path):

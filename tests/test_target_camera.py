@@ -136,3 +136,77 @@ def test_the_lift_with_the_target_camera_places_objects_of_a_non_nominal_view(tm
     assert len(errors["target"]) >= 8
     assert np.median(errors["target"]) < 0.3  # meters; CLEVR objects are 0.7-1.4 m wide
     assert np.median(errors["nominal"]) > 3 * np.median(errors["target"])
+
+
+def _loop_target(tmp_path, size=(64, 48)):
+    """Two target images rendered with a non-nominal camera (`cam.json`) at `size`, their true visible
+    graphs beside them."""
+    from sim2sg.dataset.writers import visible_graph
+
+    cam_file = tmp_path / "cam.json"
+    cam_file.write_text(json.dumps({"hfov_deg": 55, "width": size[0], "height": size[1], "mount": MOUNT}))
+    true_cam = camera_at(cam_file, size, NOMINAL)
+    graphs = [g.copy() for g in sample_scenes(ENV, seed=3, count=2)]
+    for g in graphs:
+        g.graph["camera"] = true_cam
+    for s in synthesize(graphs, ["000000", "000001"], ENV, render_options(ENV, *size), "cpu",
+                        np.random.default_rng(0), texture_library(tmp_path)):
+        (tmp_path / "images").mkdir(exist_ok=True)
+        cv2.imwrite(str(tmp_path / "images" / f"{s.name}.png"), cv2.cvtColor(s.image, cv2.COLOR_RGB2BGR))
+        sg.write_graph(tmp_path / "graphs" / f"{s.name}.json", visible_graph(s))
+    return cam_file, true_cam
+
+
+def test_loop_cli_lifts_and_renders_with_the_target_camera(tmp_path):
+    """`sim2sg loop --target-camera`: every scene generated from a target image is seen by that
+    image's camera squeezed to the training size (its kept stage too), and the history's placement
+    error pairs it with the image's true graph."""
+    import gzip
+
+    import torch
+    from sim2sg.cli.app import app
+    from typer.testing import CliRunner
+
+    from sim2sg.usd.read import load_scene
+
+    torch.set_num_threads(1)
+    cam_file, true_cam = _loop_target(tmp_path)
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, [
+        "loop", "--env", "clevr", "--target", str(tmp_path / "images"), "--target-camera", str(cam_file),
+        "--target-graphs", str(tmp_path / "graphs"), "--out", str(out), "--model", "fast", "--size", "64x64",
+        "--sdr-scenes", "2", "--sdr-steps", "1", "--iter-steps", "1", "--loop", "1", "--align", "label",
+        "--batch", "2", "--score-thresh", "0", "--min-fit-iou", "0", "--keep-usd", "--device", "cpu",
+        "--no-progress"])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in gzip.decompress((out / "graphs" / "iter1.jsonl.gz").read_bytes()).splitlines()]
+    lifted = [row for row in rows if row["lifted"]]
+    assert lifted, "an untrained network with score threshold 0 detects something to lift"
+    want = true_cam.resized(64, 64)
+    for row in lifted:
+        cam = sg.from_dict(row["generated"], "graph").graph["camera"]
+        assert (cam.width, cam.height, cam.position) == (64, 64, pytest.approx(want.position))
+        assert (cam.fx, cam.fy, cam.cx, cam.cy) == pytest.approx((want.fx, want.fy, want.cx, want.cy))
+        stage = load_scene(out / "usd" / "iter1" / f"it1_{row['target']:06d}_0.usdc", 64, 64)
+        assert (stage.camera.fx, stage.camera.fy) == pytest.approx((want.fx, want.fy), rel=1e-5)
+        np.testing.assert_allclose(stage.camera.project(np.zeros((1, 3)))[0], want.project(np.zeros((1, 3)))[0],
+                                   atol=1e-3)
+    history = json.loads((out / "history.json").read_text())
+    place = history["phases"][1]["placement"]
+    assert place["lifted"] == sum(len(row["generated"]["objects"]) for row in lifted) > 0
+
+
+def test_loop_cli_refuses_images_that_disagree_with_the_calibration(tmp_path):
+    from sim2sg.cli.app import app
+    from typer.testing import CliRunner
+
+    cam_file = tmp_path / "cam.json"
+    cam_file.write_text(json.dumps({"hfov_deg": 55, "width": 80, "height": 48, "mount": MOUNT}))
+    _png(tmp_path / "images" / "000000.png", 64, 48)
+    r = CliRunner().invoke(app, ["loop", "--env", "clevr", "--target", str(tmp_path / "images"), "--target-camera",
+                                 str(cam_file), "--out", str(tmp_path / "run"), "--model", "fast", "--size", "64x64",
+                                 "--sdr-scenes", "1", "--sdr-steps", "1", "--loop", "1", "--device", "cpu",
+                                 "--no-progress"])
+    assert r.exit_code == 2
+    (line,) = [x for x in r.output.splitlines() if x.startswith("error:")]
+    assert str(cam_file) in line and "000000.png" in line and "Traceback" not in r.output

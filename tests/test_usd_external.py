@@ -112,6 +112,31 @@ def test_what_the_renderer_cannot_draw_is_named(tmp_path):
     assert s.skipped == (("/World/Hair", "BasisCurves"),)
 
 
+def test_cli_render_names_the_prims_it_cannot_draw(tmp_path):
+    """`sim2sg render` says, one line per stage, which prims it left out (and still renders the rest)."""
+    from sim2sg.cli.app import app
+    from typer.testing import CliRunner
+
+    (tmp_path / "stages").mkdir()
+    for name in ("curves", "plain"):  # the plain stage draws everything: no line
+        st = new_stage(tmp_path / "stages" / f"{name}.usda")
+        add_camera(st, (4, -4, 3), (0, 0, 0))
+        label(UsdGeom.Cube.Define(st, "/World/Box").GetPrim(), "cube")
+        if name == "curves":
+            curves = UsdGeom.BasisCurves.Define(st, "/World/Hair")
+            curves.CreatePointsAttr([(0, 0, 0), (0, 0, 1), (1, 0, 1), (1, 1, 1)])
+            curves.CreateCurveVertexCountsAttr([4])
+            UsdGeom.Points.Define(st, "/World/Dust").CreatePointsAttr([(0, 0, 2)])
+        st.GetRootLayer().Save()
+    r = CliRunner().invoke(app, ["render", str(tmp_path / "stages"), "--out", str(tmp_path / "out"), "--size",
+                                 "32x32", "--env", "clevr", "--device", "cpu", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    lines = [x for x in r.output.splitlines() if "cannot draw" in x]
+    assert lines == [f"{tmp_path / 'stages' / 'curves.usda'}: skipped 2 prims it cannot draw: "
+                     f"/World/Hair (BasisCurves), /World/Dust (Points)"]
+    assert "rendered 2, skipped 0, failed 0 of 2" in r.output
+
+
 def test_cli_render_of_a_foreign_stage_with_env_has_relations(tmp_path):
     import json
 

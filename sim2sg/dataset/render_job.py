@@ -77,13 +77,15 @@ class RenderJob:
 class JobReport:
     """total: stages; rendered: images written now; skipped: images already complete;
     failures: (stage path, one-line message) per stage that could not be rendered;
-    labels: path of labels.json."""
+    labels: path of labels.json; undrawn: (stage path, ((prim path, type name), ...)) per stage
+    rendered now with prims the renderer cannot draw (`Sample.skipped`; rendered without them)."""
 
     total: int
     rendered: int
     skipped: int
     failures: tuple[tuple[str, str], ...]
     labels: Path
+    undrawn: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -240,6 +242,7 @@ def run(
 
     # 3. render and write
     rendered = 0
+    undrawn: list[tuple[str, tuple[tuple[str, str], ...]]] = []
     bar = tqdm(total=len(indices), initial=skipped, disable=not progress, unit="img", desc="render",
                dynamic_ncols=True)
     try:
@@ -250,20 +253,23 @@ def run(
                 frag.update(stage={"path": str(stages[i]), "sha256": digest}, config=fingerprint,
                             settings=settings, writers=list(writers))
                 labels_mod.write_fragment(out, names[i], frag)
+                if sample.skipped:
+                    undrawn.append((str(stages[i]), tuple(sample.skipped)))
                 rendered += 1
                 bar.update(1)
     finally:
         bar.close()
 
     if shard is not None:
-        return JobReport(len(indices), rendered, skipped, tuple(failures), out / labels_mod.LABELS_FILE)
+        return JobReport(len(indices), rendered, skipped, tuple(failures), out / labels_mod.LABELS_FILE,
+                         tuple(undrawn))
 
     # 4. labels.json from every finished image
     done = [n for i, n in enumerate(names) if str(stages[i]) not in {f for f, _ in failures}]
     info = {"image_size": [job.width, job.height], "ssaa": job.ssaa, "shadows": job.shadows,
             "seed": job.seed, "writers": list(writers)}
     labels_mod.assemble(out, done, info)
-    return JobReport(len(stages), rendered, skipped, tuple(failures), out / labels_mod.LABELS_FILE)
+    return JobReport(len(stages), rendered, skipped, tuple(failures), out / labels_mod.LABELS_FILE, tuple(undrawn))
 
 
 def _check_existing(out: Path, stages: Sequence[Path], names: list[str], overwrite: bool) -> None:

@@ -88,7 +88,7 @@ def _render_shard(stages: list[str], job: render_job.RenderJob, start: int, stop
         os.chdir(cwd)
     report = render_job.run([Path(s) for s in stages], job, shard=range(start, stop), progress=False)
     return {"rendered": report.rendered, "skipped": report.skipped, "failed": len(report.failures),
-            "total": report.total}
+            "total": report.total, "undrawn": report.undrawn}
 
 
 def render_on_ray(
@@ -124,6 +124,7 @@ def render_on_ray(
     cwd = os.getcwd()
     futures = {task.remote(stages_ref, job, r.start, r.stop, cwd): r for r in ranges}
     rendered = 0
+    undrawn = []
     bar = tqdm(total=len(stage_list), disable=not progress, unit="img", desc="render (ray)", dynamic_ncols=True)
     try:
         pending = list(futures)
@@ -139,10 +140,12 @@ def render_on_ray(
                 raise ShardError(f"{job.out_dir}: images {r.start:06d}-{r.stop - 1:06d} failed on Ray after "
                                  f"{max_retries} retries ({why}); run the command again to resume") from None
             rendered += res["rendered"]
+            undrawn += res["undrawn"]
             bar.update(res["total"])
     finally:
         bar.close()
     # The driver's pass: finished fragments are skipped, failed stages re-reported, labels.json assembled.
     final = render_job.run(list(stages), dataclasses.replace(job, device="cpu"), on_error=on_error, progress=False)
     return dataclasses.replace(final, rendered=rendered + final.rendered,
-                               skipped=final.total - rendered - final.rendered - len(final.failures))
+                               skipped=final.total - rendered - final.rendered - len(final.failures),
+                               undrawn=tuple(sorted(undrawn)) + final.undrawn)

@@ -7,14 +7,20 @@ target's true graphs) in the quantities Sim2SG aligns.
   y coordinates of all objects, averaged over axes and over classes present in both sets.
 - predicate: total-variation distance between the predicate frequency distributions, plus the
   absolute difference of the mean number of relations per image.
+
+`placement_error` is paired instead: each generated (lifted) scene against the true graph of the
+target image it came from, object by object (how well the lift places what the detector found).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import networkx as nx
 import numpy as np
+
+from sim2sg.eval.boxes import box_iou
 
 
 def _tv(p: np.ndarray, q: np.ndarray) -> float:
@@ -70,3 +76,47 @@ def content_gap(generated: Sequence[nx.MultiDiGraph], target: Sequence[nx.MultiD
         "relations_per_image_diff": float(abs(hg.sum() / max(len(generated), 1) - ht.sum() / max(len(target), 1))),
         "per_class": per_class,
     }
+
+
+def placement_matches(lifted: nx.MultiDiGraph, true: nx.MultiDiGraph, min_iou: float = 0.5) -> list[float]:
+    """Ground distances (x, y, m) between the objects of `lifted` (a scene lifted from a target
+    image's predicted graph) and the true objects they match in `true` (that image's true visible
+    graph): one-to-one, same class, box IoU >= `min_iou`, greedily best overlap first. Boxes are
+    compared in the true graph's pixel frame: a lifted box is scaled per axis from its graph
+    camera's size to the true camera's (the loop squeezes the target images to the training size).
+    Objects without a box take no part."""
+    lo = [a for _, a in lifted.nodes(data=True) if a.get("box") is not None]
+    to = [a for _, a in true.nodes(data=True) if a.get("box") is not None]
+    if not lo or not to:
+        return []
+    lc, tc = lifted.graph.get("camera"), true.graph.get("camera")
+    scale = np.ones(4) if lc is None or tc is None else np.array(
+        [tc.width / lc.width, tc.height / lc.height] * 2, dtype=np.float64)
+    iou = box_iou(np.array([a["box"] for a in lo]) * scale, np.array([a["box"] for a in to]))
+    iou[np.array([a["category"] for a in lo])[:, None] != np.array([a["category"] for a in to])[None, :]] = 0.0
+    errors, used_l, used_t = [], set(), set()
+    for flat in np.argsort(-iou, axis=None, kind="stable"):
+        i, j = divmod(int(flat), len(to))
+        if iou[i, j] < min_iou:
+            break
+        if i in used_l or j in used_t:
+            continue
+        used_l.add(i)
+        used_t.add(j)
+        errors.append(math.dist(lo[i]["position"][:2], to[j]["position"][:2]))
+    return errors
+
+
+def placement_error(pairs: Sequence[tuple[nx.MultiDiGraph, nx.MultiDiGraph]], min_iou: float = 0.5) -> dict:
+    """How far the lift put the objects it was given, over (lifted, true) pairs of graphs (see
+    `placement_matches`). Returns {"matched", "lifted", "true": object counts (objects with a box),
+    "median_m", "mean_m", "p90_m": over the matches (None when none)}."""
+    errors, n_lifted, n_true = [], 0, 0
+    for lifted, true in pairs:
+        n_lifted += sum(a.get("box") is not None for _, a in lifted.nodes(data=True))
+        n_true += sum(a.get("box") is not None for _, a in true.nodes(data=True))
+        errors += placement_matches(lifted, true, min_iou)
+    e = np.asarray(errors, dtype=np.float64)
+    return {"matched": len(e), "lifted": n_lifted, "true": n_true,
+            "median_m": float(np.median(e)) if len(e) else None, "mean_m": float(np.mean(e)) if len(e) else None,
+            "p90_m": float(np.percentile(e, 90)) if len(e) else None}

@@ -32,7 +32,8 @@ from sim2sg.scene.relations import derive_relations
 from sim2sg.scene.sdr import facing_yaw, road_geometry, sample_context
 
 
-def _support_point(cam: Camera, box, z: float, max_height: float) -> tuple[np.ndarray, bool] | None:
+def _support_point(cam: Camera, box, z: float, max_height: float,
+                   max_footprint: float = 0.0) -> tuple[np.ndarray, bool] | None:
     """(point, exact): where the object of 2D `box` stands on the support plane at height z
     (world, m), and whether that point is the box's bottom-centre ray's (exact) or a bound.
 
@@ -40,21 +41,28 @@ def _support_point(cam: Camera, box, z: float, max_height: float) -> tuple[np.nd
     around the *visible* pixels: when the object's bottom is hidden (a parked car behind another,
     a house behind trees) the box bottom is too high, and near the horizon a few pixels mean tens
     of meters, so that ray lands far beyond the object (or never meets the plane). An upright
-    object at most `max_height` m tall spanning the box's height cannot be farther than
-    fy * max_height / box height (camera depth); when the ray's point lies more than 1.5x beyond
-    that bound, the object is put at that bound instead, on the ray through the box centre, dropped
-    onto the plane. None when the box bottom is at or above the horizon (nothing standing on the
-    plane looks like that unless hidden up to there; such boxes are mostly false detections).
+    object at most `max_height` m tall, whose footprint spans at most `max_footprint` m in any
+    direction, seen along a ray `theta` below the horizontal, shows at most
+    max_height cos(theta) + max_footprint sin(theta) m across that ray in the image's vertical
+    (its side and, seen from above, its top), so spanning the box's height it cannot be farther
+    than fy times that over the box height (camera depth). Without the footprint term the bound
+    is too near for a camera looking down steeply (a 1 m cube 34 degrees below: 1.6x too near) and
+    fully visible objects were taken for hidden ones. When the ray's point lies more than 1.5x
+    beyond that bound, the object is put at the bound instead, on the ray through the box centre,
+    dropped onto the plane. None when the box bottom is at or above the horizon (nothing standing
+    on the plane looks like that unless hidden up to there; such boxes are mostly false detections).
     """
     x1, y1, x2, y2 = box
     hit = cam.plane_point(((x1 + x2) / 2, y2), z)
     if hit is None:
         return None
-    z_max = cam.fy * max_height / max(y2 - y1, 1.0)
+    d = cam.pixel_rays(np.array([((x1 + x2) / 2, (y1 + y2) / 2)]))[0]
+    sin_t = min(max(-float(d[2]), 0.0), 1.0)  # the box centre's ray, below the horizontal
+    extent = max_height * math.sqrt(1.0 - sin_t * sin_t) + max_footprint * sin_t
+    z_max = cam.fy * extent / max(y2 - y1, 1.0)
     if cam.world_to_camera(hit[None])[0, 2] <= 1.5 * z_max:
         return hit, True
     o = np.asarray(cam.position, dtype=np.float64)
-    d = cam.pixel_rays(np.array([((x1 + x2) / 2, (y1 + y2) / 2)]))[0]
     per_unit = cam.world_to_camera((o + d)[None])[0, 2]  # camera depth gained per unit of d
     if per_unit <= 1e-9:
         return None
@@ -207,7 +215,8 @@ def lift_graph(pred: nx.MultiDiGraph, env: Environment, camera: Camera, rng: np.
                 continue
             z = float(np.mean([b["position"][2] + b["size"][2] for b in anchors]))
         candidates = _candidate_sizes(spec, env)
-        support = _support_point(camera, a["box"], z, max(size[2] for size, _ in candidates))
+        support = _support_point(camera, a["box"], z, max(size[2] for size, _ in candidates),
+                                 max(math.hypot(size[0], size[1]) for size, _ in candidates))
         if support is None:
             continue
         hit = _clamp_ahead(support[0], camera, spec, context)

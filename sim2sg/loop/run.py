@@ -19,8 +19,9 @@ so), and the feature alignments GPA and SAPNet (`align="gpa"`, `"sapnet"`: like 
 steps on SDR data with that alignment on). Every method gets the same number of optimizer steps.
 
 The run writes to `out`: `history.json` (per phase: steps, seconds, metrics, content gap, mean
-losses), `metrics.json` (the last phase's), `checkpoint.pt` (the model after every phase; `sim2sg
-eval --checkpoint`), `graphs/iterN.jsonl.gz` (each target image's predicted graph and the scene
+losses; per iteration with `target_graphs`, the lift's `placement` error against the true graph of
+the image each scene came from, `sim2sg.eval.content.placement_error`), `metrics.json` (the last
+phase's), `checkpoint.pt` (the model after every phase; `sim2sg eval --checkpoint`), `graphs/iterN.jsonl.gz` (each target image's predicted graph and the scene
 generated from it) and `examples/` (a few training images per phase, for the report), and its
 resume points (checkpoint.pt's extra entries, `resume_step.pt`; `run(cfg, resume=True)`, `sim2sg loop --resume`:
 bit-exact on the CPU whether killed between phases or inside one; see `sim2sg.loop.state`).
@@ -42,7 +43,7 @@ import torch
 from sim2sg import atomic
 from sim2sg.dataset.synthesize import synthesize, texture_library
 from sim2sg.errors import InputError
-from sim2sg.eval.content import content_gap
+from sim2sg.eval.content import content_gap, placement_error
 from sim2sg.loop.config import LoopConfig
 from sim2sg.loop.metasim import (
     AttributeParams,
@@ -105,14 +106,15 @@ def summarize(metrics: dict | None, ks: tuple[int, ...] = (20, 50, 100)) -> dict
     return out
 
 
-def read_target_graphs(folder: str | None, env: Environment) -> list[nx.MultiDiGraph] | None:
-    """The target's true scene graphs (`--target-graphs`), for the content gap; None without."""
+def read_target_graphs(folder: str | None, env: Environment) -> dict[str, nx.MultiDiGraph] | None:
+    """The target's true scene graphs (`--target-graphs`) by file stem, for the content gap (and,
+    where a graph's stem is a target image's, the placement error); None without."""
     if not folder:
         return None
     files = sorted(Path(folder).glob("*.json"))
     if not files:
         raise InputError(folder, "", "no scene-graph *.json files (--target-graphs)")
-    return [sg.read_graph(p, env.categories, env.predicates) for p in files]
+    return {p.stem: sg.read_graph(p, env.categories, env.predicates) for p in files}
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,7 @@ class _Run:
     textures: Path
     target: ImageFolder
     true_graphs: list | None
+    true_by_image: tuple | None  # per target image, its true graph (same file stem) or None
     tr: Trainer
     options: object  # RenderOptions
     camera: object  # Camera of the target images, or one per image (synthesis.target_cameras)
@@ -152,7 +155,9 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False, warmup_only: bool = 
     out.mkdir(parents=True, exist_ok=True)
     textures = texture_library(out)
     target = ImageFolder(cfg.target, size=(cfg.height, cfg.width), preload_bytes=2 << 30)
-    true_graphs = read_target_graphs(cfg.target_graphs, env)
+    named = read_target_graphs(cfg.target_graphs, env)
+    true_graphs = list(named.values()) if named is not None else None
+    true_by_image = tuple(named.get(Path(f).stem) for f in target.files) if named is not None else None
     tr = make_trainer(cfg, env)
     rng = np.random.default_rng([cfg.seed, 2])  # the loop's: scene seeds and rendering
     history = {"config": dataclasses.asdict(cfg), "phases": []}
@@ -162,7 +167,7 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False, warmup_only: bool = 
     if resume:
         log(f"[resume] {done} phase(s) done" + (f", phase {done + 1} from step {point['checkpoint']['step']}"
                                                   if point else ""))
-    r = _Run(cfg, env, out, textures, target, true_graphs, tr, render_options(env, cfg.width, cfg.height, seed=cfg.seed),
+    r = _Run(cfg, env, out, textures, target, true_graphs, true_by_image, tr, render_options(env, cfg.width, cfg.height, seed=cfg.seed),
              target_cameras(env, cfg, target.files), cfg.target_bn_images if cfg.target_bn else 0,
              history, log, time.perf_counter(), rng, PhaseResume(tr, cfg, history, cfg.checkpoint_every, point), done)
 
@@ -279,6 +284,9 @@ def _iteration(r: _Run, it: int, rng: np.random.Generator, align: str, sdr_kept)
     names = [f"it{it}_{k:06d}_{s}" for k, s, *_ in jobs]
     write_generated(r.out / "graphs" / f"iter{it}.jsonl.gz", jobs, made)
     gap = content_gap(graphs, r.true_graphs, env.categories, env.predicates) if r.true_graphs else None
+    # The lift's own error: each scene lifted from a target image against that image's true graph.
+    placement = placement_error([(g, r.true_by_image[k]) for g, _, k in made
+                                 if k >= 0 and r.true_by_image[k] is not None]) if r.true_by_image else None
     samples = synthesize(graphs, names, env, r.options, tr.state.device, rng, r.textures, batch=cfg.render_batch,
                          keep_usd=(r.out / "usd" / f"iter{it}") if cfg.keep_usd else None, target_looks=looks)
     if not cfg.keep_usd:  # the crops served this iteration's stages only
@@ -300,7 +308,8 @@ def _iteration(r: _Run, it: int, rng: np.random.Generator, align: str, sdr_kept)
              # mean losses over the phase's steps, GRL weight, and with --grl-bound the mean share
              # of the GRL gradient let through (grl_scale)
              "train": {k: round(v, 5) for k, v in means.items()},
-             "lifted": sum(k >= 0 for k in sources), "example_targets": [sources[i] for i in shown]}, gap)
+             "lifted": sum(k >= 0 for k in sources), "example_targets": [sources[i] for i in shown],
+             "placement": placement}, gap)
 
 
 def _metasim_iteration(r: _Run, it: int, graphs: list, align: str) -> None:
@@ -362,6 +371,10 @@ def _record(r: _Run, name: str, seconds: float, extra: dict | None = None, gap: 
                 f"  R@50 {_fmt(s['R@50'])} / {_fmt(s['R@50 ceiling'])}")
     if gap:
         msg += f"  content gap: count TV {gap['count_tv']:.3f}, position W1 {_fmt(gap['position_w1'])} m"
+    if phase.get("placement") and phase["placement"]["matched"]:
+        p = phase["placement"]
+        msg += (f"  placement: {p['matched']} of {p['lifted']} lifted objects match a true one, "
+                f"median {p['median_m']:.3f} m")
     if "lifted" in phase:
         msg += f"  scenes from predictions {phase['lifted']} / {phase['graphs']} (the rest SDR: nothing detected or liftable)"
     r.log(msg)

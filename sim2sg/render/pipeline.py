@@ -166,7 +166,7 @@ def to_samples(scenes: Sequence[SceneData], names: Sequence[str], result: Render
         out.append(Sample(image=image[i], depth=depth[i], instance=instance[i], semantic=semantic[i],
                           objects=tuple(objs), relations=rels, camera=sc.camera,
                           graph=sc.graph, categories=tuple(sc.categories), predicates=tuple(sc.predicates),
-                          name=str(name)))
+                          name=str(name), skipped=tuple(sc.skipped)))
     return out
 
 

@@ -56,6 +56,8 @@ class Sample:
     graph: the full scene graph of the stage (all objects, visible or not), or None.
     categories, predicates: the vocabularies (environment order).
     name: the stem used for output files (e.g. "000123").
+    skipped: (prim path, type name) of the stage's gprims the renderer could not draw (curves,
+    points, volumes: `sim2sg.render.scene.SceneData.skipped`); empty when everything was drawn.
     """
 
     image: np.ndarray
@@ -69,3 +71,4 @@ class Sample:
     categories: tuple[str, ...]
     predicates: tuple[str, ...]
     name: str
+    skipped: tuple[tuple[str, str], ...] = ()
