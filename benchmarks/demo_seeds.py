@@ -65,17 +65,22 @@ def summary(runs: list[dict], seeds: list[int], seconds: dict, preset: str) -> s
         n = min(len(g) for g in gaps)
         names = [ph["name"] for ph in runs[0][sim]["phases"] if ph.get("content_gap")][:n]
         lines += [f"content gap of {sim} (graphs trained on vs the target's true graphs), mean +- std:", "",
-                  "| phase | count TV | position W1 (m) | scenes from predictions |", "|---|---|---|---|"]
+                  "| phase | count TV | position W1 (m) | position W1, any class (m) | scenes from predictions |",
+                  "|---|---|---|---|---|"]
         for i in range(n):
             tv = [g[i]["count_tv"] for g in gaps]
             w1 = [g[i]["position_w1"] for g in gaps if g[i]["position_w1"] is not None]
+            w1_any = [g[i]["position_w1_any"] for g in gaps if g[i].get("position_w1_any") is not None]
             lifted = [ph.get("lifted") for run in runs for ph in run[sim]["phases"] if ph["name"] == names[i]]
             lifted = [x for x in lifted if x is not None]
-            lines.append(f"| {names[i]} | {_ms(tv)} | {_ms(w1)} | {_ms(lifted, 1) if lifted else '-'} |")
-        falling = {key: sum(all(g[i + 1][key] is not None and g[i][key] is not None and g[i + 1][key] < g[i][key]
-                                for i in range(n - 1)) for g in gaps) for key in ("count_tv", "position_w1")}
+            lines.append(f"| {names[i]} | {_ms(tv)} | {_ms(w1)} | {_ms(w1_any) if w1_any else '-'} | "
+                         f"{_ms(lifted, 1) if lifted else '-'} |")
+        falling = {key: sum(all(g[i + 1].get(key) is not None and g[i].get(key) is not None
+                                and g[i + 1][key] < g[i][key] for i in range(n - 1)) for g in gaps)
+                   for key in ("count_tv", "position_w1", "position_w1_any")}
         lines += ["", f"fell at every iteration: count TV in {falling['count_tv']} of {len(runs)} seeds, "
-                      f"position W1 in {falling['position_w1']} of {len(runs)}", ""]
+                      f"position W1 in {falling['position_w1']} of {len(runs)}, "
+                      f"position W1 of any class in {falling['position_w1_any']} of {len(runs)}", ""]
     if seconds:
         lines.append("wall time per seed (this call): " + ", ".join(f"seed {s}: {t / 60:.1f} min"
                                                                     for s, t in seconds.items()))

@@ -22,7 +22,7 @@ def scene(cats_xy, rels=()):
 def test_identical_sets_have_zero_gap():
     a = [scene([("cube", 0, 0), ("sphere", 1, 2)], [(1, "right", 0)])]
     gap = content_gap(a, a, ["cube", "sphere"], ["left", "right"])
-    assert gap["count_tv"] == 0 and gap["position_w1"] == 0 and gap["predicate_tv"] == 0
+    assert gap["count_tv"] == 0 and gap["position_w1"] == 0 and gap["predicate_tv"] == 0 and gap["position_w1_any"] == 0
 
 
 def test_hand_worked_gap():
@@ -31,6 +31,16 @@ def test_hand_worked_gap():
     gap = content_gap(gen, tgt, ["cube"], ["left"])
     assert gap["count_tv"] == pytest.approx(1.0)         # count histograms {1: 1.0} vs {2: 1.0}
     assert gap["position_w1"] == pytest.approx(1.0)      # x shifted by 2 m, y equal: mean over axes
+
+
+def test_position_w1_any_class_ignores_what_the_objects_are():
+    """Same places, classes swapped: the per-class W1 sees two 2 m shifts, the class-blind one none."""
+    gen = [scene([("cube", 0, 0), ("sphere", 2, 0)])]
+    tgt = [scene([("sphere", 0, 0), ("cube", 2, 0)])]
+    gap = content_gap(gen, tgt, ["cube", "sphere"], ["left"])
+    assert gap["position_w1"] == pytest.approx(1.0)      # x off by 2 m per class, y equal: mean over axes
+    assert gap["position_w1_any"] == pytest.approx(0.0)
+    assert content_gap(gen, [], ["cube"], ["left"])["position_w1_any"] is None
 
 
 def test_wasserstein_shift():

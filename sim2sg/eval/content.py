@@ -4,7 +4,9 @@ target's true graphs) in the quantities Sim2SG aligns.
 - count: per class, total-variation distance between the per-image object-count histograms,
   averaged over classes (0 = same distribution, 1 = disjoint).
 - position: per class, 1-Wasserstein distance (meters) between the ground-plane x and between the
-  y coordinates of all objects, averaged over axes and over classes present in both sets.
+  y coordinates of all objects, averaged over axes and over classes present in both sets;
+  `position_w1_any` the same over all objects whatever their class (where objects stand, apart
+  from what they are: a detector that confuses classes raises the per-class figure only).
 - predicate: total-variation distance between the predicate frequency distributions, plus the
   absolute difference of the mean number of relations per image.
 
@@ -42,10 +44,10 @@ def content_gap(generated: Sequence[nx.MultiDiGraph], target: Sequence[nx.MultiD
                 categories: Sequence[str], predicates: Sequence[str]) -> dict:
     """Distances between graph sets `generated` and `target` (see the module docstring)."""
     def counts(graphs, c):
-        return np.array([sum(1 for _, a in g.nodes(data=True) if a["category"] == c) for g in graphs])
+        return np.array([sum(1 for _, a in g.nodes(data=True) if a["category"] == c) for g in graphs], dtype=np.int64)
 
-    def positions(graphs, c):
-        pts = [a["position"][:2] for g in graphs for _, a in g.nodes(data=True) if a["category"] == c]
+    def positions(graphs, c):  # c None: every object
+        pts = [a["position"][:2] for g in graphs for _, a in g.nodes(data=True) if c is None or a["category"] == c]
         return np.array(pts, dtype=np.float64).reshape(-1, 2)
 
     per_class = {}
@@ -68,10 +70,13 @@ def content_gap(generated: Sequence[nx.MultiDiGraph], target: Sequence[nx.MultiD
         return h
 
     hg, ht = pred_hist(generated), pred_hist(target)
+    pg, pt = positions(generated, None), positions(target, None)
+    pos_any = float(np.mean([wasserstein_1d(pg[:, k], pt[:, k]) for k in range(2)])) if len(pg) and len(pt) else None
     pos_vals = [v["position_w1"] for v in per_class.values() if v["position_w1"] is not None]
     return {
         "count_tv": float(np.mean([v["count_tv"] for v in per_class.values()])),
         "position_w1": float(np.mean(pos_vals)) if pos_vals else None,
+        "position_w1_any": pos_any,
         "predicate_tv": _tv(hg, ht),
         "relations_per_image_diff": float(abs(hg.sum() / max(len(generated), 1) - ht.sum() / max(len(target), 1))),
         "per_class": per_class,

@@ -110,12 +110,14 @@ def _gap(x, lo, hi) -> str:
 
 def content_gap_table(results: dict) -> str:
     """Markdown: content-gap distances of the generated graphs over the iterations of each loop row."""
-    lines = ["| method | phase | count TV | position W1 (m) | predicate TV |", "|---|---|---|---|---|"]
+    lines = ["| method | phase | count TV | position W1 (m) | position W1, any class (m) | predicate TV |",
+             "|---|---|---|---|---|---|"]
     for row, h in results.items():
         for p in h.get("phases", []):
             g = p.get("content_gap")
             if g:
-                lines.append(f"| {row} | {p['name']} | {g['count_tv']:.3f} | {_f(g['position_w1'])} | {g['predicate_tv']:.3f} |")
+                lines.append(f"| {row} | {p['name']} | {g['count_tv']:.3f} | {_f(g['position_w1'])} | "
+                             f"{_f(g.get('position_w1_any'))} | {g['predicate_tv']:.3f} |")
     return "\n".join(lines)
 
 

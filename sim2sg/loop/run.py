@@ -370,7 +370,8 @@ def _record(r: _Run, name: str, seconds: float, extra: dict | None = None, gap: 
         msg += (f"  mAP@0.5 {_fmt(s['mAP@0.5'])}  R@20 {_fmt(s['R@20'])} / ceiling {_fmt(s['R@20 ceiling'])}"
                 f"  R@50 {_fmt(s['R@50'])} / {_fmt(s['R@50 ceiling'])}")
     if gap:
-        msg += f"  content gap: count TV {gap['count_tv']:.3f}, position W1 {_fmt(gap['position_w1'])} m"
+        msg += (f"  content gap: count TV {gap['count_tv']:.3f}, position W1 {_fmt(gap['position_w1'])} m"
+                f" (any class {_fmt(gap.get('position_w1_any'))} m)")
     if phase.get("placement") and phase["placement"]["matched"]:
         p = phase["placement"]
         msg += (f"  placement: {p['matched']} of {p['lifted']} lifted objects match a true one, "
