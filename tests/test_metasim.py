@@ -63,28 +63,36 @@ def test_mmd_is_zero_for_one_sample_and_grows_with_a_shift():
     assert 0 < mmd2(x + 0.5, x, s) < mmd2(x + 2.0, x, s)
 
 
+def _mean_position(gs, seed):
+    """Features that see where objects are: per scene, the mean x and y of its objects (B, 2)."""
+    return torch.from_numpy(np.array([np.mean([a["position"][:2] for _, a in sg.objects(g)], 0) for g in gs]))
+
+
+def _shifted_target(x_shift: float, count: int):
+    """(env, SDR graphs, their statistics, the features of other SDR scenes with every object
+    `x_shift` standard deviations further along +x)."""
+    env = load_env("clevr")
+    graphs = list(sample_scenes(env, seed=1, count=count))
+    stats = sdr_statistics(graphs, env.categories)
+    truth = AttributeParams.identity(env.categories)
+    v = truth.values.copy()
+    v[:, 0] = x_shift
+    target = [transform_graph(g, truth.with_vector(v), stats, env) for g in sample_scenes(env, seed=2, count=count)]
+    return env, graphs, stats, _mean_position(target, 0)
+
+
 def test_spsa_moves_the_placements_towards_a_shifted_target():
     """Target scenes: other SDR scenes with every object 1.5 standard deviations further along +x.
     With features that see where objects are (per scene: mean x and y of its objects), the fit
     moves every category's x shift towards +1.5 and lowers the MMD, and the y shift stays small."""
-    env = load_env("clevr")
-    graphs = list(sample_scenes(env, seed=1, count=48))
-    stats = sdr_statistics(graphs, env.categories)
-    truth = AttributeParams.identity(env.categories)
-    v = truth.values.copy()
-    v[:, 0] = 1.5
-    target_graphs = [transform_graph(g, truth.with_vector(v), stats, env) for g in sample_scenes(env, seed=2, count=48)]
-
-    def features(gs, seed):
-        return torch.from_numpy(np.array([np.mean([a["position"][:2] for _, a in sg.objects(g)], 0) for g in gs]))
-
-    fit = fit_attributes(AttributeParams.identity(env.categories), graphs, stats, env, features(target_graphs, 0),
-                         features, np.random.default_rng(0), steps=60, batch=16, lr=0.1, delta=0.2)
+    env, graphs, stats, target = _shifted_target(1.5, 48)
+    fit = fit_attributes(AttributeParams.identity(env.categories), graphs, stats, env, target,
+                         _mean_position, np.random.default_rng(0), steps=60, batch=16, lr=0.1, delta=0.2)
     assert fit.params.values[:, 0].mean() > 0.75
     assert abs(fit.params.values[:, 1].mean()) < 0.5
     assert np.mean(fit.mmd[-10:]) < 0.5 * np.mean(fit.mmd[:5])
-    again = fit_attributes(AttributeParams.identity(env.categories), graphs, stats, env, features(target_graphs, 0),
-                           features, np.random.default_rng(0), steps=60, batch=16, lr=0.1, delta=0.2)
+    again = fit_attributes(AttributeParams.identity(env.categories), graphs, stats, env, target,
+                           _mean_position, np.random.default_rng(0), steps=60, batch=16, lr=0.1, delta=0.2)
     assert np.array_equal(again.params.values, fit.params.values)  # same generator, same fit
     assert AttributeParams.from_dict(fit.params.to_dict(), env.categories).values == pytest.approx(fit.params.values)
 
@@ -92,21 +100,11 @@ def test_spsa_moves_the_placements_towards_a_shifted_target():
 def test_spsa_stays_in_the_search_space():
     """A target 3 standard deviations away (beyond the 2-sigma limit) pulls the x shifts up to the
     limit and no further; a start outside the space is projected into it first."""
-    env = load_env("clevr")
-    graphs = list(sample_scenes(env, seed=1, count=32))
-    stats = sdr_statistics(graphs, env.categories)
-    truth = AttributeParams.identity(env.categories)
-    v = truth.values.copy()
-    v[:, 0] = 3.0
-    target_graphs = [transform_graph(g, truth.with_vector(v), stats, env) for g in sample_scenes(env, seed=2, count=32)]
-
-    def features(gs, seed):
-        return torch.from_numpy(np.array([np.mean([a["position"][:2] for _, a in sg.objects(g)], 0) for g in gs]))
-
-    start = truth.values.copy()
+    env, graphs, stats, target = _shifted_target(3.0, 32)
+    start = AttributeParams.identity(env.categories).values.copy()
     start[:, 2] = 5.0  # log scale x far outside +- ln 2
-    fit = fit_attributes(truth.with_vector(start), graphs, stats, env, features(target_graphs, 0), features,
-                         np.random.default_rng(0), steps=80, batch=16, lr=0.2, delta=0.2)
+    fit = fit_attributes(AttributeParams.identity(env.categories).with_vector(start), graphs, stats, env, target,
+                         _mean_position, np.random.default_rng(0), steps=80, batch=16, lr=0.2, delta=0.2)
     assert np.all(np.abs(fit.params.values) <= LIMITS + 1e-12)
     assert fit.params.values[:, 0].max() == pytest.approx(LIMITS[0]) and fit.params.values[:, 0].mean() > 1.0
 
