@@ -3,14 +3,10 @@
 Sim2SG's gradient reversal layers and domain classifiers."""
 
 from sim2sg.model.build import ARCHS, BACKBONES_OF, build_model, check_backbone
+from sim2sg.model.config import ALIGN_MODES, BACKBONES, ModelConfig
 from sim2sg.model.fast import SceneGraphCenterNet
 from sim2sg.model.grl import GradReverse, dann_lambda, grad_reverse, grl_schedule
-from sim2sg.model.sgg import (
-           ALIGN_MODES,
-           BACKBONES,
-           ModelConfig,
-           SceneGraphRCNN,
-)
+from sim2sg.model.sgg import SceneGraphRCNN
 
 __all__ = ["ALIGN_MODES", "ARCHS", "BACKBONES", "BACKBONES_OF", "GradReverse", "ModelConfig", "SceneGraphCenterNet",
            "SceneGraphRCNN", "build_model", "check_backbone", "dann_lambda", "grad_reverse", "grl_schedule"]

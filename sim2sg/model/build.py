@@ -5,8 +5,9 @@ from __future__ import annotations
 from torch import nn
 
 from sim2sg.errors import InputError
+from sim2sg.model.config import BACKBONES, ModelConfig
 from sim2sg.model.fast import FAST_BACKBONES, SceneGraphCenterNet
-from sim2sg.model.sgg import BACKBONES, ModelConfig, SceneGraphRCNN
+from sim2sg.model.sgg import SceneGraphRCNN
 
 ARCHS = ("frcnn", "fast")  # Faster R-CNN (paper-faithful) | one-stage centre detector, batched
 # the bodies each network can be built on: Faster R-CNN takes torchvision's ResNets

@@ -14,6 +14,7 @@ apart while the encoder and predictor learn to make them indistinguishable.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 
 import torch
@@ -63,3 +64,20 @@ def prediction_domain_loss(head: PredictionDomainHead, probs: Tensor, domain: fl
         return probs.sum() * 0.0
     logits = head(grad_reverse(probs.float(), lambd).to(head.net[0].weight.dtype)).float()
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, domain))
+
+
+@contextlib.contextmanager
+def running_stats_frozen(module: nn.Module):
+    """Context: BatchNorm layers of `module` still normalise with the batch's statistics in
+    training mode, but do not move their running statistics (momentum 0 leaves them as they are)."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield module
+    finally:
+        for m, (mom, nbt) in zip(bns, saved):
+            m.momentum = mom
+            if nbt is not None:
+                m.num_batches_tracked.copy_(nbt)

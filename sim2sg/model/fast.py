@@ -37,11 +37,13 @@ from sim2sg.model.centers import (
     peaks,
     regression_loss,
 )
+from sim2sg.model.config import ALIGN_MODES, BACKBONES, ModelConfig
 from sim2sg.model.domain import (
     ImageDomainHead,
     PredictionDomainHead,
     image_domain_loss,
     prediction_domain_loss,
+    running_stats_frozen,
 )
 from sim2sg.model.pair_head import (
     PairRelationHead,
@@ -50,7 +52,6 @@ from sim2sg.model.pair_head import (
     relation_loss,
 )
 from sim2sg.model.relation_head import all_pairs, predicate_scores
-from sim2sg.model.sgg import ALIGN_MODES, BACKBONES, ModelConfig, _running_stats_frozen
 
 _BODY_CHANNELS = {"resnet18": (64, 128, 256, 512), "resnet34": (64, 128, 256, 512),
                   "resnet50": (256, 512, 1024, 2048), "resnet101": (256, 512, 1024, 2048)}
@@ -219,7 +220,7 @@ class SceneGraphCenterNet(nn.Module):
         if target_images is None or len(target_images) == 0 or align == "none":
             return losses
         xt, _ = self._prepare(target_images)
-        with _running_stats_frozen(self.backbone):
+        with running_stats_frozen(self.backbone):
             feats_t, heat_t, box_t = self._dense(xt)
         keep = [i for i, t in enumerate(targets) if t.get("domain_source", True)]
         if len(keep) < len(targets):

@@ -53,7 +53,7 @@ def parse_align(text: str, *, loop: bool, source: str = "--align") -> frozenset[
 
 def model_mode(terms: frozenset[str]) -> str:
     """The network's alignment mode for these terms: "none", "appearance", "prediction", "both"
-    (`sim2sg.model.sgg.ALIGN_MODES`), "gpa" or "sapnet"; "label" is not the network's business."""
+    (`sim2sg.model.config.ALIGN_MODES`), "gpa" or "sapnet"; "label" is not the network's business."""
     for b in sorted(terms & BASELINES):
         return b
     a, p = "appearance" in terms, "prediction" in terms
