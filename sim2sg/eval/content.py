@@ -40,6 +40,12 @@ def wasserstein_1d(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.abs(np.quantile(a, grid) - np.quantile(b, grid))))
 
 
+def ground_w1(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Mean over x and y of the 1-Wasserstein distances (m) between ground positions a (N, 2) and
+    b (M, 2); None when either is empty."""
+    return float(np.mean([wasserstein_1d(a[:, k], b[:, k]) for k in range(2)])) if len(a) and len(b) else None
+
+
 def content_gap(generated: Sequence[nx.MultiDiGraph], target: Sequence[nx.MultiDiGraph],
                 categories: Sequence[str], predicates: Sequence[str]) -> dict:
     """Distances between graph sets `generated` and `target` (see the module docstring)."""
@@ -56,8 +62,7 @@ def content_gap(generated: Sequence[nx.MultiDiGraph], target: Sequence[nx.MultiD
         top = int(max(cg.max(initial=0), ct.max(initial=0))) + 1
         count_tv = _tv(np.bincount(cg, minlength=top).astype(float), np.bincount(ct, minlength=top).astype(float))
         pg, pt = positions(generated, c), positions(target, c)
-        pos = (float(np.mean([wasserstein_1d(pg[:, k], pt[:, k]) for k in range(2)]))
-               if len(pg) and len(pt) else None)
+        pos = ground_w1(pg, pt)
         per_class[c] = {"count_tv": count_tv, "mean_count_generated": float(cg.mean()) if len(cg) else 0.0,
                         "mean_count_target": float(ct.mean()) if len(ct) else 0.0, "position_w1": pos}
 
@@ -71,7 +76,7 @@ def content_gap(generated: Sequence[nx.MultiDiGraph], target: Sequence[nx.MultiD
 
     hg, ht = pred_hist(generated), pred_hist(target)
     pg, pt = positions(generated, None), positions(target, None)
-    pos_any = float(np.mean([wasserstein_1d(pg[:, k], pt[:, k]) for k in range(2)])) if len(pg) and len(pt) else None
+    pos_any = ground_w1(pg, pt)
     pos_vals = [v["position_w1"] for v in per_class.values() if v["position_w1"] is not None]
     return {
         "count_tv": float(np.mean([v["count_tv"] for v in per_class.values()])),
