@@ -7,7 +7,8 @@ seed into OUT/seedS (the seed moves the SDR scenes, the target domain's scenes, 
 initialisation and the loop's draws), then prints and writes OUT/seeds.md: every row's per-class
 AP, mAP@0.5, R@20 with its ceiling and the share of the SDR-to-oracle gap closed as mean +- std
 (ddof 1) over the seeds, the paired differences against SDR, the per-iteration content gap of
-the Sim2SG row (count TV, position W1) with how many seeds it fell at every iteration, and each
+the Sim2SG row (count TV, position W1) with how many seeds it fell at every iteration, the same
+table with the training BatchNorm statistics when the preset uses AdaBN (target_bn), and each
 seed's wall time. A seed whose folder already holds a finished report (OUT/seedS/report/
 results.json) is not run again (`--rerun` to redo it).
 """
@@ -15,6 +16,7 @@ results.json) is not run again (`--rerun` to redo it).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -37,17 +39,22 @@ def main() -> None:
     ap.add_argument("--preset", default="small", choices=sorted(PRESETS))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--rerun", action="store_true")
+    ap.add_argument("--no-target-bn", action="store_true",
+                    help="the preset without AdaBN (every row predicts on the target with its training statistics)")
     args = ap.parse_args()
+    preset, name = args.preset, args.preset
+    if args.no_target_bn:
+        preset, name = dataclasses.replace(PRESETS[args.preset], target_bn=False), f"{args.preset} (target_bn off)"
     runs, seconds = [], {}
     for s in args.seeds:
         folder = args.out / f"seed{s}"
         res_file = folder / "report" / "results.json"
         if args.rerun or not res_file.is_file():
             t = time.perf_counter()
-            run_demo(folder, device=args.device, preset=args.preset, seed=s)
+            run_demo(folder, device=args.device, preset=preset, seed=s)
             seconds[s] = time.perf_counter() - t
         runs.append(json.loads(res_file.read_text()))
-    text = summary(runs, args.seeds, seconds, args.preset)
+    text = summary(runs, args.seeds, seconds, name)
     print(text)
     atomic.write_text(args.out / "seeds.md", text + "\n")
 
@@ -59,6 +66,11 @@ def summary(runs: list[dict], seeds: list[int], seconds: dict, preset: str) -> s
              f"machine: {os.cpu_count()} CPUs, load average at the end {_load()}, torch threads "
              f"{os.environ.get('OMP_NUM_THREADS', '?')} (OMP_NUM_THREADS); commit {_commit()}", "",
              seeds_table(runs, cats, 20), ""]
+    if all(any("final_source_bn" in h for h in run.values()) for run in runs):
+        # The preset predicts on the target with AdaBN (target_bn): the same rows with the
+        # training BatchNorm statistics show what the re-estimation alone changes, per row.
+        lines += ["The same rows predicting on the target with the training BatchNorm statistics:", "",
+                  seeds_table(runs, cats, 20, final="final_source_bn"), ""]
     sim = next((r for r in runs[0] if r.startswith("all")), None)
     if sim:
         gaps = [[ph["content_gap"] for ph in run[sim]["phases"] if ph.get("content_gap")] for run in runs]
