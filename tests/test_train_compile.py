@@ -129,6 +129,20 @@ def test_compiled_steps_give_the_eager_losses_and_predictions():
     assert counters["stats"]["unique_graphs"] == 3, dict(counters["stats"])
 
 
+def test_sim2sg_train_compile_records_the_option(data, tmp_path):
+    src, _ = data
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["train", "--source", str(src), "--model", "fast", "--backbone", "resnet10-half", "--compile",
+                            "--out", str(out), "--steps", "1", "--batch", "2", "--device", "cpu", "--no-progress",
+                            "--image-every", "0"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "config.json").read_text())["compile"] is True
+    assert load_checkpoint(out / "checkpoint.pt")["config"]["compile"] is True
+    from torch._dynamo.utils import counters
+
+    assert counters["stats"]["unique_graphs"] >= 1  # the step ran the compiled pass
+
+
 def test_compile_with_faster_rcnn_is_one_clear_error(data, tmp_path):
     from sim2sg.loop.config import LoopConfig
 
