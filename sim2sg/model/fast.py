@@ -190,7 +190,7 @@ class SceneGraphCenterNet(nn.Module):
         step (targets, peak picking, the relation head over pairs, losses) stays eager: it is
         small, and inference splits the batch on the host.
 
-        Graph breaks: none (tests/test_train_compile.py traces it with fullgraph=True). Graphs:
+        Graph breaks: none (tests/test_train_compile.py: `torch._dynamo.explain`). Graphs:
         one per mode the pass runs in (source pass; target pass, whose BatchNorms have momentum 0
         under `running_stats_frozen`; eval mode under no_grad). Shapes: torch.compile's default
         `dynamic=None` compiles the first shapes statically and, once a frame sees a second batch
