@@ -84,7 +84,7 @@ def train_cmd(
     image_every: int = typer.Option(500, "--image-every", min=0, help="Steps between TensorBoard image grids (0: off)."),
     no_amp: bool = typer.Option(False, "--no-amp", help="Disable bf16 autocast on CUDA."),
     deterministic: bool = typer.Option(False, "--deterministic", help=DETERMINISTIC_HELP),
-    compile: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
+    compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt (its stored config wins)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     model_set: list[str] = typer.Option([], "--set", help=MODEL_SET_HELP),
@@ -113,7 +113,7 @@ def train_cmd(
             epochs=epochs, steps=steps, batch_size=batch, lr=lr, optimizer=optimizer.value,
             grl_weight=grl_weight, grl_ramp=grl_ramp.value, grl_bound=grl_bound, align_warmup_steps=align_warmup,
             augment=augment, device=device, seed=seed, workers=workers, checkpoint_every=checkpoint_every,
-            image_every=image_every, amp=not no_amp, deterministic=deterministic, compile=compile, progress=progress,
+            image_every=image_every, amp=not no_amp, deterministic=deterministic, compile=compile_, progress=progress,
             model=overrides(model_set),
         )
         main = distributed.is_main()

@@ -163,10 +163,10 @@ def test_checkpoints_move_between_compiled_and_eager_runs(data, tmp_path, monkey
     eager run restores into a compiled state); both end where an unbroken eager run ends."""
     src, tgt = data
 
-    def cfg(out, compile):
+    def cfg(out, compiled):
         return TrainConfig(source=str(src), target=str(tgt), align="both", arch="fast", backbone="resnet10-half",
                            out=str(out), steps=4, batch_size=2, checkpoint_every=2, lr_warmup_steps=2,
-                           tensorboard=False, progress=False, compile=compile, device="cpu")
+                           tensorboard=False, progress=False, compile=compiled, device="cpu")
 
     eager = load_checkpoint(fit(cfg(tmp_path / "eager", False)))
     real_step, calls = steps.train_step, {"n": 0}
