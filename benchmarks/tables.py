@@ -101,6 +101,9 @@ def main() -> None:
     ap.add_argument("--deterministic", action="store_true",
                     help="CUDA: deterministic kernels (slower), so that a row trained again from the same shared "
                          "SDR phase and warm-up repeats; without, the same row differed by up to 0.01 mAP")
+    ap.add_argument("--compile", action="store_true",
+                    help="--model fast: torch.compile the network's dense pass in every row (sim2sg loop --compile); "
+                         "finished rows and shared states are reused either way")
     ap.add_argument("--tag", default="", help="suffix of the loop rows' folders, so that a second call with other "
                     "loop settings adds rows beside the first call's (same SDR phase and domain)")
     ap.add_argument("--parallel", type=int, default=1)
@@ -130,7 +133,7 @@ def main() -> None:
                       progress=False,
                       target_bn=args.target_bn, target_textures=args.target_textures,
                       keep_sdr=args.keep_sdr, align_sdr_scenes=args.align_sdr_scenes, deterministic=args.deterministic,
-                      score_threshold=args.score_threshold, min_fit_iou=args.min_fit_iou,
+                      compile=args.compile, score_threshold=args.score_threshold, min_fit_iou=args.min_fit_iou,
                       metasim_steps=args.metasim_steps, metasim_batch=args.metasim_batch,
                       sdr_checkpoint=None if args.no_share_sdr else str(out / "sdr_phase.pt"))
     if args.rows is None:

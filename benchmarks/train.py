@@ -67,7 +67,7 @@ def setup(backbone: str, size, batch: int, align: str, coco: bool, device, objec
                        backbone=backbone, **(COCO_HEADS if coco and arch == "frcnn" else {}))
     model = build_model(mcfg).to(device)
     if compile_dense and arch == "fast":
-        model._dense = torch.compile(model._dense)
+        model.compile_dense()  # as `sim2sg train --compile` (sim2sg.train.steps.new_state)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
         model.channels_last = True

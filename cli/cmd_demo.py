@@ -17,6 +17,8 @@ def demo(
     seed: int = typer.Option(0, "--seed"),
     model: Optional[str] = typer.Option(None, "--model", help="The network: frcnn or fast (default: the preset's: "
                                         "fast for small, frcnn for full)."),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the fast network's dense pass (not with "
+                                 "--model frcnn; on the CPU this needs a C++ compiler; docs/models.md)."),
     keep_shared: bool = typer.Option(False, "--keep-shared", help="Keep the shared SDR phase and the runs' resume "
                                      "points (deleted at the end by default; each row keeps its model)."),
 ) -> None:
@@ -30,7 +32,8 @@ def demo(
     if model is not None and model not in ("frcnn", "fast"):
         fail(f"--model {model!r}: expected frcnn or fast")
     with user_errors():
-        run_demo(out, device=device, preset=preset, seed=seed, arch=model, log=info, keep_shared=keep_shared)
+        run_demo(out, device=device, preset=preset, seed=seed, arch=model, log=info, keep_shared=keep_shared,
+                 compile=compile_)
 
 
 def register(app: typer.Typer) -> None:

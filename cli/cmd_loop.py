@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from sim2sg.cli.cmd_train import (
+    COMPILE_HELP,
     DETERMINISTIC_HELP,
     GRL_BOUND_HELP,
     BACKBONE_HELP,
@@ -76,6 +77,7 @@ def loop_cmd(
     seed: int = typer.Option(0, "--seed"),
     no_amp: bool = typer.Option(False, "--no-amp", help="Disable bf16 autocast on CUDA."),
     deterministic: bool = typer.Option(False, "--deterministic", help=DETERMINISTIC_HELP),
+    compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", min=1,
                                          help="Optimizer steps between in-phase resume points (OUT/resume_step.pt)."),
@@ -104,7 +106,7 @@ def loop_cmd(
                          target_camera=str(target_camera) if target_camera else None,
                          target_graphs=str(target_graphs) if target_graphs else None,
                          oracle_data=str(oracle_data) if oracle_data else None, keep_usd=keep_usd,
-                         device=device, amp=not no_amp, deterministic=deterministic, seed=seed,
+                         device=device, amp=not no_amp, deterministic=deterministic, compile=compile_, seed=seed,
                          progress=progress, checkpoint_every=checkpoint_every, model=overrides(model_set),
                          metasim_steps=metasim_steps, metasim_batch=metasim_batch)
         try:

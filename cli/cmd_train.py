@@ -19,6 +19,10 @@ MODEL_SET_HELP = ("Model setting KEY=VALUE (repeatable), e.g. rpn_post_nms_train
                   "message_passing=0; see sim2sg.model.ModelConfig.")
 
 
+COMPILE_HELP = ("torch.compile the fast network's dense pass (encoder + heads; --model fast only): faster "
+                "steps after the first ones, which compile (on the CPU this needs a C++ compiler). Checkpoints "
+                "are the same either way; --resume may change it.")
+
 MODEL_HELP = ("The network: frcnn (Faster R-CNN + relation head, the paper's) or fast (a one-stage centre "
               "detector + pair relation head, batched end to end; docs/models.md).")
 
@@ -80,6 +84,7 @@ def train_cmd(
     image_every: int = typer.Option(500, "--image-every", min=0, help="Steps between TensorBoard image grids (0: off)."),
     no_amp: bool = typer.Option(False, "--no-amp", help="Disable bf16 autocast on CUDA."),
     deterministic: bool = typer.Option(False, "--deterministic", help=DETERMINISTIC_HELP),
+    compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt (its stored config wins)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     model_set: list[str] = typer.Option([], "--set", help=MODEL_SET_HELP),
@@ -108,7 +113,7 @@ def train_cmd(
             epochs=epochs, steps=steps, batch_size=batch, lr=lr, optimizer=optimizer.value,
             grl_weight=grl_weight, grl_ramp=grl_ramp.value, grl_bound=grl_bound, align_warmup_steps=align_warmup,
             augment=augment, device=device, seed=seed, workers=workers, checkpoint_every=checkpoint_every,
-            image_every=image_every, amp=not no_amp, deterministic=deterministic, progress=progress,
+            image_every=image_every, amp=not no_amp, deterministic=deterministic, compile=compile_, progress=progress,
             model=overrides(model_set),
         )
         main = distributed.is_main()

@@ -119,12 +119,12 @@ PRESETS = {
 
 
 def run_demo(out: Path, device: str = "auto", preset: str | Preset | None = None, seed: int = 0,
-             arch: str | None = None, log=print, keep_shared: bool = False) -> Path:
+             arch: str | None = None, log=print, keep_shared: bool = False, compile: bool = False) -> Path:
     """Run the demo into `out`; returns the report folder. preset: a name of PRESETS (None:
     "full" with CUDA, else "small") or a Preset. arch: the network ("frcnn" or "fast"; None: the
     preset's). keep_shared: keep the shared SDR phase / warm-up files and the runs' resume
     points (by default they are deleted at the end, and each row keeps one model,
-    RUN/checkpoint.pt, without its optimizer state)."""
+    RUN/checkpoint.pt, without its optimizer state). compile: `LoopConfig.compile` for every run."""
     t0 = time.perf_counter()
     cuda = torch.cuda.is_available() and device in ("auto", "cuda") or device.startswith("cuda")
     if isinstance(preset, Preset):
@@ -135,7 +135,8 @@ def run_demo(out: Path, device: str = "auto", preset: str | Preset | None = None
     if not cuda:
         torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     out = Path(out)
-    base = p.loop_config(out, "cuda" if cuda else "cpu", seed, arch)
+    base = dataclasses.replace(p.loop_config(out, "cuda" if cuda else "cpu", seed, arch), compile=compile)
+    base.validate()  # --compile with Faster R-CNN: one clear error before the target domain is rendered
     progress = Progress(plan(p, base), log)
     log(f"sim2sg demo ({name} preset, {'cuda' if cuda else 'cpu'}, seed {seed}): clevr -> clevr-target; {p.describe()}")
     domain = make_domain("clevr-target", out / "clevr-target", p.n_target, p.n_eval, p.size, p.size,

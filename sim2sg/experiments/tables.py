@@ -145,15 +145,20 @@ def train_warmup(source_env: str, domain: Domain, out: Path, base: LoopConfig, l
 
 
 def complete_history(path: Path, cfg: LoopConfig) -> dict | None:
-    """The history at `path` if it is a finished run (it has its total "seconds") of exactly `cfg`,
-    else None (missing, unreadable, unfinished, or another configuration)."""
+    """The history at `path` if it is a finished run (it has its total "seconds") of exactly `cfg`
+    (whether compiled or not), else None (missing, unreadable, unfinished, or another configuration)."""
     try:
         h = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(h, dict):
         return None
-    same = h.get("config") == json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    if not isinstance(h.get("config"), dict):
+        return None
+    # compile changes how a row computes, not what it is (as the device; histories written before
+    # the option existed lack it)
+    want = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(cfg), default=str)).items() if k != "compile"}
+    same = {k: v for k, v in h["config"].items() if k != "compile"} == want
     return h if same and "seconds" in h else None
 
 

@@ -109,6 +109,7 @@ class LoopConfig:
     device: str = "auto"
     amp: bool = True
     deterministic: bool = False  # CUDA: deterministic kernels (train.steps.make_reproducible); CPU: always
+    compile: bool = False  # torch.compile the fast network's dense pass (TrainConfig.compile); free on resume
     seed: int = 0
     progress: bool = True
     model: dict = field(default_factory=dict)

@@ -41,9 +41,11 @@ METASIM_FIELDS = ("metasim_steps", "metasim_batch", "metasim_lr", "metasim_delta
 # What a warm-up checkpoint may not depend on: the alignment (it has not started), its GRL
 # settings, and where things go.
 _WARMUP_FREE = ("out", "align", "grl_weight", "grl_ramp", "grl_bound", "align_sdr_scenes", "keep_usd", "progress",
-                "device", "sdr_checkpoint", "warmup_checkpoint", "checkpoint_every", *METASIM_FIELDS)
-# What a run may change when resumed: where and how it shows progress, when it saves.
-_RESUME_FREE = ("out", "progress", "device", "checkpoint_every", "keep_usd")
+                "device", "compile", "sdr_checkpoint", "warmup_checkpoint", "checkpoint_every", *METASIM_FIELDS)
+# What a run may change when resumed: where and how it shows progress, when it saves, and how it
+# computes (device; compile, which leaves the state dict as it is). Keys saved before `compile`
+# existed stay valid.
+_RESUME_FREE = ("out", "progress", "device", "compile", "checkpoint_every", "keep_usd")
 RESUME_FILE = "resume.pt"
 RESUME_STEP_FILE = "resume_step.pt"
 

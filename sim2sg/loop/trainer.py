@@ -34,7 +34,7 @@ def make_trainer(cfg: LoopConfig, env: Environment) -> Trainer:
     tcfg = TrainConfig(source="<memory>", out=cfg.out, batch_size=cfg.batch_size, lr=cfg.lr,
                        lr_warmup_steps=cfg.lr_warmup_steps, grl_weight=cfg.grl_weight, grl_ramp=cfg.grl_ramp,
                        grl_bound=cfg.grl_bound, arch=cfg.arch, seed=cfg.seed, device=cfg.device, amp=cfg.amp, augment=cfg.augment,
-                       deterministic=cfg.deterministic, tensorboard=False, progress=False)
+                       deterministic=cfg.deterministic, compile=cfg.compile, tensorboard=False, progress=False)
     mcfg = ModelConfig.from_dict(dict(num_classes=len(env.categories), num_predicates=len(env.predicates),
                                       image_size=(cfg.height, cfg.width), arch=cfg.arch, backbone=cfg.backbone,
                                       **cfg.model))

@@ -182,6 +182,26 @@ class SceneGraphCenterNet(nn.Module):
         feats = self.backbone(x)
         return feats, self.heatmap(feats["p2"]), self.box(feats["p2"])
 
+    def compile_dense(self, backend: str = "inductor") -> None:
+        """Replace the dense pass (`_dense`: encoder + heatmap and box heads, the bulk of a step's
+        work) by its `torch.compile`d version, for every later call: training, the target pass,
+        inference. Only an instance attribute changes, so parameters, buffers and state dict
+        keys stay those of the eager network (checkpoints load either way). The rest of the
+        step (targets, peak picking, the relation head over pairs, losses) stays eager: it is
+        small, and inference splits the batch on the host.
+
+        Graph breaks: none (tests/test_train_compile.py: `torch._dynamo.explain`). Graphs:
+        one per mode the pass runs in (source pass; target pass, whose BatchNorms have momentum 0
+        under `running_stats_frozen`; eval mode under no_grad). Shapes: torch.compile's default
+        `dynamic=None` compiles the first shapes statically and, once a frame sees a second batch
+        size (a target batch of another size, an evaluation batch, a dataset's last partial
+        batch), one more graph with a symbolic batch dimension that serves every later size.
+        `dynamic=False` would compile a graph per batch size, and a loop run's evaluations
+        (each dataset ends on its own partial batch) would pass dynamo's recompile limit and
+        silently fall back to eager. backend: "inductor" (needs a C++ compiler on the CPU);
+        tests use the cheaper "aot_eager"."""
+        self._dense = torch.compile(type(self)._dense.__get__(self), backend=backend)
+
     # ---- training -----------------------------------------------------------------------------
     def forward(self, images: list[Tensor], targets: list[dict] | None = None,
                 target_images: list[Tensor] | None = None, align: str = "none", grl_lambda: float = 0.0):

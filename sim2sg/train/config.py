@@ -28,7 +28,10 @@ class TrainConfig:
     `torch.use_deterministic_algorithms(True, warn_only=True)` on CUDA too (on the CPU always;
     `make_reproducible`). arch: the network, "frcnn" (Faster R-CNN, the paper's) or "fast"
     (`sim2sg.model.fast`); `--model` on the command line. model: overrides of
-    `ModelConfig` fields (e.g. {"rpn_post_nms_train": 300}).
+    `ModelConfig` fields (e.g. {"rpn_post_nms_train": 300}). compile: torch.compile the fast
+    network's dense pass (`SceneGraphCenterNet.compile_dense`; arch "fast" only). Like `device`,
+    it changes how a run computes, not what it is: checkpoints are the same either way and a
+    resumed run may change it (results agree to rounding, not to the bit).
     """
 
     source: str
@@ -61,6 +64,7 @@ class TrainConfig:
     amp: bool = True
     channels_last: bool = True
     deterministic: bool = False
+    compile: bool = False
     workers: int = 0
     checkpoint_every: int = 500
     log_every: int = 10
@@ -94,7 +98,7 @@ class TrainConfig:
 
 def check_shared(cfg, bad) -> None:
     """The checks of the training fields that `TrainConfig` and `LoopConfig` share (arch, backbone,
-    augment, grl_ramp, grl_bound, lr, batch_size, model overrides): `bad(field, message)` raises
+    augment, grl_ramp, grl_bound, lr, batch_size, compile, model overrides): `bad(field, message)` raises
     the caller's `InputError`, which names its source (a config file or a CLI option)."""
     if cfg.arch not in ARCHS:
         bad("arch", f"expected one of {', '.join(ARCHS)}, got {cfg.arch!r}")
@@ -112,6 +116,11 @@ def check_shared(cfg, bad) -> None:
         bad("lr", f"must be positive, got {cfg.lr}")
     if not cfg.grl_bound >= 0:
         bad("grl_bound", f"must be >= 0 (0: off), got {cfg.grl_bound}")
+    if cfg.compile and cfg.arch == "frcnn":
+        # Faster R-CNN's per-image proposal, sampling and ROI steps break the graph at every
+        # image and change shape every step: compiled, it would recompile without speeding up.
+        bad("compile", "torch.compile applies to the fast network only (--model fast); Faster R-CNN's "
+                       "per-image heads do not compile usefully")
     defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)
                 if f.name not in ("num_classes", "num_predicates", "image_size", "arch", "backbone")}
     for k, v in cfg.model.items():

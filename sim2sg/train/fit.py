@@ -40,7 +40,7 @@ def fit(cfg: TrainConfig, resume: bool = False, log=None) -> Path:
     """Train per `cfg`; returns the path of the final checkpoint (`cfg.out/checkpoint.pt`).
 
     resume=True continues from `cfg.out/checkpoint.pt` (the config stored there wins for
-    everything that shapes the run; `out`, `device`, `workers`, `progress` may change).
+    everything that shapes the run; `out`, `device`, `workers`, `progress`, `compile` may change).
     Writes `config.json`, TensorBoard logs under `tb/`, and, when `cfg.val` is given,
     `val_predictions.json` + `val_metrics.json` at the end. log: a function of one line (e.g.
     a resumed run that has nothing left to do says so). Under torchrun (after
@@ -65,7 +65,8 @@ def fit(cfg: TrainConfig, resume: bool = False, log=None) -> Path:
             made = f"--steps {stored.steps}" if stored.steps else f"--epochs {stored.epochs}"
             log(f"--steps {cfg.steps} ignored: the run in {out} was made with {made} and --resume continues it "
                 f"as stored (to train further, start a new run with --weights {ckpt_path})")
-        cfg = dataclasses.replace(stored, out=cfg.out, device=cfg.device, workers=cfg.workers, progress=cfg.progress)
+        cfg = dataclasses.replace(stored, out=cfg.out, device=cfg.device, workers=cfg.workers, progress=cfg.progress,
+                                  compile=cfg.compile)
     cfg.validate()
     distributed.check_batch(cfg.batch_size)
 

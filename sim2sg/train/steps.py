@@ -40,6 +40,9 @@ from sim2sg.train.rng import TorchRNG
 # that only they train: Sim2SG's D^a and D^c, GPA's adaptation layers, SAPNet's discriminators.
 DOMAIN_LOSSES = ("loss_domain_image", "loss_domain_pred", "loss_gpa_rpn", "loss_gpa_rcnn", "loss_domain_sap")
 DOMAIN_HEADS = ("domain_image", "domain_objects", "domain_predicates", "gpa", "sapnet")  # SceneGraphRCNN's
+# torch.compile's backend for `TrainConfig.compile`. Inductor generates fused kernels (C++ on the
+# CPU, Triton on CUDA); tests set the cheaper "aot_eager", which traces the same graphs.
+COMPILE_BACKEND = "inductor"
 
 
 @dataclass
@@ -58,7 +61,9 @@ class TrainState:
 
 def new_state(cfg: TrainConfig, model_cfg: ModelConfig, total: int = 1) -> TrainState:
     """A fresh model (initialised from the run's generators, seeded with `cfg.seed`) and optimizer
-    on `cfg.device`, channels-last on CUDA."""
+    on `cfg.device`, channels-last on CUDA, its dense pass compiled when `cfg.compile`
+    (`SceneGraphCenterNet.compile_dense`: the state dict is unchanged, so checkpoints restore
+    into it and load without it)."""
     device = resolve_device(cfg.device)
     make_reproducible(device, cfg.deterministic)
     rng = TorchRNG.seeded(cfg.seed, device)
@@ -68,6 +73,8 @@ def new_state(cfg: TrainConfig, model_cfg: ModelConfig, total: int = 1) -> Train
     if device.type == "cuda" and cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
         model.channels_last = True
+    if cfg.compile:  # after the move and the memory format: the graphs are traced for them
+        model.compile_dense(COMPILE_BACKEND)
     return TrainState(model, make_optimizer(model, cfg), device, rng, 0, total)
 
 
