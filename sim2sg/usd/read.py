@@ -97,6 +97,112 @@ def _axis_matrix(axis: str) -> np.ndarray:
     return np.eye(3)
 
 
+def _pruned(prim) -> bool:
+    """Whether nothing at or below `prim` is drawn: it is invisible, or its purpose is proxy or
+    guide (we render the default/render purposes)."""
+    if not prim.IsA(UsdGeom.Imageable):
+        return False
+    img = UsdGeom.Imageable(prim)
+    vis = img.GetVisibilityAttr().Get()
+    purpose = img.GetPurposeAttr().Get()
+    return vis == UsdGeom.Tokens.invisible or purpose in (UsdGeom.Tokens.proxy, UsdGeom.Tokens.guide)
+
+
+def _is_light(prim) -> bool:
+    """Whether `prim` is a UsdLux light (typed, or a prim with LightAPI applied)."""
+    return (prim.HasAPI(UsdLux.LightAPI) or prim.IsA(UsdLux.BoundableLightBase)
+            or prim.IsA(UsdLux.NonboundableLightBase))
+
+
+def _radiance(light: UsdLux.LightAPI) -> np.ndarray:
+    """(3,) float64 linear radiance of a light: color * intensity * 2^exposure, with USD's
+    defaults (1, 1, 1), 1 and 0 for unauthored inputs."""
+    def value(attr, default):
+        v = attr.Get() if attr else None
+        return default if v is None else v
+    return (np.asarray(value(light.GetColorAttr(), (1, 1, 1)), float)
+            * float(value(light.GetIntensityAttr(), 1.0)) * 2.0 ** float(value(light.GetExposureAttr(), 0.0)))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Light:
+    """One UsdLux light as the renderer models it, in sim2sg's world frame (+Z up, meters).
+
+    kind: "distant", "dome" (uniform ambient) or "sphere".
+    rgb: (3,) float64 radiance (`_radiance`).
+    direction: distant only, (3,) float64 unit vector the light travels along (its local -Z).
+    position: sphere only, (3,) float64 center in meters. radius: sphere only, meters.
+    """
+
+    kind: str
+    rgb: np.ndarray
+    direction: np.ndarray | None = None
+    position: np.ndarray | None = None
+    radius: float = 0.0
+
+
+def _light_arrays(lights: list[_Light], head_dir: np.ndarray) -> dict[str, np.ndarray]:
+    """`SceneData`'s light fields (float32, traversal order): distant_dir/distant_rgb (L, 3),
+    sphere_pos/sphere_rgb (S, 3), sphere_radius (S,), ambient (3,) = the sum of the dome lights.
+    A stage with none of these gets one head light along `head_dir` ((3,) world, the camera's
+    forward) plus `_DEFAULT_AMBIENT`, so that something is visible."""
+    distant = [lt for lt in lights if lt.kind == "distant"]
+    sphere = [lt for lt in lights if lt.kind == "sphere"]
+    domes = [lt for lt in lights if lt.kind == "dome"]
+    distant_dir, distant_rgb = [lt.direction for lt in distant], [lt.rgb for lt in distant]
+    ambient = np.zeros(3)
+    for lt in domes:
+        ambient = ambient + lt.rgb
+    if not distant and not sphere and not domes:
+        distant_dir, distant_rgb = [head_dir], [np.full(3, _DEFAULT_LIGHT)]
+        ambient = np.full(3, _DEFAULT_AMBIENT)
+    return {"distant_dir": _f32(distant_dir, (-1, 3)), "distant_rgb": _f32(distant_rgb, (-1, 3)),
+            "sphere_pos": _f32([lt.position for lt in sphere], (-1, 3)),
+            "sphere_radius": _f32([lt.radius for lt in sphere], (-1,)),
+            "sphere_rgb": _f32([lt.rgb for lt in sphere], (-1, 3)), "ambient": _f32(ambient, (3,))}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Triangles:
+    """One gprim's K non-degenerate triangles in authored order, in sim2sg's world frame.
+
+    pos: (K, 3, 3) float64 corner positions, meters. normal: (K, 3, 3) float64 unit corner normals.
+    uv: (K, 3, 2) float64 corner texture coordinates (UsdTransform2d applied).
+    material: row of the reader's material table. instance: 1-based instance, 0 = background.
+    """
+
+    pos: np.ndarray
+    normal: np.ndarray
+    uv: np.ndarray
+    material: int
+    instance: int
+
+
+def _transform_uv(uv: np.ndarray, xform: tuple) -> np.ndarray:
+    """`uv` (..., 2) under a UsdTransform2d `xform` = ((sx, sy), rotation degrees, (tx, ty)):
+    scale, then rotate counter-clockwise, then translate."""
+    (sx, sy), rot_deg, (tx, ty) = xform
+    r = math.radians(rot_deg)
+    u, v = uv[..., 0] * sx, uv[..., 1] * sy
+    return np.stack([math.cos(r) * u - math.sin(r) * v + tx, math.sin(r) * u + math.cos(r) * v + ty], -1)
+
+
+def _with_missing_labels(categories: tuple, labels: list[str]) -> tuple:
+    """The category vocabulary: `categories` (the sorted labels when empty), then any label outside
+    it, sorted, so that every instance has an id (1-based index)."""
+    if not categories:
+        categories = tuple(sorted(set(labels)))
+    missing = sorted(set(labels) - set(categories))
+    if missing:
+        categories = categories + tuple(missing)  # labels outside the vocabulary get ids after it
+    return categories
+
+
+def _f32(a, shape) -> np.ndarray:
+    """`a` as a C-contiguous float32 array of `shape`."""
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float32).reshape(shape))
+
+
 # ---- the reader ------------------------------------------------------------------------------
 class _Reader:
     def __init__(self, path: Path, width: int, height: int, camera_name: str | None,
@@ -355,144 +461,154 @@ class _Reader:
             p, n = p @ a.T, n @ a.T
         return p, m.faces.astype(np.int64), n, m.uv.astype(np.float64)
 
+    # -- traversal
     def read(self) -> SceneData:
-        stage = self.stage
-        tri_pos, tri_nrm, tri_uv, tri_mat, tri_inst = [], [], [], [], []
-        distant_dir, distant_rgb, sphere_pos, sphere_rad, sphere_rgb = [], [], [], [], []
-        ambient = np.zeros(3)
+        """The whole stage as a `SceneData`: one pass in traversal order (instance proxies
+        included), dispatching each prim to the camera choice, `light` or `gprim`; `assemble` then
+        checks and packs what the pass collected. Triangles and instances keep traversal order."""
         cam_prim = None
-        has_dome = False
-        it = iter(Usd.PrimRange(stage.GetPseudoRoot(), Usd.TraverseInstanceProxies()))
+        lights: list[_Light] = []
+        tris: list[_Triangles] = []
+        it = iter(Usd.PrimRange(self.stage.GetPseudoRoot(), Usd.TraverseInstanceProxies()))
         for prim in it:
             if prim.IsPseudoRoot():
                 continue
-            if prim.IsA(UsdGeom.Imageable):
-                img = UsdGeom.Imageable(prim)
-                vis = img.GetVisibilityAttr().Get()
-                purpose = img.GetPurposeAttr().Get()
-                if vis == UsdGeom.Tokens.invisible or purpose in (UsdGeom.Tokens.proxy, UsdGeom.Tokens.guide):
-                    it.PruneChildren()
-                    continue
+            if _pruned(prim):
+                it.PruneChildren()
+                continue
             if prim.IsA(UsdGeom.Camera):
-                if cam_prim is None and (self.camera_name is None or prim.GetName() == self.camera_name
-                                         or str(prim.GetPath()) == self.camera_name):
+                if cam_prim is None and self.wanted_camera(prim):
                     cam_prim = prim
                 continue
-            if prim.HasAPI(UsdLux.LightAPI) or prim.IsA(UsdLux.BoundableLightBase) or prim.IsA(UsdLux.NonboundableLightBase):
-                light = UsdLux.LightAPI(prim)
-                def lv(getter, d):
-                    a = getter()
-                    v = a.Get() if a else None
-                    return d if v is None else v
-                rgb = (np.asarray(lv(light.GetColorAttr, (1, 1, 1)), float)
-                       * float(lv(light.GetIntensityAttr, 1.0)) * 2.0 ** float(lv(light.GetExposureAttr, 0.0)))
-                m = self.world(prim)
-                if prim.IsA(UsdLux.DistantLight):
-                    d = (np.array([0.0, 0.0, -1.0]) @ m[:3, :3]) @ self.rot.T
-                    distant_dir.append(d / np.linalg.norm(d)); distant_rgb.append(rgb)
-                elif prim.IsA(UsdLux.DomeLight):
-                    ambient = ambient + rgb; has_dome = True
-                elif prim.IsA(UsdLux.SphereLight):
-                    sphere_pos.append(self.to_world_points(m, np.zeros((1, 3)))[0])
-                    r = UsdLux.SphereLight(prim).GetRadiusAttr().Get()
-                    sphere_rad.append((0.5 if r is None else float(r)) * self.mpu); sphere_rgb.append(rgb)
+            if _is_light(prim):
+                light = self.light(prim)
+                if light is not None:
+                    lights.append(light)
                 continue
             if not prim.IsA(UsdGeom.Gprim):
                 if prim.IsA(UsdGeom.PointInstancer):  # instances the renderer does not expand
                     self.skipped.append((str(prim.GetPath()), str(prim.GetTypeName())))
                     it.PruneChildren()
                 continue
-            pth = str(prim.GetPath())
-            m = self.world(prim)
-            if prim.IsA(UsdGeom.Mesh):
-                got = self.mesh(prim)
-                if got is None:
-                    continue
-                pts, cv, cfv, cface, nrm = got
-                if not np.isfinite(pts).all():
-                    raise InputError(self.path, f"{pth}.points", "NaN or infinite point coordinates")
-                mat, varname, xform = self.material(prim)
-                uv = self.primvar_corners(prim, varname, cv, cfv, cface, 2)
-                local = pts[cv]
-            else:
-                got = self.shape(prim)
-                if got is None:  # other gprims (curves, points, ...) are not rendered: named in SceneData.skipped
-                    self.skipped.append((str(prim.GetPath()), str(prim.GetTypeName())))
-                    continue
-                pts, t, n, uvv = got
-                mat, varname, xform = self.material(prim)
-                local, nrm, uv = pts[t], n[t], uvv[t]
-            wp = self.to_world_points(m, local.reshape(-1, 3)).reshape(-1, 3, 3)
-            with np.errstate(over="ignore", invalid="ignore"):
-                far = ~(np.abs(wp) <= MAX_COORDINATE)  # NaN and inf too
-            if far.any():
-                raise InputError(self.path, pth, f"world coordinates not finite or beyond {MAX_COORDINATE:g} m "
-                                                 "(check its points and transforms)")
-            e1, e2 = wp[:, 1] - wp[:, 0], wp[:, 2] - wp[:, 0]
-            fn = np.cross(e1, e2)
-            area = np.linalg.norm(fn, axis=-1)
-            scale = max(float(np.abs(wp).max(initial=0.0)), 1e-6)
-            keep = area > 1e-12 * scale * scale  # drop degenerate triangles (zero area)
-            if nrm is None or not np.isfinite(nrm).all():
-                wn = np.repeat((fn / np.maximum(area, 1e-30)[:, None])[:, None, :], 3, 1)
-            else:
-                wn = self.to_world_normals(m, nrm.reshape(-1, 3)).reshape(-1, 3, 3)
-            if uv is None:
-                uv = np.zeros((len(wp), 3, 2))
-            if xform is not None:
-                (sx, sy), rot_deg, (tx, ty) = xform
-                r = math.radians(rot_deg)
-                u, v = uv[..., 0] * sx, uv[..., 1] * sy
-                uv = np.stack([math.cos(r) * u - math.sin(r) * v + tx, math.sin(r) * u + math.cos(r) * v + ty], -1)
-            inst = self.owner(prim)
-            tri_pos.append(wp[keep]); tri_nrm.append(wn[keep]); tri_uv.append(uv[keep])
-            tri_mat.append(np.full(int(keep.sum()), mat)); tri_inst.append(np.full(int(keep.sum()), inst))
+            got = self.gprim(prim)
+            if got is not None:
+                tris.append(got)
+        return self.assemble(cam_prim, lights, tris)
 
+    def wanted_camera(self, prim) -> bool:
+        """Whether a UsdGeom.Camera prim is the one asked for (any, when no `camera=` was given)."""
+        return (self.camera_name is None or prim.GetName() == self.camera_name
+                or str(prim.GetPath()) == self.camera_name)
+
+    # -- lights
+    def light(self, prim) -> _Light | None:
+        """A UsdLux light prim as a `_Light` in world frame; None for the kinds the renderer does
+        not model (rect, disk, cylinder, ...)."""
+        rgb = _radiance(UsdLux.LightAPI(prim))
+        m = self.world(prim)
+        if prim.IsA(UsdLux.DistantLight):
+            d = (np.array([0.0, 0.0, -1.0]) @ m[:3, :3]) @ self.rot.T  # local -Z in world
+            return _Light("distant", rgb, direction=d / np.linalg.norm(d))
+        if prim.IsA(UsdLux.DomeLight):
+            return _Light("dome", rgb)
+        if prim.IsA(UsdLux.SphereLight):
+            position = self.to_world_points(m, np.zeros((1, 3)))[0]
+            r = UsdLux.SphereLight(prim).GetRadiusAttr().Get()
+            return _Light("sphere", rgb, position=position, radius=(0.5 if r is None else float(r)) * self.mpu)
+        return None
+
+    # -- gprims
+    def gprim(self, prim) -> _Triangles | None:
+        """The triangles of one visible gprim (Mesh or implicit shape) in world frame, degenerate
+        ones dropped, with its material row and instance; None when it has no geometry to give (an
+        empty mesh, or a gprim kind the renderer does not draw, which is named in `skipped`)."""
+        pth = str(prim.GetPath())
+        m = self.world(prim)
+        got = self.local_triangles(prim)
+        if got is None:
+            return None
+        corners, normals, uv, mat, xform = got
+        pos, normal, keep = self.world_triangles(pth, m, corners, normals)
+        if uv is None:
+            uv = np.zeros((len(pos), 3, 2))
+        if xform is not None:
+            uv = _transform_uv(uv, xform)
+        inst = self.owner(prim)
+        return _Triangles(pos[keep], normal[keep], uv[keep], mat, inst)
+
+    def local_triangles(self, prim):
+        """(corners (T, 3, 3) float64 in the prim's local frame and stage units, corner normals
+        (T, 3, 3) local or None, corner uv (T, 3, 2) or None, material row, UsdTransform2d or None)
+        of a Mesh or implicit shape, T triangles in authored order; None for an empty mesh or (named
+        in `skipped`) a gprim kind that is not drawn (curves, points, ...)."""
+        if prim.IsA(UsdGeom.Mesh):
+            got = self.mesh(prim)
+            if got is None:
+                return None
+            pts, cv, cfv, cface, normals = got
+            if not np.isfinite(pts).all():
+                raise InputError(self.path, f"{prim.GetPath()}.points", "NaN or infinite point coordinates")
+            mat, varname, xform = self.material(prim)
+            uv = self.primvar_corners(prim, varname, cv, cfv, cface, 2)
+            return pts[cv], normals, uv, mat, xform
+        got = self.shape(prim)
+        if got is None:
+            self.skipped.append((str(prim.GetPath()), str(prim.GetTypeName())))
+            return None
+        pts, t, n, uv = got
+        mat, varname, xform = self.material(prim)
+        return pts[t], n[t], uv[t], mat, xform
+
+    def world_triangles(self, pth: str, m: np.ndarray, corners: np.ndarray, normals: np.ndarray | None):
+        """(positions (T, 3, 3) float64 world meters, unit normals (T, 3, 3) world, keep (T,) bool:
+        not degenerate) of local `corners` under the (4, 4) local-to-world `m`. Corner normals that
+        are missing or not finite become the face normal. World coordinates that are not finite or
+        beyond `MAX_COORDINATE` are an `InputError` naming the prim path `pth`."""
+        wp = self.to_world_points(m, corners.reshape(-1, 3)).reshape(-1, 3, 3)
+        with np.errstate(over="ignore", invalid="ignore"):
+            far = ~(np.abs(wp) <= MAX_COORDINATE)  # NaN and inf too
+        if far.any():
+            raise InputError(self.path, pth, f"world coordinates not finite or beyond {MAX_COORDINATE:g} m "
+                                             "(check its points and transforms)")
+        e1, e2 = wp[:, 1] - wp[:, 0], wp[:, 2] - wp[:, 0]
+        fn = np.cross(e1, e2)
+        area = np.linalg.norm(fn, axis=-1)
+        scale = max(float(np.abs(wp).max(initial=0.0)), 1e-6)
+        keep = area > 1e-12 * scale * scale  # drop degenerate triangles (zero area)
+        if normals is None or not np.isfinite(normals).all():
+            wn = np.repeat((fn / np.maximum(area, 1e-30)[:, None])[:, None, :], 3, 1)
+        else:
+            wn = self.to_world_normals(m, normals.reshape(-1, 3)).reshape(-1, 3, 3)
+        return wp, wn, keep
+
+    # -- assembly
+    def assemble(self, cam_prim, lights: list[_Light], tris: list[_Triangles]) -> SceneData:
+        """The `SceneData` of what one pass collected: the chosen camera, the lights (a head light
+        plus ambient when there are none), the triangles in traversal order, the material table and
+        the instances with their category ids. No camera or no triangle is an `InputError`."""
         if cam_prim is None:
             raise InputError(self.path, "camera", "no UsdGeom.Camera in the stage" if self.camera_name is None
                              else f"no camera named {self.camera_name!r}")
         camera, rotation = self.camera(cam_prim)
-        n_tri = sum(len(t) for t in tri_pos)
-        if n_tri == 0:
+        if sum(len(t.pos) for t in tris) == 0:
             raise InputError(self.path, "geometry", "no renderable geometry (no non-degenerate triangles of a visible gprim)")
-        if not distant_dir and not sphere_pos and not has_dome:
-            # an unlit stage: light from the camera so that something is visible
-            distant_dir.append(rotation[2]); distant_rgb.append(np.full(3, _DEFAULT_LIGHT))
-            ambient = np.full(3, _DEFAULT_AMBIENT)
-
-        meta = self.stage.GetRootLayer().customLayerData.get("sim2sg")
-        graph, env, categories, predicates = None, None, None, ()
-        if meta is not None:
-            from sim2sg.scene import graph as graphlib
-            categories = tuple(str(c) for c in meta.get("categories", ()))
-            predicates = tuple(str(p) for p in meta.get("predicates", ()))
-            env = meta.get("env")
-            if meta.get("graph"):
-                graph = graphlib.from_json(str(meta["graph"]), source=f"{self.path}:customLayerData.sim2sg.graph")
-        if not categories:
-            categories = tuple(sorted(set(self.inst_labels)))
-        missing = sorted(set(self.inst_labels) - set(categories))
-        if missing:
-            categories = categories + tuple(missing)  # labels outside the vocabulary get ids after it
+        graph, env, categories, predicates = self.layer_metadata()
+        categories = _with_missing_labels(categories, self.inst_labels)
         cat_index = {c: i + 1 for i, c in enumerate(categories)}
         obj_ids = [i if sid is None else sid for i, sid in enumerate(self.inst_ids)]
-
-        f32 = lambda a, shape: np.ascontiguousarray(np.asarray(a, dtype=np.float32).reshape(shape))
         mats = self.mat_rows
         arrays = dict(
-            tri_pos=f32(np.concatenate(tri_pos), (-1, 3, 3)),
-            tri_normal=f32(np.concatenate(tri_nrm), (-1, 3, 3)),
-            tri_uv=f32(np.concatenate(tri_uv), (-1, 3, 2)),
-            tri_material=np.concatenate(tri_mat).astype(np.int32),
-            tri_instance=np.concatenate(tri_inst).astype(np.int32),
-            mat_color=f32([r[0] for r in mats], (-1, 3)),
-            mat_roughness=f32([r[1] for r in mats], (-1,)),
-            mat_metallic=f32([r[2] for r in mats], (-1,)),
+            tri_pos=_f32(np.concatenate([t.pos for t in tris]), (-1, 3, 3)),
+            tri_normal=_f32(np.concatenate([t.normal for t in tris]), (-1, 3, 3)),
+            tri_uv=_f32(np.concatenate([t.uv for t in tris]), (-1, 3, 2)),
+            tri_material=np.concatenate([np.full(len(t.pos), t.material) for t in tris]).astype(np.int32),
+            tri_instance=np.concatenate([np.full(len(t.pos), t.instance) for t in tris]).astype(np.int32),
+            mat_color=_f32([r[0] for r in mats], (-1, 3)),
+            mat_roughness=_f32([r[1] for r in mats], (-1,)),
+            mat_metallic=_f32([r[2] for r in mats], (-1,)),
             mat_texture=np.asarray([r[3] for r in mats], dtype=np.int32),
             mat_wrap=np.asarray([r[4] for r in mats], dtype=np.int32).reshape(-1, 2),
-            distant_dir=f32(distant_dir, (-1, 3)), distant_rgb=f32(distant_rgb, (-1, 3)),
-            sphere_pos=f32(sphere_pos, (-1, 3)), sphere_radius=f32(sphere_rad, (-1,)),
-            sphere_rgb=f32(sphere_rgb, (-1, 3)), ambient=f32(ambient, (3,)),
+            **_light_arrays(lights, rotation[2]),
             inst_category_id=np.asarray([cat_index[l] for l in self.inst_labels], dtype=np.int32),
             inst_object_id=np.asarray(obj_ids, dtype=np.int64),
         )
@@ -507,6 +623,22 @@ class _Reader:
                          camera=camera, inst_path=tuple(self.inst_paths), inst_label=tuple(self.inst_labels),
                          categories=categories, predicates=predicates, graph=graph, env=env,
                          source=str(self.path), skipped=tuple(self.skipped))
+
+    def layer_metadata(self) -> tuple:
+        """(graph or None, env name or None, categories tuple (may be empty), predicates tuple) from
+        the root layer's `customLayerData["sim2sg"]`, which our compiler writes; foreign stages
+        have none."""
+        meta = self.stage.GetRootLayer().customLayerData.get("sim2sg")
+        if meta is None:
+            return None, None, (), ()
+        from sim2sg.scene import graph as graphlib
+        categories = tuple(str(c) for c in meta.get("categories", ()))
+        predicates = tuple(str(p) for p in meta.get("predicates", ()))
+        env = meta.get("env")
+        graph = None
+        if meta.get("graph"):
+            graph = graphlib.from_json(str(meta["graph"]), source=f"{self.path}:customLayerData.sim2sg.graph")
+        return graph, env, categories, predicates
 
     def camera(self, prim) -> tuple[Camera, np.ndarray]:
         """The `Camera` of a UsdGeom.Camera prim at the output size, and its (3, 3) float64
