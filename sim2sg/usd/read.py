@@ -13,7 +13,7 @@ What is read:
 - Materials: the bound UsdPreviewSurface (`ComputeBoundMaterial`): diffuseColor constant or from a
   UsdUVTexture (file resolved relative to its layer, `scale` as a tint, wrapS/wrapT, optional
   UsdTransform2d on st, UsdPrimvarReader_float2 varname), roughness, metallic. Unbound gprims use
-  `primvars:displayColor` (else grey 0.5).
+  `primvars:displayColor` (else grey 0.5). Read by `sim2sg.usd.materials.MaterialTable`.
 - Lights: DistantLight (direction = local -Z in world), DomeLight (uniform ambient; its texture is
   ignored), SphereLight (position, radius). Radiance = color * intensity * 2^exposure. A stage without
   lights gets a default head light plus ambient (see `_DEFAULT_*`).
@@ -30,8 +30,9 @@ positions: the float32 renderer cannot hold them) are an `InputError` naming the
 missing camera, a missing texture file and a missing sublayer. A file USD cannot open (not a
 layer, corrupt or truncated crate) is an `InputError` with USD's own reason.
 
-One file because it is one traversal: geometry, materials, lights, camera and instances are read in
-a single pass over the stage that shares the reader's caches (materials, textures, owners).
+One traversal: geometry, lights, camera and instances are read in a single pass over the stage
+(`_Reader.read` dispatches each prim to `light` or `gprim`, then `assemble` packs the `SceneData`),
+sharing the reader's caches (owners, and the material table that `materials.py` fills).
 """
 
 from __future__ import annotations
@@ -41,14 +42,14 @@ import math
 import re
 from pathlib import Path
 
-import cv2
 import numpy as np
-from pxr import Gf, Sdf, Usd, UsdGeom, UsdLux, UsdShade
+from pxr import Gf, Sdf, Usd, UsdGeom, UsdLux
 
 from sim2sg.errors import InputError
-from sim2sg.render.scene import WRAP_CLAMP, WRAP_MIRROR, WRAP_REPEAT, SceneData
+from sim2sg.render.scene import SceneData
 from sim2sg.scene import meshes
 from sim2sg.scene.camera import Camera
+from sim2sg.usd.materials import MaterialTable
 
 # Tessellation of the implicit shapes (Cube, Sphere, ...): segments around the axis, rings from
 # pole to pole. Our own stages hold only Mesh prims; these serve foreign stages.
@@ -59,14 +60,8 @@ RINGS = 16
 # already ~1 m, and past ~1e19 the rasterizer's squared distances overflow.
 MAX_COORDINATE = 1e7
 
-_DEFAULT_COLOR = (0.5, 0.5, 0.5)
-_DEFAULT_ROUGHNESS = 0.5
-_DEFAULT_METALLIC = 0.0
 _DEFAULT_LIGHT = 1.0  # head light radiance when a stage has no light at all
 _DEFAULT_AMBIENT = 0.3
-
-_WRAP = {"repeat": WRAP_REPEAT, "clamp": WRAP_CLAMP, "black": WRAP_CLAMP, "mirror": WRAP_MIRROR,
-         "useMetadata": WRAP_REPEAT}
 
 
 def _shape_mesh(type_name: str, attr) -> meshes.Mesh | None:
@@ -226,10 +221,7 @@ class _Reader:
         self.mpu = mpu
         self.conv = rot * mpu  # stage coordinates -> world meters (column vectors: conv @ p)
         self.xc = UsdGeom.XformCache(Usd.TimeCode.Default())
-        self.materials: dict[str, int] = {}
-        self.mat_rows: list[tuple] = []
-        self.textures: list[np.ndarray] = []
-        self.texture_index: dict[str, int] = {}
+        self.materials = MaterialTable(path)  # rows and textures in first-use order
         self.owner_cache: dict[str, int] = {}
         self.inst_paths: list[str] = []
         self.inst_labels: list[str] = []
@@ -288,110 +280,6 @@ class _Reader:
             p = p.GetParent()
         for key in chain:
             self.owner_cache[key] = result
-        return result
-
-    # -- materials
-    def texture(self, shader, field_name: str) -> int:
-        inp = shader.GetInput("file")
-        asset = inp.Get() if inp else None
-        if asset is None or not asset.path:
-            raise InputError(self.path, field_name, "UsdUVTexture without a file")
-        resolved = asset.resolvedPath
-        if not resolved:
-            # resolve relative to the layer that authored the attribute
-            for spec in inp.GetAttr().GetPropertyStack(Usd.TimeCode.Default()):
-                cand = Path(spec.layer.realPath).parent / asset.path if spec.layer.realPath else None
-                if cand is not None and cand.is_file():
-                    resolved = str(cand)
-                    break
-        if not resolved or not Path(resolved).is_file():
-            raise InputError(self.path, field_name, f"texture file not found: {asset.path}")
-        if resolved not in self.texture_index:
-            img = cv2.imread(resolved, cv2.IMREAD_UNCHANGED)
-            if img is None:
-                raise InputError(self.path, field_name, f"cannot read texture file: {resolved}")
-            if img.ndim == 2:
-                img = np.repeat(img[:, :, None], 3, axis=2)
-            img = img[:, :, :3][:, :, ::-1]  # BGR(A) -> RGB
-            scale = 255.0 if img.dtype == np.uint8 else 65535.0 if img.dtype == np.uint16 else 1.0
-            srgb = img.astype(np.float32) / scale
-            cs = shader.GetInput("sourceColorSpace")
-            space = cs.Get() if cs else None
-            if space != "raw" and img.dtype in (np.uint8, np.uint16):
-                srgb = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
-            self.texture_index[resolved] = len(self.textures)
-            self.textures.append(np.ascontiguousarray(srgb, dtype=np.float32))
-        return self.texture_index[resolved]
-
-    def material(self, prim) -> tuple[int, str, tuple | None]:
-        """(material row, uv primvar name, UsdTransform2d (scale, rotation deg, translation) or None)."""
-        mat, _ = UsdShade.MaterialBindingAPI(prim).ComputeBoundMaterial()
-        if not mat:
-            pv = UsdGeom.PrimvarsAPI(prim).GetPrimvar("displayColor")
-            col = _DEFAULT_COLOR
-            if pv and pv.HasValue():
-                v = np.asarray(pv.ComputeFlattened(), dtype=np.float64).reshape(-1, 3)
-                if len(v):
-                    col = tuple(v.mean(0))
-            key = f"displayColor:{col}"
-            if key not in self.materials:
-                self.materials[key] = (len(self.mat_rows), "st", None)
-                self.mat_rows.append((col, _DEFAULT_ROUGHNESS, _DEFAULT_METALLIC, -1, (0, 0)))
-            return self.materials[key]
-        key = str(mat.GetPath())
-        cached = self.materials.get(key)
-        if cached is not None:
-            return cached
-        color, rough, metal, tex, wrap = _DEFAULT_COLOR, _DEFAULT_ROUGHNESS, _DEFAULT_METALLIC, -1, (0, 0)
-        varname, xform = "st", None
-        surf = mat.ComputeSurfaceSource()[0]
-        if surf:
-            def const(name, default):
-                inp = surf.GetInput(name)
-                if not inp:
-                    return default
-                if inp.HasConnectedSource():
-                    return default
-                v = inp.Get()
-                return default if v is None else v
-            d = surf.GetInput("diffuseColor")
-            if d and d.HasConnectedSource():
-                src = d.GetConnectedSource()[0]
-                tshader = UsdShade.Shader(src.GetPrim())
-                if tshader.GetIdAttr().Get() == "UsdUVTexture":
-                    fname = f"{key}.diffuseColor"
-                    tex = self.texture(tshader, fname)
-                    sc = tshader.GetInput("scale")
-                    s = sc.Get() if sc and sc.Get() is not None else (1, 1, 1, 1)
-                    color = (float(s[0]), float(s[1]), float(s[2]))
-                    ws, wt = tshader.GetInput("wrapS"), tshader.GetInput("wrapT")
-                    wrap = (_WRAP.get(ws.Get() if ws and ws.Get() else "repeat", 0),
-                            _WRAP.get(wt.Get() if wt and wt.Get() else "repeat", 0))
-                    st = tshader.GetInput("st")
-                    if st and st.HasConnectedSource():
-                        node = UsdShade.Shader(st.GetConnectedSource()[0].GetPrim())
-                        if node.GetIdAttr().Get() == "UsdTransform2d":
-                            def g(n, dflt):
-                                i = node.GetInput(n)
-                                v = i.Get() if i else None
-                                return dflt if v is None else v
-                            xform = (tuple(g("scale", (1.0, 1.0))), float(g("rotation", 0.0)),
-                                     tuple(g("translation", (0.0, 0.0))))
-                            inp = node.GetInput("in")
-                            node = UsdShade.Shader(inp.GetConnectedSource()[0].GetPrim()) if inp and inp.HasConnectedSource() else None
-                        if node is not None:
-                            vn = node.GetInput("varname")
-                            if vn and vn.Get():
-                                varname = str(vn.Get())
-                else:
-                    color = tuple(const("diffuseColor", _DEFAULT_COLOR))
-            else:
-                color = tuple(const("diffuseColor", _DEFAULT_COLOR))
-            rough = float(const("roughness", _DEFAULT_ROUGHNESS))
-            metal = float(const("metallic", _DEFAULT_METALLIC))
-        self.mat_rows.append((tuple(float(c) for c in color), rough, metal, tex, wrap))
-        result = (len(self.mat_rows) - 1, varname, xform)
-        self.materials[key] = result
         return result
 
     # -- geometry
@@ -548,7 +436,7 @@ class _Reader:
             pts, cv, cfv, cface, normals = got
             if not np.isfinite(pts).all():
                 raise InputError(self.path, f"{prim.GetPath()}.points", "NaN or infinite point coordinates")
-            mat, varname, xform = self.material(prim)
+            mat, varname, xform = self.materials.material(prim)
             uv = self.primvar_corners(prim, varname, cv, cfv, cface, 2)
             return pts[cv], normals, uv, mat, xform
         got = self.shape(prim)
@@ -556,7 +444,7 @@ class _Reader:
             self.skipped.append((str(prim.GetPath()), str(prim.GetTypeName())))
             return None
         pts, t, n, uv = got
-        mat, varname, xform = self.material(prim)
+        mat, varname, xform = self.materials.material(prim)
         return pts[t], n[t], uv[t], mat, xform
 
     def world_triangles(self, pth: str, m: np.ndarray, corners: np.ndarray, normals: np.ndarray | None):
@@ -596,18 +484,13 @@ class _Reader:
         categories = _with_missing_labels(categories, self.inst_labels)
         cat_index = {c: i + 1 for i, c in enumerate(categories)}
         obj_ids = [i if sid is None else sid for i, sid in enumerate(self.inst_ids)]
-        mats = self.mat_rows
         arrays = dict(
             tri_pos=_f32(np.concatenate([t.pos for t in tris]), (-1, 3, 3)),
             tri_normal=_f32(np.concatenate([t.normal for t in tris]), (-1, 3, 3)),
             tri_uv=_f32(np.concatenate([t.uv for t in tris]), (-1, 3, 2)),
             tri_material=np.concatenate([np.full(len(t.pos), t.material) for t in tris]).astype(np.int32),
             tri_instance=np.concatenate([np.full(len(t.pos), t.instance) for t in tris]).astype(np.int32),
-            mat_color=_f32([r[0] for r in mats], (-1, 3)),
-            mat_roughness=_f32([r[1] for r in mats], (-1,)),
-            mat_metallic=_f32([r[2] for r in mats], (-1,)),
-            mat_texture=np.asarray([r[3] for r in mats], dtype=np.int32),
-            mat_wrap=np.asarray([r[4] for r in mats], dtype=np.int32).reshape(-1, 2),
+            **self.materials.arrays(),
             **_light_arrays(lights, rotation[2]),
             inst_category_id=np.asarray([cat_index[l] for l in self.inst_labels], dtype=np.int32),
             inst_object_id=np.asarray(obj_ids, dtype=np.int64),
@@ -616,10 +499,10 @@ class _Reader:
             raise InputError(self.path, "points", "NaN or infinite world coordinates (check the transforms)")
         for a in arrays.values():
             a.setflags(write=False)
-        for t in self.textures:
+        textures, index = self.materials.textures, self.materials.texture_index
+        for t in textures:
             t.setflags(write=False)
-        return SceneData(**arrays, textures=tuple(self.textures),
-                         texture_keys=tuple(sorted(self.texture_index, key=self.texture_index.get)),
+        return SceneData(**arrays, textures=tuple(textures), texture_keys=tuple(sorted(index, key=index.get)),
                          camera=camera, inst_path=tuple(self.inst_paths), inst_label=tuple(self.inst_labels),
                          categories=categories, predicates=predicates, graph=graph, env=env,
                          source=str(self.path), skipped=tuple(self.skipped))
