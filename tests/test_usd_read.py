@@ -7,7 +7,7 @@ import math
 import cv2
 import numpy as np
 import pytest
-from pxr import Gf, UsdGeom
+from pxr import Gf, UsdGeom, UsdLux
 from test_render_helpers import (
     add_camera,
     add_lights,
@@ -123,6 +123,45 @@ def test_textured_material_lights_legacy_label_hidden_and_guide(tmp_path):
     d = np.array([math.sin(a) * -math.sin(c) * -1, -math.sin(a) * math.cos(c) * -1, -math.cos(a)])
     assert np.linalg.norm(s.distant_dir[0]) == pytest.approx(1.0, abs=1e-5)
     assert s.distant_dir[0][2] == pytest.approx(d[2], abs=1e-5)
+
+
+def test_distant_dome_and_sphere_lights_in_centimetres_and_pruned_subtrees(tmp_path):
+    st = new_stage(tmp_path / "l.usda", "Z", 0.01)
+    add_camera(st, (0, -500, 200), (0, 0, 0), near=1.0)
+    floor = quad(st, "/World/Floor", [(-100, -100, 0), (100, -100, 0), (100, 100, 0), (-100, 100, 0)])
+    label(floor.GetPrim(), "floor")
+    sun = UsdLux.DistantLight.Define(st, "/World/Sun")
+    sun.CreateColorAttr(Gf.Vec3f(1.0, 0.5, 0.25))
+    sun.CreateIntensityAttr(2.0)
+    sun.CreateExposureAttr(1.0)
+    UsdGeom.Xformable(sun).AddRotateXOp().Set(90.0)  # local -Z -> world +Y
+    UsdLux.DomeLight.Define(st, "/World/Sky").CreateIntensityAttr(0.5)
+    sky2 = UsdLux.DomeLight.Define(st, "/World/Sky2")
+    sky2.CreateIntensityAttr(0.5)
+    sky2.CreateExposureAttr(-2.0)
+    lamp = UsdLux.SphereLight.Define(st, "/World/Lamp")
+    lamp.CreateIntensityAttr(5.0)
+    lamp.CreateRadiusAttr(10.0)
+    UsdGeom.Xformable(lamp).AddTranslateOp().Set(Gf.Vec3d(100, 200, 300))
+    # an invisible and a guide subtree: neither their lights nor their geometry nor their labels count
+    for name, prune in (("Hidden", lambda im: im.MakeInvisible()),
+                        ("Guide", lambda im: im.CreatePurposeAttr(UsdGeom.Tokens.guide))):
+        root = UsdGeom.Xform.Define(st, f"/World/{name}")
+        prune(UsdGeom.Imageable(root))
+        UsdLux.SphereLight.Define(st, f"/World/{name}/Lamp").CreateIntensityAttr(100.0)
+        UsdLux.DistantLight.Define(st, f"/World/{name}/Sun").CreateIntensityAttr(100.0)
+        UsdLux.DomeLight.Define(st, f"/World/{name}/Sky").CreateIntensityAttr(100.0)
+        shape(st, f"/World/{name}/Box", "Cube", (0, 0, 50), name.lower(), size=20.0)
+    st.GetRootLayer().Save()
+    s = load_scene(tmp_path / "l.usda", 32, 32)
+    assert len(s.tri_pos) == 2 and s.inst_label == ("floor",)
+    np.testing.assert_allclose(s.distant_rgb, [[4.0, 2.0, 1.0]])
+    np.testing.assert_allclose(s.distant_dir, [[0.0, 1.0, 0.0]], atol=1e-6)
+    np.testing.assert_allclose(s.ambient, [0.625] * 3)
+    np.testing.assert_allclose(s.sphere_pos, [[1.0, 2.0, 3.0]], atol=1e-6)
+    np.testing.assert_allclose(s.sphere_radius, [0.1], atol=1e-7)
+    np.testing.assert_allclose(s.sphere_rgb, [[5.0] * 3])
+    assert s.tri_pos.max() == pytest.approx(1.0)  # the 2 m floor, in metres
 
 
 def test_sim2sg_layer_data_gives_graph_ids_and_vocabularies(tmp_path):

@@ -13,7 +13,7 @@ What is read:
 - Materials: the bound UsdPreviewSurface (`ComputeBoundMaterial`): diffuseColor constant or from a
   UsdUVTexture (file resolved relative to its layer, `scale` as a tint, wrapS/wrapT, optional
   UsdTransform2d on st, UsdPrimvarReader_float2 varname), roughness, metallic. Unbound gprims use
-  `primvars:displayColor` (else grey 0.5).
+  `primvars:displayColor` (else grey 0.5). Read by `sim2sg.usd.materials.MaterialTable`.
 - Lights: DistantLight (direction = local -Z in world), DomeLight (uniform ambient; its texture is
   ignored), SphereLight (position, radius). Radiance = color * intensity * 2^exposure. A stage without
   lights gets a default head light plus ambient (see `_DEFAULT_*`).
@@ -30,8 +30,9 @@ positions: the float32 renderer cannot hold them) are an `InputError` naming the
 missing camera, a missing texture file and a missing sublayer. A file USD cannot open (not a
 layer, corrupt or truncated crate) is an `InputError` with USD's own reason.
 
-One file because it is one traversal: geometry, materials, lights, camera and instances are read in
-a single pass over the stage that shares the reader's caches (materials, textures, owners).
+One traversal: geometry, lights, camera and instances are read in a single pass over the stage
+(`_Reader.read` dispatches each prim to `light` or `gprim`, then `assemble` packs the `SceneData`),
+sharing the reader's caches (owners, and the material table that `materials.py` fills).
 """
 
 from __future__ import annotations
@@ -41,14 +42,14 @@ import math
 import re
 from pathlib import Path
 
-import cv2
 import numpy as np
-from pxr import Gf, Sdf, Usd, UsdGeom, UsdLux, UsdShade
+from pxr import Gf, Sdf, Usd, UsdGeom, UsdLux
 
 from sim2sg.errors import InputError
-from sim2sg.render.scene import WRAP_CLAMP, WRAP_MIRROR, WRAP_REPEAT, SceneData
+from sim2sg.render.scene import SceneData
 from sim2sg.scene import meshes
 from sim2sg.scene.camera import Camera
+from sim2sg.usd.materials import MaterialTable
 
 # Tessellation of the implicit shapes (Cube, Sphere, ...): segments around the axis, rings from
 # pole to pole. Our own stages hold only Mesh prims; these serve foreign stages.
@@ -59,14 +60,8 @@ RINGS = 16
 # already ~1 m, and past ~1e19 the rasterizer's squared distances overflow.
 MAX_COORDINATE = 1e7
 
-_DEFAULT_COLOR = (0.5, 0.5, 0.5)
-_DEFAULT_ROUGHNESS = 0.5
-_DEFAULT_METALLIC = 0.0
 _DEFAULT_LIGHT = 1.0  # head light radiance when a stage has no light at all
 _DEFAULT_AMBIENT = 0.3
-
-_WRAP = {"repeat": WRAP_REPEAT, "clamp": WRAP_CLAMP, "black": WRAP_CLAMP, "mirror": WRAP_MIRROR,
-         "useMetadata": WRAP_REPEAT}
 
 
 def _shape_mesh(type_name: str, attr) -> meshes.Mesh | None:
@@ -97,6 +92,112 @@ def _axis_matrix(axis: str) -> np.ndarray:
     return np.eye(3)
 
 
+def _pruned(prim) -> bool:
+    """Whether nothing at or below `prim` is drawn: it is invisible, or its purpose is proxy or
+    guide (we render the default/render purposes)."""
+    if not prim.IsA(UsdGeom.Imageable):
+        return False
+    img = UsdGeom.Imageable(prim)
+    vis = img.GetVisibilityAttr().Get()
+    purpose = img.GetPurposeAttr().Get()
+    return vis == UsdGeom.Tokens.invisible or purpose in (UsdGeom.Tokens.proxy, UsdGeom.Tokens.guide)
+
+
+def _is_light(prim) -> bool:
+    """Whether `prim` is a UsdLux light (typed, or a prim with LightAPI applied)."""
+    return (prim.HasAPI(UsdLux.LightAPI) or prim.IsA(UsdLux.BoundableLightBase)
+            or prim.IsA(UsdLux.NonboundableLightBase))
+
+
+def _radiance(light: UsdLux.LightAPI) -> np.ndarray:
+    """(3,) float64 linear radiance of a light: color * intensity * 2^exposure, with USD's
+    defaults (1, 1, 1), 1 and 0 for unauthored inputs."""
+    def value(attr, default):
+        v = attr.Get() if attr else None
+        return default if v is None else v
+    return (np.asarray(value(light.GetColorAttr(), (1, 1, 1)), float)
+            * float(value(light.GetIntensityAttr(), 1.0)) * 2.0 ** float(value(light.GetExposureAttr(), 0.0)))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Light:
+    """One UsdLux light as the renderer models it, in sim2sg's world frame (+Z up, meters).
+
+    kind: "distant", "dome" (uniform ambient) or "sphere".
+    rgb: (3,) float64 radiance (`_radiance`).
+    direction: distant only, (3,) float64 unit vector the light travels along (its local -Z).
+    position: sphere only, (3,) float64 center in meters. radius: sphere only, meters.
+    """
+
+    kind: str
+    rgb: np.ndarray
+    direction: np.ndarray | None = None
+    position: np.ndarray | None = None
+    radius: float = 0.0
+
+
+def _light_arrays(lights: list[_Light], head_dir: np.ndarray) -> dict[str, np.ndarray]:
+    """`SceneData`'s light fields (float32, traversal order): distant_dir/distant_rgb (L, 3),
+    sphere_pos/sphere_rgb (S, 3), sphere_radius (S,), ambient (3,) = the sum of the dome lights.
+    A stage with none of these gets one head light along `head_dir` ((3,) world, the camera's
+    forward) plus `_DEFAULT_AMBIENT`, so that something is visible."""
+    distant = [lt for lt in lights if lt.kind == "distant"]
+    sphere = [lt for lt in lights if lt.kind == "sphere"]
+    domes = [lt for lt in lights if lt.kind == "dome"]
+    distant_dir, distant_rgb = [lt.direction for lt in distant], [lt.rgb for lt in distant]
+    ambient = np.zeros(3)
+    for lt in domes:
+        ambient = ambient + lt.rgb
+    if not distant and not sphere and not domes:
+        distant_dir, distant_rgb = [head_dir], [np.full(3, _DEFAULT_LIGHT)]
+        ambient = np.full(3, _DEFAULT_AMBIENT)
+    return {"distant_dir": _f32(distant_dir, (-1, 3)), "distant_rgb": _f32(distant_rgb, (-1, 3)),
+            "sphere_pos": _f32([lt.position for lt in sphere], (-1, 3)),
+            "sphere_radius": _f32([lt.radius for lt in sphere], (-1,)),
+            "sphere_rgb": _f32([lt.rgb for lt in sphere], (-1, 3)), "ambient": _f32(ambient, (3,))}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Triangles:
+    """One gprim's K non-degenerate triangles in authored order, in sim2sg's world frame.
+
+    pos: (K, 3, 3) float64 corner positions, meters. normal: (K, 3, 3) float64 unit corner normals.
+    uv: (K, 3, 2) float64 corner texture coordinates (UsdTransform2d applied).
+    material: row of the reader's material table. instance: 1-based instance, 0 = background.
+    """
+
+    pos: np.ndarray
+    normal: np.ndarray
+    uv: np.ndarray
+    material: int
+    instance: int
+
+
+def _transform_uv(uv: np.ndarray, xform: tuple) -> np.ndarray:
+    """`uv` (..., 2) under a UsdTransform2d `xform` = ((sx, sy), rotation degrees, (tx, ty)):
+    scale, then rotate counter-clockwise, then translate."""
+    (sx, sy), rot_deg, (tx, ty) = xform
+    r = math.radians(rot_deg)
+    u, v = uv[..., 0] * sx, uv[..., 1] * sy
+    return np.stack([math.cos(r) * u - math.sin(r) * v + tx, math.sin(r) * u + math.cos(r) * v + ty], -1)
+
+
+def _with_missing_labels(categories: tuple, labels: list[str]) -> tuple:
+    """The category vocabulary: `categories` (the sorted labels when empty), then any label outside
+    it, sorted, so that every instance has an id (1-based index)."""
+    if not categories:
+        categories = tuple(sorted(set(labels)))
+    missing = sorted(set(labels) - set(categories))
+    if missing:
+        categories = categories + tuple(missing)  # labels outside the vocabulary get ids after it
+    return categories
+
+
+def _f32(a, shape) -> np.ndarray:
+    """`a` as a C-contiguous float32 array of `shape`."""
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float32).reshape(shape))
+
+
 # ---- the reader ------------------------------------------------------------------------------
 class _Reader:
     def __init__(self, path: Path, width: int, height: int, camera_name: str | None,
@@ -120,10 +221,7 @@ class _Reader:
         self.mpu = mpu
         self.conv = rot * mpu  # stage coordinates -> world meters (column vectors: conv @ p)
         self.xc = UsdGeom.XformCache(Usd.TimeCode.Default())
-        self.materials: dict[str, int] = {}
-        self.mat_rows: list[tuple] = []
-        self.textures: list[np.ndarray] = []
-        self.texture_index: dict[str, int] = {}
+        self.materials = MaterialTable(path)  # rows and textures in first-use order
         self.owner_cache: dict[str, int] = {}
         self.inst_paths: list[str] = []
         self.inst_labels: list[str] = []
@@ -182,110 +280,6 @@ class _Reader:
             p = p.GetParent()
         for key in chain:
             self.owner_cache[key] = result
-        return result
-
-    # -- materials
-    def texture(self, shader, field_name: str) -> int:
-        inp = shader.GetInput("file")
-        asset = inp.Get() if inp else None
-        if asset is None or not asset.path:
-            raise InputError(self.path, field_name, "UsdUVTexture without a file")
-        resolved = asset.resolvedPath
-        if not resolved:
-            # resolve relative to the layer that authored the attribute
-            for spec in inp.GetAttr().GetPropertyStack(Usd.TimeCode.Default()):
-                cand = Path(spec.layer.realPath).parent / asset.path if spec.layer.realPath else None
-                if cand is not None and cand.is_file():
-                    resolved = str(cand)
-                    break
-        if not resolved or not Path(resolved).is_file():
-            raise InputError(self.path, field_name, f"texture file not found: {asset.path}")
-        if resolved not in self.texture_index:
-            img = cv2.imread(resolved, cv2.IMREAD_UNCHANGED)
-            if img is None:
-                raise InputError(self.path, field_name, f"cannot read texture file: {resolved}")
-            if img.ndim == 2:
-                img = np.repeat(img[:, :, None], 3, axis=2)
-            img = img[:, :, :3][:, :, ::-1]  # BGR(A) -> RGB
-            scale = 255.0 if img.dtype == np.uint8 else 65535.0 if img.dtype == np.uint16 else 1.0
-            srgb = img.astype(np.float32) / scale
-            cs = shader.GetInput("sourceColorSpace")
-            space = cs.Get() if cs else None
-            if space != "raw" and img.dtype in (np.uint8, np.uint16):
-                srgb = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
-            self.texture_index[resolved] = len(self.textures)
-            self.textures.append(np.ascontiguousarray(srgb, dtype=np.float32))
-        return self.texture_index[resolved]
-
-    def material(self, prim) -> tuple[int, str, tuple | None]:
-        """(material row, uv primvar name, UsdTransform2d (scale, rotation deg, translation) or None)."""
-        mat, _ = UsdShade.MaterialBindingAPI(prim).ComputeBoundMaterial()
-        if not mat:
-            pv = UsdGeom.PrimvarsAPI(prim).GetPrimvar("displayColor")
-            col = _DEFAULT_COLOR
-            if pv and pv.HasValue():
-                v = np.asarray(pv.ComputeFlattened(), dtype=np.float64).reshape(-1, 3)
-                if len(v):
-                    col = tuple(v.mean(0))
-            key = f"displayColor:{col}"
-            if key not in self.materials:
-                self.materials[key] = (len(self.mat_rows), "st", None)
-                self.mat_rows.append((col, _DEFAULT_ROUGHNESS, _DEFAULT_METALLIC, -1, (0, 0)))
-            return self.materials[key]
-        key = str(mat.GetPath())
-        cached = self.materials.get(key)
-        if cached is not None:
-            return cached
-        color, rough, metal, tex, wrap = _DEFAULT_COLOR, _DEFAULT_ROUGHNESS, _DEFAULT_METALLIC, -1, (0, 0)
-        varname, xform = "st", None
-        surf = mat.ComputeSurfaceSource()[0]
-        if surf:
-            def const(name, default):
-                inp = surf.GetInput(name)
-                if not inp:
-                    return default
-                if inp.HasConnectedSource():
-                    return default
-                v = inp.Get()
-                return default if v is None else v
-            d = surf.GetInput("diffuseColor")
-            if d and d.HasConnectedSource():
-                src = d.GetConnectedSource()[0]
-                tshader = UsdShade.Shader(src.GetPrim())
-                if tshader.GetIdAttr().Get() == "UsdUVTexture":
-                    fname = f"{key}.diffuseColor"
-                    tex = self.texture(tshader, fname)
-                    sc = tshader.GetInput("scale")
-                    s = sc.Get() if sc and sc.Get() is not None else (1, 1, 1, 1)
-                    color = (float(s[0]), float(s[1]), float(s[2]))
-                    ws, wt = tshader.GetInput("wrapS"), tshader.GetInput("wrapT")
-                    wrap = (_WRAP.get(ws.Get() if ws and ws.Get() else "repeat", 0),
-                            _WRAP.get(wt.Get() if wt and wt.Get() else "repeat", 0))
-                    st = tshader.GetInput("st")
-                    if st and st.HasConnectedSource():
-                        node = UsdShade.Shader(st.GetConnectedSource()[0].GetPrim())
-                        if node.GetIdAttr().Get() == "UsdTransform2d":
-                            def g(n, dflt):
-                                i = node.GetInput(n)
-                                v = i.Get() if i else None
-                                return dflt if v is None else v
-                            xform = (tuple(g("scale", (1.0, 1.0))), float(g("rotation", 0.0)),
-                                     tuple(g("translation", (0.0, 0.0))))
-                            inp = node.GetInput("in")
-                            node = UsdShade.Shader(inp.GetConnectedSource()[0].GetPrim()) if inp and inp.HasConnectedSource() else None
-                        if node is not None:
-                            vn = node.GetInput("varname")
-                            if vn and vn.Get():
-                                varname = str(vn.Get())
-                else:
-                    color = tuple(const("diffuseColor", _DEFAULT_COLOR))
-            else:
-                color = tuple(const("diffuseColor", _DEFAULT_COLOR))
-            rough = float(const("roughness", _DEFAULT_ROUGHNESS))
-            metal = float(const("metallic", _DEFAULT_METALLIC))
-        self.mat_rows.append((tuple(float(c) for c in color), rough, metal, tex, wrap))
-        result = (len(self.mat_rows) - 1, varname, xform)
-        self.materials[key] = result
         return result
 
     # -- geometry
@@ -355,144 +349,149 @@ class _Reader:
             p, n = p @ a.T, n @ a.T
         return p, m.faces.astype(np.int64), n, m.uv.astype(np.float64)
 
+    # -- traversal
     def read(self) -> SceneData:
-        stage = self.stage
-        tri_pos, tri_nrm, tri_uv, tri_mat, tri_inst = [], [], [], [], []
-        distant_dir, distant_rgb, sphere_pos, sphere_rad, sphere_rgb = [], [], [], [], []
-        ambient = np.zeros(3)
+        """The whole stage as a `SceneData`: one pass in traversal order (instance proxies
+        included), dispatching each prim to the camera choice, `light` or `gprim`; `assemble` then
+        checks and packs what the pass collected. Triangles and instances keep traversal order."""
         cam_prim = None
-        has_dome = False
-        it = iter(Usd.PrimRange(stage.GetPseudoRoot(), Usd.TraverseInstanceProxies()))
+        lights: list[_Light] = []
+        tris: list[_Triangles] = []
+        it = iter(Usd.PrimRange(self.stage.GetPseudoRoot(), Usd.TraverseInstanceProxies()))
         for prim in it:
             if prim.IsPseudoRoot():
                 continue
-            if prim.IsA(UsdGeom.Imageable):
-                img = UsdGeom.Imageable(prim)
-                vis = img.GetVisibilityAttr().Get()
-                purpose = img.GetPurposeAttr().Get()
-                if vis == UsdGeom.Tokens.invisible or purpose in (UsdGeom.Tokens.proxy, UsdGeom.Tokens.guide):
-                    it.PruneChildren()
-                    continue
+            if _pruned(prim):
+                it.PruneChildren()
+                continue
             if prim.IsA(UsdGeom.Camera):
-                if cam_prim is None and (self.camera_name is None or prim.GetName() == self.camera_name
-                                         or str(prim.GetPath()) == self.camera_name):
+                if cam_prim is None and self.wanted_camera(prim):
                     cam_prim = prim
                 continue
-            if prim.HasAPI(UsdLux.LightAPI) or prim.IsA(UsdLux.BoundableLightBase) or prim.IsA(UsdLux.NonboundableLightBase):
-                light = UsdLux.LightAPI(prim)
-                def lv(getter, d):
-                    a = getter()
-                    v = a.Get() if a else None
-                    return d if v is None else v
-                rgb = (np.asarray(lv(light.GetColorAttr, (1, 1, 1)), float)
-                       * float(lv(light.GetIntensityAttr, 1.0)) * 2.0 ** float(lv(light.GetExposureAttr, 0.0)))
-                m = self.world(prim)
-                if prim.IsA(UsdLux.DistantLight):
-                    d = (np.array([0.0, 0.0, -1.0]) @ m[:3, :3]) @ self.rot.T
-                    distant_dir.append(d / np.linalg.norm(d)); distant_rgb.append(rgb)
-                elif prim.IsA(UsdLux.DomeLight):
-                    ambient = ambient + rgb; has_dome = True
-                elif prim.IsA(UsdLux.SphereLight):
-                    sphere_pos.append(self.to_world_points(m, np.zeros((1, 3)))[0])
-                    r = UsdLux.SphereLight(prim).GetRadiusAttr().Get()
-                    sphere_rad.append((0.5 if r is None else float(r)) * self.mpu); sphere_rgb.append(rgb)
+            if _is_light(prim):
+                light = self.light(prim)
+                if light is not None:
+                    lights.append(light)
                 continue
             if not prim.IsA(UsdGeom.Gprim):
                 if prim.IsA(UsdGeom.PointInstancer):  # instances the renderer does not expand
                     self.skipped.append((str(prim.GetPath()), str(prim.GetTypeName())))
                     it.PruneChildren()
                 continue
-            pth = str(prim.GetPath())
-            m = self.world(prim)
-            if prim.IsA(UsdGeom.Mesh):
-                got = self.mesh(prim)
-                if got is None:
-                    continue
-                pts, cv, cfv, cface, nrm = got
-                if not np.isfinite(pts).all():
-                    raise InputError(self.path, f"{pth}.points", "NaN or infinite point coordinates")
-                mat, varname, xform = self.material(prim)
-                uv = self.primvar_corners(prim, varname, cv, cfv, cface, 2)
-                local = pts[cv]
-            else:
-                got = self.shape(prim)
-                if got is None:  # other gprims (curves, points, ...) are not rendered: named in SceneData.skipped
-                    self.skipped.append((str(prim.GetPath()), str(prim.GetTypeName())))
-                    continue
-                pts, t, n, uvv = got
-                mat, varname, xform = self.material(prim)
-                local, nrm, uv = pts[t], n[t], uvv[t]
-            wp = self.to_world_points(m, local.reshape(-1, 3)).reshape(-1, 3, 3)
-            with np.errstate(over="ignore", invalid="ignore"):
-                far = ~(np.abs(wp) <= MAX_COORDINATE)  # NaN and inf too
-            if far.any():
-                raise InputError(self.path, pth, f"world coordinates not finite or beyond {MAX_COORDINATE:g} m "
-                                                 "(check its points and transforms)")
-            e1, e2 = wp[:, 1] - wp[:, 0], wp[:, 2] - wp[:, 0]
-            fn = np.cross(e1, e2)
-            area = np.linalg.norm(fn, axis=-1)
-            scale = max(float(np.abs(wp).max(initial=0.0)), 1e-6)
-            keep = area > 1e-12 * scale * scale  # drop degenerate triangles (zero area)
-            if nrm is None or not np.isfinite(nrm).all():
-                wn = np.repeat((fn / np.maximum(area, 1e-30)[:, None])[:, None, :], 3, 1)
-            else:
-                wn = self.to_world_normals(m, nrm.reshape(-1, 3)).reshape(-1, 3, 3)
-            if uv is None:
-                uv = np.zeros((len(wp), 3, 2))
-            if xform is not None:
-                (sx, sy), rot_deg, (tx, ty) = xform
-                r = math.radians(rot_deg)
-                u, v = uv[..., 0] * sx, uv[..., 1] * sy
-                uv = np.stack([math.cos(r) * u - math.sin(r) * v + tx, math.sin(r) * u + math.cos(r) * v + ty], -1)
-            inst = self.owner(prim)
-            tri_pos.append(wp[keep]); tri_nrm.append(wn[keep]); tri_uv.append(uv[keep])
-            tri_mat.append(np.full(int(keep.sum()), mat)); tri_inst.append(np.full(int(keep.sum()), inst))
+            got = self.gprim(prim)
+            if got is not None:
+                tris.append(got)
+        return self.assemble(cam_prim, lights, tris)
 
+    def wanted_camera(self, prim) -> bool:
+        """Whether a UsdGeom.Camera prim is the one asked for (any, when no `camera=` was given)."""
+        return (self.camera_name is None or prim.GetName() == self.camera_name
+                or str(prim.GetPath()) == self.camera_name)
+
+    # -- lights
+    def light(self, prim) -> _Light | None:
+        """A UsdLux light prim as a `_Light` in world frame; None for the kinds the renderer does
+        not model (rect, disk, cylinder, ...)."""
+        rgb = _radiance(UsdLux.LightAPI(prim))
+        m = self.world(prim)
+        if prim.IsA(UsdLux.DistantLight):
+            d = (np.array([0.0, 0.0, -1.0]) @ m[:3, :3]) @ self.rot.T  # local -Z in world
+            return _Light("distant", rgb, direction=d / np.linalg.norm(d))
+        if prim.IsA(UsdLux.DomeLight):
+            return _Light("dome", rgb)
+        if prim.IsA(UsdLux.SphereLight):
+            position = self.to_world_points(m, np.zeros((1, 3)))[0]
+            r = UsdLux.SphereLight(prim).GetRadiusAttr().Get()
+            return _Light("sphere", rgb, position=position, radius=(0.5 if r is None else float(r)) * self.mpu)
+        return None
+
+    # -- gprims
+    def gprim(self, prim) -> _Triangles | None:
+        """The triangles of one visible gprim (Mesh or implicit shape) in world frame, degenerate
+        ones dropped, with its material row and instance; None when it has no geometry to give (an
+        empty mesh, or a gprim kind the renderer does not draw, which is named in `skipped`)."""
+        pth = str(prim.GetPath())
+        m = self.world(prim)
+        got = self.local_triangles(prim)
+        if got is None:
+            return None
+        corners, normals, uv, mat, xform = got
+        pos, normal, keep = self.world_triangles(pth, m, corners, normals)
+        if uv is None:
+            uv = np.zeros((len(pos), 3, 2))
+        if xform is not None:
+            uv = _transform_uv(uv, xform)
+        inst = self.owner(prim)
+        return _Triangles(pos[keep], normal[keep], uv[keep], mat, inst)
+
+    def local_triangles(self, prim):
+        """(corners (T, 3, 3) float64 in the prim's local frame and stage units, corner normals
+        (T, 3, 3) local or None, corner uv (T, 3, 2) or None, material row, UsdTransform2d or None)
+        of a Mesh or implicit shape, T triangles in authored order; None for an empty mesh or (named
+        in `skipped`) a gprim kind that is not drawn (curves, points, ...)."""
+        if prim.IsA(UsdGeom.Mesh):
+            got = self.mesh(prim)
+            if got is None:
+                return None
+            pts, cv, cfv, cface, normals = got
+            if not np.isfinite(pts).all():
+                raise InputError(self.path, f"{prim.GetPath()}.points", "NaN or infinite point coordinates")
+            mat, varname, xform = self.materials.material(prim)
+            uv = self.primvar_corners(prim, varname, cv, cfv, cface, 2)
+            return pts[cv], normals, uv, mat, xform
+        got = self.shape(prim)
+        if got is None:
+            self.skipped.append((str(prim.GetPath()), str(prim.GetTypeName())))
+            return None
+        pts, t, n, uv = got
+        mat, varname, xform = self.materials.material(prim)
+        return pts[t], n[t], uv[t], mat, xform
+
+    def world_triangles(self, pth: str, m: np.ndarray, corners: np.ndarray, normals: np.ndarray | None):
+        """(positions (T, 3, 3) float64 world meters, unit normals (T, 3, 3) world, keep (T,) bool:
+        not degenerate) of local `corners` under the (4, 4) local-to-world `m`. Corner normals that
+        are missing or not finite become the face normal. World coordinates that are not finite or
+        beyond `MAX_COORDINATE` are an `InputError` naming the prim path `pth`."""
+        wp = self.to_world_points(m, corners.reshape(-1, 3)).reshape(-1, 3, 3)
+        with np.errstate(over="ignore", invalid="ignore"):
+            far = ~(np.abs(wp) <= MAX_COORDINATE)  # NaN and inf too
+        if far.any():
+            raise InputError(self.path, pth, f"world coordinates not finite or beyond {MAX_COORDINATE:g} m "
+                                             "(check its points and transforms)")
+        e1, e2 = wp[:, 1] - wp[:, 0], wp[:, 2] - wp[:, 0]
+        fn = np.cross(e1, e2)
+        area = np.linalg.norm(fn, axis=-1)
+        scale = max(float(np.abs(wp).max(initial=0.0)), 1e-6)
+        keep = area > 1e-12 * scale * scale  # drop degenerate triangles (zero area)
+        if normals is None or not np.isfinite(normals).all():
+            wn = np.repeat((fn / np.maximum(area, 1e-30)[:, None])[:, None, :], 3, 1)
+        else:
+            wn = self.to_world_normals(m, normals.reshape(-1, 3)).reshape(-1, 3, 3)
+        return wp, wn, keep
+
+    # -- assembly
+    def assemble(self, cam_prim, lights: list[_Light], tris: list[_Triangles]) -> SceneData:
+        """The `SceneData` of what one pass collected: the chosen camera, the lights (a head light
+        plus ambient when there are none), the triangles in traversal order, the material table and
+        the instances with their category ids. No camera or no triangle is an `InputError`."""
         if cam_prim is None:
             raise InputError(self.path, "camera", "no UsdGeom.Camera in the stage" if self.camera_name is None
                              else f"no camera named {self.camera_name!r}")
         camera, rotation = self.camera(cam_prim)
-        n_tri = sum(len(t) for t in tri_pos)
-        if n_tri == 0:
+        if sum(len(t.pos) for t in tris) == 0:
             raise InputError(self.path, "geometry", "no renderable geometry (no non-degenerate triangles of a visible gprim)")
-        if not distant_dir and not sphere_pos and not has_dome:
-            # an unlit stage: light from the camera so that something is visible
-            distant_dir.append(rotation[2]); distant_rgb.append(np.full(3, _DEFAULT_LIGHT))
-            ambient = np.full(3, _DEFAULT_AMBIENT)
-
-        meta = self.stage.GetRootLayer().customLayerData.get("sim2sg")
-        graph, env, categories, predicates = None, None, None, ()
-        if meta is not None:
-            from sim2sg.scene import graph as graphlib
-            categories = tuple(str(c) for c in meta.get("categories", ()))
-            predicates = tuple(str(p) for p in meta.get("predicates", ()))
-            env = meta.get("env")
-            if meta.get("graph"):
-                graph = graphlib.from_json(str(meta["graph"]), source=f"{self.path}:customLayerData.sim2sg.graph")
-        if not categories:
-            categories = tuple(sorted(set(self.inst_labels)))
-        missing = sorted(set(self.inst_labels) - set(categories))
-        if missing:
-            categories = categories + tuple(missing)  # labels outside the vocabulary get ids after it
+        graph, env, categories, predicates = self.layer_metadata()
+        categories = _with_missing_labels(categories, self.inst_labels)
         cat_index = {c: i + 1 for i, c in enumerate(categories)}
         obj_ids = [i if sid is None else sid for i, sid in enumerate(self.inst_ids)]
-
-        f32 = lambda a, shape: np.ascontiguousarray(np.asarray(a, dtype=np.float32).reshape(shape))
-        mats = self.mat_rows
         arrays = dict(
-            tri_pos=f32(np.concatenate(tri_pos), (-1, 3, 3)),
-            tri_normal=f32(np.concatenate(tri_nrm), (-1, 3, 3)),
-            tri_uv=f32(np.concatenate(tri_uv), (-1, 3, 2)),
-            tri_material=np.concatenate(tri_mat).astype(np.int32),
-            tri_instance=np.concatenate(tri_inst).astype(np.int32),
-            mat_color=f32([r[0] for r in mats], (-1, 3)),
-            mat_roughness=f32([r[1] for r in mats], (-1,)),
-            mat_metallic=f32([r[2] for r in mats], (-1,)),
-            mat_texture=np.asarray([r[3] for r in mats], dtype=np.int32),
-            mat_wrap=np.asarray([r[4] for r in mats], dtype=np.int32).reshape(-1, 2),
-            distant_dir=f32(distant_dir, (-1, 3)), distant_rgb=f32(distant_rgb, (-1, 3)),
-            sphere_pos=f32(sphere_pos, (-1, 3)), sphere_radius=f32(sphere_rad, (-1,)),
-            sphere_rgb=f32(sphere_rgb, (-1, 3)), ambient=f32(ambient, (3,)),
+            tri_pos=_f32(np.concatenate([t.pos for t in tris]), (-1, 3, 3)),
+            tri_normal=_f32(np.concatenate([t.normal for t in tris]), (-1, 3, 3)),
+            tri_uv=_f32(np.concatenate([t.uv for t in tris]), (-1, 3, 2)),
+            tri_material=np.concatenate([np.full(len(t.pos), t.material) for t in tris]).astype(np.int32),
+            tri_instance=np.concatenate([np.full(len(t.pos), t.instance) for t in tris]).astype(np.int32),
+            **self.materials.arrays(),
+            **_light_arrays(lights, rotation[2]),
             inst_category_id=np.asarray([cat_index[l] for l in self.inst_labels], dtype=np.int32),
             inst_object_id=np.asarray(obj_ids, dtype=np.int64),
         )
@@ -500,13 +499,29 @@ class _Reader:
             raise InputError(self.path, "points", "NaN or infinite world coordinates (check the transforms)")
         for a in arrays.values():
             a.setflags(write=False)
-        for t in self.textures:
+        textures, index = self.materials.textures, self.materials.texture_index
+        for t in textures:
             t.setflags(write=False)
-        return SceneData(**arrays, textures=tuple(self.textures),
-                         texture_keys=tuple(sorted(self.texture_index, key=self.texture_index.get)),
+        return SceneData(**arrays, textures=tuple(textures), texture_keys=tuple(sorted(index, key=index.get)),
                          camera=camera, inst_path=tuple(self.inst_paths), inst_label=tuple(self.inst_labels),
                          categories=categories, predicates=predicates, graph=graph, env=env,
                          source=str(self.path), skipped=tuple(self.skipped))
+
+    def layer_metadata(self) -> tuple:
+        """(graph or None, env name or None, categories tuple (may be empty), predicates tuple) from
+        the root layer's `customLayerData["sim2sg"]`, which our compiler writes; foreign stages
+        have none."""
+        meta = self.stage.GetRootLayer().customLayerData.get("sim2sg")
+        if meta is None:
+            return None, None, (), ()
+        from sim2sg.scene import graph as graphlib
+        categories = tuple(str(c) for c in meta.get("categories", ()))
+        predicates = tuple(str(p) for p in meta.get("predicates", ()))
+        env = meta.get("env")
+        graph = None
+        if meta.get("graph"):
+            graph = graphlib.from_json(str(meta["graph"]), source=f"{self.path}:customLayerData.sim2sg.graph")
+        return graph, env, categories, predicates
 
     def camera(self, prim) -> tuple[Camera, np.ndarray]:
         """The `Camera` of a UsdGeom.Camera prim at the output size, and its (3, 3) float64
