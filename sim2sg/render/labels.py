@@ -26,13 +26,9 @@ from dataclasses import dataclass
 import torch
 
 from sim2sg.render.batch import SceneBatch
-from sim2sg.render.raster import (
-    Fragments,
-    ScreenTriangles,
-    coverage,
-    gather_bound,
-    kernel,
-)
+from sim2sg.render.coverage import coverage
+from sim2sg.render.kernels import gather_bound, kernel
+from sim2sg.render.raster import Fragments, ScreenTriangles
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,10 @@ from typing import Sequence
 import torch
 
 from sim2sg.render.batch import SceneBatch, pack
+from sim2sg.render.kernels import kernel
 from sim2sg.render.labels import Labels, compute_labels
 from sim2sg.render.post import PostProcess, apply_post  # noqa: F401  (PostProcess: RenderOptions.post)
-from sim2sg.render.raster import Fragments, kernel, rasterize
+from sim2sg.render.raster import Fragments, rasterize
 from sim2sg.render.sample import ObjectLabel, Sample
 from sim2sg.render.scene import SceneData
 from sim2sg.render.shade import finish, shade_fast, shadow_maps, view_triangles

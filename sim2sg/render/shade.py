@@ -19,13 +19,8 @@ from __future__ import annotations
 import torch
 
 from sim2sg.render.batch import SceneBatch
-from sim2sg.render.raster import (
-    ScreenTriangles,
-    clip_near,
-    depth_map,
-    gather_bound,
-    kernel,
-)
+from sim2sg.render.kernels import gather_bound, kernel
+from sim2sg.render.raster import ScreenTriangles, clip_near, depth_map
 
 
 @gather_bound
