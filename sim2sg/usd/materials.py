@@ -10,6 +10,7 @@ its path, a texture by its resolved file. `arrays()` packs the rows as `SceneDat
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import cv2
@@ -156,3 +157,12 @@ class MaterialTable:
                 "mat_metallic": np.asarray([r[2] for r in mats], dtype=np.float32),
                 "mat_texture": np.asarray([r[3] for r in mats], dtype=np.int32),
                 "mat_wrap": np.asarray([r[4] for r in mats], dtype=np.int32).reshape(-1, 2)}
+
+
+def transform_uv(uv: np.ndarray, xform: tuple) -> np.ndarray:
+    """`uv` (..., 2) under a UsdTransform2d `xform` = ((sx, sy), rotation degrees, (tx, ty)):
+    scale, then rotate counter-clockwise, then translate."""
+    (sx, sy), rot_deg, (tx, ty) = xform
+    r = math.radians(rot_deg)
+    u, v = uv[..., 0] * sx, uv[..., 1] * sy
+    return np.stack([math.cos(r) * u - math.sin(r) * v + tx, math.sin(r) * u + math.cos(r) * v + ty], -1)

@@ -6,17 +6,15 @@ Everything in a `SceneData` is in sim2sg's world frame: right-handed, +Z up, met
 stage's `metersPerUnit`, so depth comes out in meters for any stage.
 
 What is read:
-- Geometry: UsdGeom.Mesh (polygons fan-triangulated; `primvars:st` and normals with constant,
-  uniform, vertex/varying or faceVarying interpolation, indexed or not), and the primitive shapes
-  Cube, Sphere, Cylinder, Cone, Capsule (tessellated with `sim2sg.scene.meshes`' primitives;
-  size/radius/height/axis respected). World-space triangles through `UsdGeom.XformCache`. Invisible prims and purposes `proxy`/`guide` are skipped.
+- Geometry: UsdGeom.Mesh (fan-triangulated; `primvars:st` and normals at any interpolation,
+  indexed or not) and the shapes Cube, Sphere, Cylinder, Cone, Capsule (`sim2sg.usd.gprims`), in
+  world space through `UsdGeom.XformCache`. Invisible prims and purposes `proxy`/`guide` are skipped.
 - Materials: the bound UsdPreviewSurface (`ComputeBoundMaterial`): diffuseColor constant or from a
   UsdUVTexture (file resolved relative to its layer, `scale` as a tint, wrapS/wrapT, optional
   UsdTransform2d on st, UsdPrimvarReader_float2 varname), roughness, metallic. Unbound gprims use
   `primvars:displayColor` (else grey 0.5). Read by `sim2sg.usd.materials.MaterialTable`.
-- Lights: DistantLight (direction = local -Z in world), DomeLight (uniform ambient; its texture is
-  ignored), SphereLight (position, radius). Radiance = color * intensity * 2^exposure. A stage without
-  lights gets a default head light plus ambient (see `_DEFAULT_*`).
+- Lights: distant, dome and sphere lights (`sim2sg.usd.lights`); a stage without lights gets a
+  default head light plus ambient (`_DEFAULT_*`).
 - Camera: the first UsdGeom.Camera in traversal order (or the one named by `camera=`), as a
   `sim2sg.scene.camera.Camera` at the requested image size (the lens's apertures set the aspect).
 - Instances: every prim with a class label (UsdSemantics.LabelsAPI `class` or legacy Omniverse
@@ -32,29 +30,26 @@ layer, corrupt or truncated crate) is an `InputError` with USD's own reason.
 
 One traversal: geometry, lights, camera and instances are read in a single pass over the stage
 (`_Reader.read` dispatches each prim to `light` or `gprim`, then `assemble` packs the `SceneData`),
-sharing the reader's caches (owners, and the material table that `materials.py` fills).
+sharing the reader's caches (owners, and the material table that `materials.py` fills). One idea:
+the traversal, frames and units, instances and the assembly; what one prim holds is read by
+`gprims.py`, `lights.py` and `materials.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from pathlib import Path
 
 import numpy as np
-from pxr import Gf, Sdf, Usd, UsdGeom, UsdLux
+from pxr import Gf, Sdf, Usd, UsdGeom
 
 from sim2sg.errors import InputError
 from sim2sg.render.scene import SceneData
-from sim2sg.scene import meshes
 from sim2sg.scene.camera import Camera
-from sim2sg.usd.materials import MaterialTable
-
-# Tessellation of the implicit shapes (Cube, Sphere, ...): segments around the axis, rings from
-# pole to pole. Our own stages hold only Mesh prims; these serve foreign stages.
-SEGMENTS = 32
-RINGS = 16
+from sim2sg.usd.gprims import mesh, primvar_corners, shape
+from sim2sg.usd.lights import Light, is_light, light_of
+from sim2sg.usd.materials import MaterialTable, transform_uv
 
 # Farthest world coordinate (meters) a stage may place geometry at: float32 spacing there is
 # already ~1 m, and past ~1e19 the rasterizer's squared distances overflow.
@@ -62,34 +57,6 @@ MAX_COORDINATE = 1e7
 
 _DEFAULT_LIGHT = 1.0  # head light radiance when a stage has no light at all
 _DEFAULT_AMBIENT = 0.3
-
-
-def _shape_mesh(type_name: str, attr) -> meshes.Mesh | None:
-    """The `sim2sg.scene.meshes` tessellation of an implicit UsdGeom shape in its local frame (axis
-    along +Z before `_axis_matrix`); attr(name, default) reads the prim's attribute. None for other
-    types."""
-    if type_name == "Cube":
-        s = float(attr("size", 2.0))
-        return meshes.transform(meshes.unit_box(), (s, s, s), (0, 0, 0), (0, 0, 0))
-    if type_name == "Sphere":
-        d = 2.0 * float(attr("radius", 1.0))
-        return meshes.transform(meshes.unit_sphere(SEGMENTS, RINGS), (d, d, d), (0, 0, 0), (0, 0, 0))
-    if type_name in ("Cylinder", "Cone"):
-        d, h = 2.0 * float(attr("radius", 1.0)), float(attr("height", 2.0))
-        unit = meshes.unit_cylinder(SEGMENTS) if type_name == "Cylinder" else meshes.unit_cone(SEGMENTS)
-        return meshes.transform(unit, (d, d, h), (0, 0, 0), (0, 0, 0))
-    if type_name == "Capsule":
-        return meshes.capsule(float(attr("radius", 0.5)), float(attr("height", 1.0)), SEGMENTS, RINGS)
-    return None
-
-
-def _axis_matrix(axis: str) -> np.ndarray:
-    """Maps the unit shapes' +Z axis onto the prim's `axis` (rows: new coordinates)."""
-    if axis == "X":
-        return np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]], float)  # z -> x, x -> y, y -> z
-    if axis == "Y":
-        return np.array([[0, 1, 0], [0, 0, 1], [1, 0, 0]], float)  # z -> y
-    return np.eye(3)
 
 
 def _pruned(prim) -> bool:
@@ -103,40 +70,7 @@ def _pruned(prim) -> bool:
     return vis == UsdGeom.Tokens.invisible or purpose in (UsdGeom.Tokens.proxy, UsdGeom.Tokens.guide)
 
 
-def _is_light(prim) -> bool:
-    """Whether `prim` is a UsdLux light (typed, or a prim with LightAPI applied)."""
-    return (prim.HasAPI(UsdLux.LightAPI) or prim.IsA(UsdLux.BoundableLightBase)
-            or prim.IsA(UsdLux.NonboundableLightBase))
-
-
-def _radiance(light: UsdLux.LightAPI) -> np.ndarray:
-    """(3,) float64 linear radiance of a light: color * intensity * 2^exposure, with USD's
-    defaults (1, 1, 1), 1 and 0 for unauthored inputs."""
-    def value(attr, default):
-        v = attr.Get() if attr else None
-        return default if v is None else v
-    return (np.asarray(value(light.GetColorAttr(), (1, 1, 1)), float)
-            * float(value(light.GetIntensityAttr(), 1.0)) * 2.0 ** float(value(light.GetExposureAttr(), 0.0)))
-
-
-@dataclasses.dataclass(frozen=True)
-class _Light:
-    """One UsdLux light as the renderer models it, in sim2sg's world frame (+Z up, meters).
-
-    kind: "distant", "dome" (uniform ambient) or "sphere".
-    rgb: (3,) float64 radiance (`_radiance`).
-    direction: distant only, (3,) float64 unit vector the light travels along (its local -Z).
-    position: sphere only, (3,) float64 center in meters. radius: sphere only, meters.
-    """
-
-    kind: str
-    rgb: np.ndarray
-    direction: np.ndarray | None = None
-    position: np.ndarray | None = None
-    radius: float = 0.0
-
-
-def _light_arrays(lights: list[_Light], head_dir: np.ndarray) -> dict[str, np.ndarray]:
+def _light_arrays(lights: list[Light], head_dir: np.ndarray) -> dict[str, np.ndarray]:
     """`SceneData`'s light fields (float32, traversal order): distant_dir/distant_rgb (L, 3),
     sphere_pos/sphere_rgb (S, 3), sphere_radius (S,), ambient (3,) = the sum of the dome lights.
     A stage with none of these gets one head light along `head_dir` ((3,) world, the camera's
@@ -171,15 +105,6 @@ class _Triangles:
     uv: np.ndarray
     material: int
     instance: int
-
-
-def _transform_uv(uv: np.ndarray, xform: tuple) -> np.ndarray:
-    """`uv` (..., 2) under a UsdTransform2d `xform` = ((sx, sy), rotation degrees, (tx, ty)):
-    scale, then rotate counter-clockwise, then translate."""
-    (sx, sy), rot_deg, (tx, ty) = xform
-    r = math.radians(rot_deg)
-    u, v = uv[..., 0] * sx, uv[..., 1] * sy
-    return np.stack([math.cos(r) * u - math.sin(r) * v + tx, math.sin(r) * u + math.cos(r) * v + ty], -1)
 
 
 def _with_missing_labels(categories: tuple, labels: list[str]) -> tuple:
@@ -283,79 +208,13 @@ class _Reader:
         return result
 
     # -- geometry
-    def primvar_corners(self, gprim, name: str, corner_v: np.ndarray, corner_fv: np.ndarray,
-                        corner_face: np.ndarray, width: int) -> np.ndarray | None:
-        """Values of primvar `name` at the triangle corners, (T, 3, width), or None."""
-        pv = UsdGeom.PrimvarsAPI(gprim).GetPrimvar(name)
-        if not pv or not pv.HasValue():
-            return None
-        vals = pv.ComputeFlattened()
-        if vals is None:
-            return None
-        vals = np.asarray(vals, dtype=np.float64).reshape(-1, width)
-        return self.interp(vals, pv.GetInterpolation(), corner_v, corner_fv, corner_face)
-
-    @staticmethod
-    def interp(vals, interp, corner_v, corner_fv, corner_face):
-        if interp == UsdGeom.Tokens.constant or len(vals) == 1:
-            return np.broadcast_to(vals[0], corner_v.shape + vals.shape[1:]).copy()
-        idx = {UsdGeom.Tokens.uniform: corner_face, UsdGeom.Tokens.faceVarying: corner_fv}.get(interp, corner_v)
-        if idx.max(initial=-1) >= len(vals):
-            return None
-        return vals[idx]
-
-    def mesh(self, prim):
-        """(P (V,3) local points, tris (T,3) vertex idx, corner fv idx (T,3), corner face (T,3),
-        normals (T,3,3) local or None, uv (T,3,2) or None) of a UsdGeom.Mesh."""
-        m = UsdGeom.Mesh(prim)
-        pts = m.GetPointsAttr().Get()
-        counts = m.GetFaceVertexCountsAttr().Get()
-        idx = m.GetFaceVertexIndicesAttr().Get()
-        if pts is None or counts is None or idx is None or len(pts) == 0 or len(counts) == 0:
-            return None
-        pts = np.asarray(pts, dtype=np.float64).reshape(-1, 3)
-        counts = np.asarray(counts, dtype=np.int64)
-        idx = np.asarray(idx, dtype=np.int64)
-        if counts.sum() != len(idx) or (idx.size and (idx.min() < 0 or idx.max() >= len(pts))):
-            raise InputError(self.path, f"{prim.GetPath()}.faceVertexIndices", "indices do not match counts/points")
-        start = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        ntri = np.maximum(counts - 2, 0)
-        face = np.repeat(np.arange(len(counts)), ntri)
-        k = np.arange(ntri.sum()) - np.repeat(np.cumsum(ntri) - ntri, ntri)  # fan index within face
-        s = start[face]
-        corner_fv = np.stack([s, s + k + 1, s + k + 2], -1)
-        if m.GetOrientationAttr().Get() == UsdGeom.Tokens.leftHanded:
-            corner_fv = corner_fv[:, [0, 2, 1]]
-        corner_v = idx[corner_fv]
-        corner_face = np.repeat(face[:, None], 3, 1)
-        normals = self.primvar_corners(m, "normals", corner_v, corner_fv, corner_face, 3)
-        if normals is None:
-            na = m.GetNormalsAttr()
-            nv = na.Get() if na else None
-            if nv is not None and len(nv):
-                normals = self.interp(np.asarray(nv, dtype=np.float64).reshape(-1, 3),
-                                      m.GetNormalsInterpolation(), corner_v, corner_fv, corner_face)
-        return pts, corner_v, corner_fv, corner_face, normals
-
-    def shape(self, prim):
-        """Tessellated implicit shape: (points (V,3), tris (T,3), normals (V,3), uv (V,2)), or None."""
-        g = lambda name, d: (lambda v: d if v is None else v)(prim.GetAttribute(name).Get())
-        m = _shape_mesh(prim.GetTypeName(), g)
-        if m is None:
-            return None
-        p, n = m.points.astype(np.float64), m.normals.astype(np.float64)
-        if prim.GetTypeName() in ("Cylinder", "Cone", "Capsule"):
-            a = _axis_matrix(str(g("axis", "Z")))
-            p, n = p @ a.T, n @ a.T
-        return p, m.faces.astype(np.int64), n, m.uv.astype(np.float64)
-
     # -- traversal
     def read(self) -> SceneData:
         """The whole stage as a `SceneData`: one pass in traversal order (instance proxies
         included), dispatching each prim to the camera choice, `light` or `gprim`; `assemble` then
         checks and packs what the pass collected. Triangles and instances keep traversal order."""
         cam_prim = None
-        lights: list[_Light] = []
+        lights: list[Light] = []
         tris: list[_Triangles] = []
         it = iter(Usd.PrimRange(self.stage.GetPseudoRoot(), Usd.TraverseInstanceProxies()))
         for prim in it:
@@ -368,8 +227,8 @@ class _Reader:
                 if cam_prim is None and self.wanted_camera(prim):
                     cam_prim = prim
                 continue
-            if _is_light(prim):
-                light = self.light(prim)
+            if is_light(prim):
+                light = light_of(prim, self.world(prim), self.rot, self.conv, self.mpu)
                 if light is not None:
                     lights.append(light)
                 continue
@@ -389,22 +248,6 @@ class _Reader:
                 or str(prim.GetPath()) == self.camera_name)
 
     # -- lights
-    def light(self, prim) -> _Light | None:
-        """A UsdLux light prim as a `_Light` in world frame; None for the kinds the renderer does
-        not model (rect, disk, cylinder, ...)."""
-        rgb = _radiance(UsdLux.LightAPI(prim))
-        m = self.world(prim)
-        if prim.IsA(UsdLux.DistantLight):
-            d = (np.array([0.0, 0.0, -1.0]) @ m[:3, :3]) @ self.rot.T  # local -Z in world
-            return _Light("distant", rgb, direction=d / np.linalg.norm(d))
-        if prim.IsA(UsdLux.DomeLight):
-            return _Light("dome", rgb)
-        if prim.IsA(UsdLux.SphereLight):
-            position = self.to_world_points(m, np.zeros((1, 3)))[0]
-            r = UsdLux.SphereLight(prim).GetRadiusAttr().Get()
-            return _Light("sphere", rgb, position=position, radius=(0.5 if r is None else float(r)) * self.mpu)
-        return None
-
     # -- gprims
     def gprim(self, prim) -> _Triangles | None:
         """The triangles of one visible gprim (Mesh or implicit shape) in world frame, degenerate
@@ -420,7 +263,7 @@ class _Reader:
         if uv is None:
             uv = np.zeros((len(pos), 3, 2))
         if xform is not None:
-            uv = _transform_uv(uv, xform)
+            uv = transform_uv(uv, xform)
         inst = self.owner(prim)
         return _Triangles(pos[keep], normal[keep], uv[keep], mat, inst)
 
@@ -430,16 +273,16 @@ class _Reader:
         of a Mesh or implicit shape, T triangles in authored order; None for an empty mesh or (named
         in `skipped`) a gprim kind that is not drawn (curves, points, ...)."""
         if prim.IsA(UsdGeom.Mesh):
-            got = self.mesh(prim)
+            got = mesh(prim, self.path)
             if got is None:
                 return None
             pts, cv, cfv, cface, normals = got
             if not np.isfinite(pts).all():
                 raise InputError(self.path, f"{prim.GetPath()}.points", "NaN or infinite point coordinates")
             mat, varname, xform = self.materials.material(prim)
-            uv = self.primvar_corners(prim, varname, cv, cfv, cface, 2)
+            uv = primvar_corners(prim, varname, cv, cfv, cface, 2)
             return pts[cv], normals, uv, mat, xform
-        got = self.shape(prim)
+        got = shape(prim)
         if got is None:
             self.skipped.append((str(prim.GetPath()), str(prim.GetTypeName())))
             return None
@@ -470,7 +313,7 @@ class _Reader:
         return wp, wn, keep
 
     # -- assembly
-    def assemble(self, cam_prim, lights: list[_Light], tris: list[_Triangles]) -> SceneData:
+    def assemble(self, cam_prim, lights: list[Light], tris: list[_Triangles]) -> SceneData:
         """The `SceneData` of what one pass collected: the chosen camera, the lights (a head light
         plus ambient when there are none), the triangles in traversal order, the material table and
         the instances with their category ids. No camera or no triangle is an `InputError`."""
