@@ -8,20 +8,21 @@ The checkpoint must hold the *training* statistics: a loop run with `--target-bn
 with target statistics in `RUN/checkpoint.pt` and with its training statistics in
 `RUN/resume.pt` (`sim2sg demo --keep-shared` keeps those). Layer groups are the BatchNorm
 layers' names up to the first block index (`backbone.body.bn1`, `backbone.body.layer1`, ...).
-The target statistics are estimated once, as `sim2sg loop --target-bn` does
-(`sim2sg.train.adabn.target_batchnorm` over the first `--images` target images, batches of 32,
-the encoder alone), then each row loads the chosen mix of training and target statistics.
+The target statistics are estimated once, by the loop's own `--target-bn` step
+(`sim2sg.loop.synthesis.target_statistics`: the first `--images` target images, the encoder
+alone), then each row loads the chosen mix of training and target statistics.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+from types import SimpleNamespace
 
 import torch
-from torch import nn
 
-from sim2sg.train.adabn import batchnorm_layers, target_batchnorm
+from sim2sg.loop.synthesis import target_statistics
+from sim2sg.train.adabn import batchnorm_layers
 from sim2sg.train.data import ImageFolder, LabelledDataset
 from sim2sg.train.predict import load_predictor, predict_labelled
 
@@ -56,8 +57,8 @@ def main() -> None:
 
     train = stats()
     n = min(args.images, len(target))
-    batches = [range(s, min(n, s + 32)) for s in range(0, n, 32)]
-    with target_batchnorm(model, lambda idx: model.backbone_features([target[i][0].to(dev) for i in idx]), batches):
+    # exactly the loop's re-estimation (`sim2sg loop --target-bn`)
+    with target_statistics(SimpleNamespace(model=model, device=dev), True, target, n):
         tgt = stats()
 
     def load(pick) -> None:

@@ -243,8 +243,8 @@ def loop(args, train, tmp: Path) -> None:
         print(f"({key}: {time.perf_counter() - t:.0f} s)", flush=True)
 
     def gsd_median(key):
-        g = [gsd_cm(c.resized(*train), a["position"]) for c, folder in ((nominal if key == "a" else other, key),)
-             for p in sorted((tmp / f"target_{folder}" / "scene_graphs").glob("*.json"))
+        cam = (nominal if key == "a" else other).resized(*train)  # as the loop sees the images
+        g = [gsd_cm(cam, a["position"]) for p in sorted((tmp / f"target_{key}" / "scene_graphs").glob("*.json"))
              for _, a in sg.objects(sg.read_graph(p, env.categories, env.predicates))]
         return float(np.nanmedian(g))
 

@@ -66,11 +66,11 @@ def setup(backbone: str, size, batch: int, align: str, coco: bool, device, objec
     mcfg = ModelConfig(num_classes=len(CATEGORIES), num_predicates=len(PREDICATES), image_size=size, arch=arch,
                        backbone=backbone, **(COCO_HEADS if coco and arch == "frcnn" else {}))
     model = build_model(mcfg).to(device)
-    if compile_dense and arch == "fast":
-        model.compile_dense()  # as `sim2sg train --compile` (sim2sg.train.steps.new_state)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
         model.channels_last = True
+    if compile_dense and arch == "fast":
+        model.compile_dense()  # after the memory format, as `sim2sg train --compile` (train.steps.new_state)
     cfg = TrainConfig(source="-", out="-", align=align, target="-" if align != "none" else None, lr=1e-4,
                       lr_warmup_steps=1, grl_weight=0.1, grl_bound=bound)
     opt = make_optimizer(model, cfg)

@@ -146,7 +146,6 @@ class LoopConfig:
         return self.sdr_steps + self.iterations * self.iter_steps
 
 
-
 _OPTIONS = {"arch": "--model", "batch_size": "--batch", "model": "--set", "grl_ramp": "loop config"}
 
 
