@@ -33,7 +33,8 @@ def cheap_backend(monkeypatch):
     monkeypatch.setattr(steps, "COMPILE_BACKEND", "aot_eager")
     torch._dynamo.reset()  # each test traces and counts its own graphs
     counters.clear()
-    yield
+    with torch._functorch.config.patch(donated_buffer=True):  # torch's default, for each test anew
+        yield
     torch._dynamo.reset()
 
 
@@ -127,6 +128,29 @@ def test_compiled_steps_give_the_eager_losses_and_predictions():
     # source pass; target pass (BatchNorm momentum 0, batch 2: a symbolic batch); inference
     # (no_grad), whose batch sizes that symbolic batch already covers
     assert counters["stats"]["unique_graphs"] == 3, dict(counters["stats"])
+
+
+def test_a_bounded_step_after_plain_ones_runs_compiled():
+    """A loop trains plain steps (iteration 1), then bounded aligned ones (`--grl-bound`, whose
+    first backward keeps the graph): the compiled backward, built by the plain steps, must allow
+    that (AOT autograd's donated buffers forbid it; an H100 table run failed at iteration 2).
+    Same losses as eager."""
+    cfg = TrainConfig(source="-", out="-", target="-", align="both", arch="fast", backbone="resnet10-half",
+                      lr=1e-3, lr_warmup_steps=1, device="cpu", grl_bound=0.1)
+    images, targets = _batch(3, 0)
+    target_images = _batch(2, 1)[0]
+    runs = {}
+    for compiled in (False, True):
+        state = new_state(dataclasses.replace(cfg, compile=compiled), _mcfg())
+        state.model.train()
+        plain = dataclasses.replace(cfg, grl_bound=0.0)
+        runs[compiled] = [train_step(state.model, state.optimizer, (images, targets, target_images), c, s, 2,
+                                     state.device) for s, c in enumerate((plain, cfg))]
+    assert "grl_scale" in runs[True][1]
+    for a, b in zip(runs[False], runs[True]):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), (k, a[k], b[k])
 
 
 def test_sim2sg_train_compile_records_the_option(data, tmp_path):

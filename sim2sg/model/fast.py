@@ -199,7 +199,14 @@ class SceneGraphCenterNet(nn.Module):
         `dynamic=False` would compile a graph per batch size, and a loop run's evaluations
         (each dataset ends on its own partial batch) would pass dynamo's recompile limit and
         silently fall back to eager. backend: "inductor" (needs a C++ compiler on the CPU);
-        tests use the cheaper "aot_eager"."""
+        tests use the cheaper "aot_eager".
+
+        Donated buffers are turned off for the whole process: AOT autograd frees a compiled
+        backward's saved intermediates in place unless its first backward kept the graph, and
+        `--grl-bound` (`train.steps.bounded_backward`) takes the labelled gradient with
+        `retain_graph=True`; in a loop only from the first aligned iteration on, after plain
+        steps compiled the backward (an H100 table run failed there)."""
+        torch._functorch.config.donated_buffer = False
         self._dense = torch.compile(type(self)._dense.__get__(self), backend=backend)
 
     # ---- training -----------------------------------------------------------------------------
