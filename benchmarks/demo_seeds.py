@@ -28,6 +28,7 @@ import numpy as np
 
 from sim2sg import atomic
 from sim2sg.experiments.demo import PRESETS, run_demo
+from sim2sg.loop.config import parse_threshold
 from sim2sg.experiments.report import seeds_table
 from sim2sg.scene.environment import load_env
 
@@ -41,10 +42,18 @@ def main() -> None:
     ap.add_argument("--rerun", action="store_true")
     ap.add_argument("--no-target-bn", action="store_true",
                     help="the preset without AdaBN (every row predicts on the target with its training statistics)")
+    ap.add_argument("--score-threshold", type=parse_threshold, default=None,
+                    help="the loop row's lift threshold instead of the preset's (a score, or 'auto')")
     args = ap.parse_args()
     preset, name = args.preset, args.preset
+    changes = {}
     if args.no_target_bn:
-        preset, name = dataclasses.replace(PRESETS[args.preset], target_bn=False), f"{args.preset} (target_bn off)"
+        changes["target_bn"] = False
+    if args.score_threshold is not None:
+        changes["score_threshold"] = args.score_threshold
+    if changes:
+        preset = dataclasses.replace(PRESETS[args.preset], **changes)
+        name = f"{args.preset} ({', '.join(f'{k} {v}' for k, v in changes.items())})"
     runs, seconds = [], {}
     for s in args.seeds:
         folder = args.out / f"seed{s}"

@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from sim2sg import atomic
+from sim2sg.loop.config import parse_threshold
 from sim2sg.experiments.report import (
     content_gap_table,
     curves,
@@ -84,7 +85,8 @@ def main() -> None:
     ap.add_argument("--grl-bound", type=float, default=0.0,
                     help="> 0: the GRL gradient is at most this times the labelled one on every network tensor "
                          "(sim2sg.train.steps.bounded_backward); 0: the paper's plain sum")
-    ap.add_argument("--score-threshold", type=float, default=0.5, help="loop rows: detections lifted to 3D")
+    ap.add_argument("--score-threshold", type=parse_threshold, default=0.5,
+                    help="loop rows: detections lifted to 3D (a score, or 'auto': sim2sg.loop.calibrate)")
     ap.add_argument("--min-fit-iou", type=float, default=0.3, help="loop rows: the lift's box-fit gate")
     ap.add_argument("--domain", default=None, help="folder of the rendered target domain (default OUT/domain; "
                     "reused when it holds the same request)")

@@ -41,7 +41,9 @@ def loop_cmd(
     sdr_scenes: int = typer.Option(1000, "--sdr-scenes", min=1, help="SDR scenes rendered for the first phase."),
     sdr_steps: int = typer.Option(2000, "--sdr-steps", min=0, help="Optimizer steps on SDR data."),
     iter_steps: int = typer.Option(1000, "--iter-steps", min=0, help="Optimizer steps per iteration."),
-    score_thresh: float = typer.Option(0.5, "--score-thresh", min=0.0, max=1.0, help="Detections lifted to 3D."),
+    score_thresh: str = typer.Option("0.5", "--score-thresh", help="Detections lifted to 3D: a score in [0, 1], or "
+                                     "'auto': each iteration, the score at which the network's detections on "
+                                     "held-out SDR scenes lift to as many objects as those scenes hold."),
     min_fit_iou: float = typer.Option(0.3, "--min-fit-iou", min=0.0, max=1.0,
                                       help="Drop detections whose box no object of the class projects onto "
                                       "(best box IoU below this; 0 keeps all)."),
@@ -90,7 +92,7 @@ def loop_cmd(
     (--method metasim | pseudo-label | oracle; --align gpa | sapnet)."""
     out_dir(out)
     with user_errors():
-        from sim2sg.loop.config import LoopConfig
+        from sim2sg.loop.config import LoopConfig, parse_threshold
         from sim2sg.loop.run import run
         from sim2sg.train import distributed
 
@@ -99,7 +101,7 @@ def loop_cmd(
         cfg = LoopConfig(env=env, target=str(target), out=str(out), method=method, align=align,
                          iterations=iterations, sdr_scenes=sdr_scenes, width=w, height=h, sdr_steps=sdr_steps,
                          iter_steps=iter_steps, batch_size=batch, lr=lr, arch=model.value, backbone=backbone.value,
-                         grl_weight=grl_weight, grl_bound=grl_bound, score_threshold=score_thresh,
+                         grl_weight=grl_weight, grl_bound=grl_bound, score_threshold=parse_threshold(score_thresh),
                          min_fit_iou=min_fit_iou, augment=augment, target_bn=target_bn,
                          target_textures=target_textures, keep_sdr=keep_sdr, align_sdr_scenes=align_sdr_scenes,
                          eval_data=str(eval_data) if eval_data else None,

@@ -62,7 +62,7 @@ class Preset:
     arch: str  # the network (sim2sg.model.build_model): frcnn or fast
     backbone: str = "resnet18"  # its body; a fast-only one becomes resnet18 when --model frcnn
     lr: float = 2e-3
-    score_threshold: float = 0.5  # detections lifted in the synthesis step
+    score_threshold: float | str = 0.5  # detections lifted in the synthesis step ("auto": sim2sg.loop.calibrate)
     min_fit_iou: float = 0.3
     target_textures: bool = True
     target_bn: bool = True

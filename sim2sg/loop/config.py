@@ -80,7 +80,7 @@ class LoopConfig:
     grl_weight: float = 0.1
     grl_ramp: str = "dann"
     grl_bound: float = 0.0  # > 0: GRL gradient <= grl_bound x labelled gradient per tensor (train.steps.bounded_backward)
-    score_threshold: float = 0.5
+    score_threshold: float | str = 0.5  # lift gate; "auto": calibrated each iteration (sim2sg.loop.calibrate)
     min_fit_iou: float = 0.3  # lift gate: boxes no object of the class can project onto (sim2sg.loop.lift)
     target_bn: bool = False  # AdaBN: BatchNorm statistics of the target images whenever predicting there
     target_bn_images: int = 512
@@ -129,6 +129,10 @@ class LoopConfig:
                      "target_bn_images", "checkpoint_every", "metasim_batch", "metasim_images"):
             if getattr(self, name) < (0 if name == "iterations" else 1):
                 raise InputError(f"--{name.replace('_', '-')}", name, "out of range")
+        if not (self.score_threshold == "auto" or isinstance(self.score_threshold, (int, float))
+                and not isinstance(self.score_threshold, bool) and 0.0 <= self.score_threshold <= 1.0):
+            raise InputError("--score-thresh", "score_threshold",
+                             f"expected a score in [0, 1] or 'auto', got {self.score_threshold!r}")
         if self.metasim_steps < 0 or not self.metasim_lr > 0 or not self.metasim_delta > 0:
             raise InputError("--metasim", "metasim", "metasim_steps must be >= 0, metasim_lr and metasim_delta > 0")
 
@@ -144,6 +148,16 @@ class LoopConfig:
 
     def total_steps(self) -> int:
         return self.sdr_steps + self.iterations * self.iter_steps
+
+
+def parse_threshold(text: str) -> float | str:
+    """`--score-thresh` as given: "auto" or a number (its range is checked by `LoopConfig.validate`)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError("--score-thresh", "score_threshold", f"expected a score in [0, 1] or 'auto', got {text!r}") from None
 
 
 _OPTIONS = {"arch": "--model", "batch_size": "--batch", "model": "--set", "grl_ramp": "loop config"}

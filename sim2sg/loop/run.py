@@ -33,7 +33,7 @@ import dataclasses
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import networkx as nx
@@ -44,6 +44,7 @@ from sim2sg import atomic
 from sim2sg.dataset.synthesize import synthesize, texture_library
 from sim2sg.errors import InputError
 from sim2sg.eval.content import content_gap, placement_error
+from sim2sg.loop.calibrate import calibrate_model, held_out_scenes
 from sim2sg.loop.config import LoopConfig
 from sim2sg.loop.metasim import (
     AttributeParams,
@@ -138,6 +139,7 @@ class _Run:
     rng: np.random.Generator  # the loop's: scene seeds and rendering
     resume: PhaseResume
     done: int  # phases finished before this call (resumed runs)
+    cache: dict = field(default_factory=dict)  # rendered once per call: the lift's calibration scenes
 
 
 def run(cfg: LoopConfig, log=print, sdr_only: bool = False, warmup_only: bool = False,
@@ -264,19 +266,20 @@ def _iteration(r: _Run, it: int, rng: np.random.Generator, align: str, sdr_kept)
     # Under torchrun every rank runs the synthesis from rank 0's predictions (the ranks hold one
     # model, but GPU kernels need not agree to the bit), so all ranks train on the same scenes.
     outs = distributed.broadcast_object(outs)
+    threshold, calibration = _lift_threshold(r)
     t_predict = time.perf_counter() - t
     jobs = []
     seeds = iter(rng.integers(0, 2**63 - 1, size=len(outs) * cfg.scenes_per_image).tolist())
     for k, o in enumerate(outs):
         pred = graph_from_prediction(o, env.categories, env.predicates, camera_of(r.camera, k), env.name,
-                                     score_thresh=cfg.score_threshold, rel_thresh=None)
+                                     score_thresh=threshold, rel_thresh=None)
         image = boxes = None
         if cfg.target_textures and len(pred):
             image = (target[k][0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
             # The ground patch keeps clear of every detection, the uncertain ones too.
-            boxes = o["boxes"][o["scores"] >= min(0.3, cfg.score_threshold)].numpy()
+            boxes = o["boxes"][o["scores"] >= min(0.3, threshold)].numpy()
         jobs += [(k, s, pred, image, boxes, next(seeds)) for s in range(cfg.scenes_per_image)]
-    made = generate_scenes(jobs, env, r.camera, cfg, it, r.textures)
+    made = generate_scenes(jobs, env, r.camera, dataclasses.replace(cfg, score_threshold=threshold), it, r.textures)
     t_generate = time.perf_counter() - t - t_predict
     graphs = [g for g, _, _ in made]
     looks = [look for _, look, _ in made]
@@ -309,7 +312,25 @@ def _iteration(r: _Run, it: int, rng: np.random.Generator, align: str, sdr_kept)
              # of the GRL gradient let through (grl_scale)
              "train": {k: round(v, 5) for k, v in means.items()},
              "lifted": sum(k >= 0 for k in sources), "example_targets": [sources[i] for i in shown],
-             "placement": placement}, gap)
+             "placement": placement, "lift_threshold": threshold,
+             **({"lift_calibration": dataclasses.asdict(calibration)} if calibration else {})}, gap)
+
+
+def _lift_threshold(r: _Run):
+    """(the synthesis step's score threshold, its `Calibration` or None): the configured number,
+    or with "auto" calibrated on held-out SDR scenes for the current network (`sim2sg.loop.calibrate`),
+    those scenes rendered once per call. Under torchrun rank 0's choice serves every rank."""
+    cfg = r.cfg
+    if cfg.score_threshold != "auto":
+        return float(cfg.score_threshold), None
+    if "calibration" not in r.cache:
+        r.cache["calibration"] = held_out_scenes(r.env, cfg.seed, cfg.sdr_scenes, r.options, r.tr.state.device,
+                                                 r.textures, batch=cfg.render_batch)
+    c = calibrate_model(r.tr.state.model, r.tr.state.device, r.tr.cfg.amp, r.cache["calibration"], r.env,
+                        cfg.min_fit_iou, cfg.seed)
+    c = distributed.broadcast_object(c)
+    r.log(c.describe())
+    return c.threshold, c
 
 
 def _metasim_iteration(r: _Run, it: int, graphs: list, align: str) -> None:
