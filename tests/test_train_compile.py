@@ -94,6 +94,26 @@ def test_the_option_compiles_the_dense_pass_of_the_trained_network(data):
     assert tr.cfg.compile and _compiled(tr.state.model)
 
 
+def _eager_and_compiled(step_cfgs):
+    """Aligned steps (source batch 3, target batch 2), one per config of `step_cfgs`, on a fresh
+    eager and a fresh compiled network: {compiled: (per-step logs, state)}, the states in eval mode."""
+    images, targets = _batch(3, 0)
+    target_images = _batch(2, 1)[0]
+    runs = {}
+    for compiled in (False, True):
+        state = new_state(dataclasses.replace(step_cfgs[0], compile=compiled), _mcfg())
+        state.model.train()
+        logs = [train_step(state.model, state.optimizer, (images, targets, target_images), c, s, 2, state.device)
+                for s, c in enumerate(step_cfgs)]
+        state.model.eval()
+        runs[compiled] = logs, state
+    for a, b in zip(runs[False][0], runs[True][0]):  # the same losses, within float rounding
+        assert a.keys() == b.keys()
+        for k in a:
+            assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), (k, a[k], b[k])
+    return runs
+
+
 @pytest.mark.slow  # ~15 s: both networks, two steps and three inferences each
 def test_compiled_steps_give_the_eager_losses_and_predictions():
     """Two aligned steps (source batch 3, target batch 2: the target pass is a second graph, and
@@ -103,26 +123,14 @@ def test_compiled_steps_give_the_eager_losses_and_predictions():
 
     cfg = TrainConfig(source="-", out="-", target="-", align="both", arch="fast", backbone="resnet10-half",
                       lr=1e-3, lr_warmup_steps=1, device="cpu")
-    images, targets = _batch(3, 0)
-    target_images = _batch(2, 1)[0]
-    runs = {}
-    for compiled in (False, True):
-        state = new_state(dataclasses.replace(cfg, compile=compiled), _mcfg())
-        state.model.train()
-        logs = [train_step(state.model, state.optimizer, (images, targets, target_images), cfg, s, 2, state.device)
-                for s in range(2)]
-        state.model.eval()
-        preds = [state.model(images[:k] + target_images[:k]) for k in (2, 1, 2)]
-        runs[compiled] = logs, state.model.state_dict(), preds
-    (logs_e, sd_e, pred_e), (logs_c, sd_c, pred_c) = runs[False], runs[True]
-    for a, b in zip(logs_e, logs_c):
-        assert a.keys() == b.keys()
-        for k in a:
-            assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), (k, a[k], b[k])
+    runs = _eager_and_compiled([cfg, cfg])
+    images, target_images = _batch(3, 0)[0], _batch(2, 1)[0]
+    sd_e, sd_c = (runs[c][1].model.state_dict() for c in (False, True))
     assert sd_e.keys() == sd_c.keys()
     for k in sd_e:
         assert torch.allclose(sd_e[k].float(), sd_c[k].float(), rtol=1e-3, atol=1e-5), k
-    for pe, pc in zip(pred_e, pred_c):
+    for k in (2, 1, 2):
+        pe, pc = (runs[c][1].model(images[:k] + target_images[:k]) for c in (False, True))
         for a, b in zip(pe, pc):
             assert torch.allclose(a["scores"], b["scores"], atol=1e-4) and torch.equal(a["labels"], b["labels"])
     # source pass; target pass (BatchNorm momentum 0, batch 2: a symbolic batch); inference
@@ -137,20 +145,8 @@ def test_a_bounded_step_after_plain_ones_runs_compiled():
     Same losses as eager."""
     cfg = TrainConfig(source="-", out="-", target="-", align="both", arch="fast", backbone="resnet10-half",
                       lr=1e-3, lr_warmup_steps=1, device="cpu", grl_bound=0.1)
-    images, targets = _batch(3, 0)
-    target_images = _batch(2, 1)[0]
-    runs = {}
-    for compiled in (False, True):
-        state = new_state(dataclasses.replace(cfg, compile=compiled), _mcfg())
-        state.model.train()
-        plain = dataclasses.replace(cfg, grl_bound=0.0)
-        runs[compiled] = [train_step(state.model, state.optimizer, (images, targets, target_images), c, s, 2,
-                                     state.device) for s, c in enumerate((plain, cfg))]
-    assert "grl_scale" in runs[True][1]
-    for a, b in zip(runs[False], runs[True]):
-        assert a.keys() == b.keys()
-        for k in a:
-            assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), (k, a[k], b[k])
+    runs = _eager_and_compiled([dataclasses.replace(cfg, grl_bound=0.0), cfg])
+    assert "grl_scale" in runs[True][0][1] and "grl_scale" not in runs[True][0][0]
 
 
 def test_sim2sg_train_compile_records_the_option(data, tmp_path):
