@@ -50,8 +50,14 @@ def test_loop_runs_and_records_content_gap(target, tmp_path):
                      iterations=1, sdr_scenes=4, width=64, height=64, sdr_steps=2, iter_steps=2, batch_size=2,
                      lr_warmup_steps=1, align_from_iteration=1, target_graphs=str(root / "graphs"),
                      progress=False, keep_usd=True, grl_bound=0.5)
-    h = run(cfg, log=lambda m: None)
+    lines = []
+    h = run(cfg, log=lines.append)
     assert [p["name"] for p in h["phases"]] == ["sdr", "iteration 1"]
+    # no progress bar: a line at each quarter of a phase (here the one step between start and end)
+    import re
+
+    assert [m.split(" (")[0] for m in lines if re.fullmatch(r"\[.+\] step \d+ of \d+ \(\d+ s\)", m)] == \
+        ["[sdr] step 1 of 2", "[iteration 1] step 3 of 4"]
     assert h["phases"][1]["align"] == "both" and h["phases"][1]["content_gap"]["count_tv"] >= 0
     train = h["phases"][1]["train"]  # the phase's mean losses; the bounded path ran
     assert train["loss_domain_image"] > 0 and train["grl_lambda"] > 0 and 0 < train["grl_scale"] <= 1

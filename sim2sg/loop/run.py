@@ -177,7 +177,7 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False, warmup_only: bool = 
         if done < 1:
             t = time.perf_counter()
             train_phase(tr, LabelledDataset(cfg.oracle_data), None, cfg.total_steps(), "none", cfg.progress, "oracle",
-                        r.resume)
+                        r.resume, log=r.log)
             _record(r, "oracle", time.perf_counter() - t)
         return _finish(r)
 
@@ -202,7 +202,7 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False, warmup_only: bool = 
         # The SDR phase never aligns: content first (the paper's warm-up). A run that never loops
         # (SDR, DA) spends the loop's steps on SDR data, with its GRLs on from then on.
         if not load_sdr_phase(tr.state, cfg):
-            train_phase(tr, sdr, target, cfg.sdr_steps, "none", cfg.progress, "sdr", r.resume)
+            train_phase(tr, sdr, target, cfg.sdr_steps, "none", cfg.progress, "sdr", r.resume, log=r.log)
             save_sdr_phase(tr.state, tr.cfg, tr.meta, cfg)
         _record(r, "sdr", time.perf_counter() - t, gap=r.history.get("sdr_content_gap"))
     if sdr_only:
@@ -211,7 +211,7 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False, warmup_only: bool = 
     if not cfg.loops and cfg.method == "sim2sg" and cfg.iterations * cfg.iter_steps > 0 and done < 2:
         t = time.perf_counter()
         train_phase(tr, sdr, target, cfg.iterations * cfg.iter_steps, model_align, cfg.progress, "sdr, continued",
-                    r.resume)
+                    r.resume, log=r.log)
         _record(r, "sdr (aligned)" if model_align != "none" else "sdr (continued)", time.perf_counter() - t)
 
     if cfg.method == "metasim":
@@ -224,7 +224,7 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False, warmup_only: bool = 
         t = time.perf_counter()
         pseudo = pseudo_labels(tr.state, tr.cfg.amp, target, cfg.pseudo_threshold, r.bn)
         mixed = torch.utils.data.ConcatDataset([pseudo, sdr]) if len(pseudo) else sdr
-        train_phase(tr, mixed, None, cfg.iterations * cfg.iter_steps, "none", cfg.progress, "pseudo-label", r.resume)
+        train_phase(tr, mixed, None, cfg.iterations * cfg.iter_steps, "none", cfg.progress, "pseudo-label", r.resume, log=r.log)
         _record(r, "pseudo-label", time.perf_counter() - t, {"pseudo_images": len(pseudo)})
         return _finish(r)
     if cfg.method == "pseudo-label" or not cfg.loops:
@@ -297,7 +297,7 @@ def _iteration(r: _Run, it: int, rng: np.random.Generator, align: str, sdr_kept)
     t_synth = time.perf_counter() - t
     generated = SampleDataset(samples, list(env.predicates))
     data = torch.utils.data.ConcatDataset([generated, sdr_kept]) if cfg.keep_sdr else generated
-    means = train_phase(tr, data, target, cfg.iter_steps, align, cfg.progress, f"iteration {it}", r.resume)
+    means = train_phase(tr, data, target, cfg.iter_steps, align, cfg.progress, f"iteration {it}", r.resume, log=r.log)
     # The report's examples are scenes generated from target predictions (not SDR fallbacks),
     # named with the target image each came from.
     shown = [i for i, k in enumerate(sources) if k >= 0][:4] or list(range(min(4, len(samples))))
@@ -362,7 +362,7 @@ def _metasim_iteration(r: _Run, it: int, graphs: list, align: str) -> None:
                          r.textures, batch=cfg.render_batch,
                          keep_usd=(r.out / "usd" / f"iter{it}") if cfg.keep_usd else None)
     means = train_phase(tr, SampleDataset(samples, list(env.predicates)), r.target, cfg.iter_steps, align,
-                        cfg.progress, f"meta-sim {it}", r.resume)
+                        cfg.progress, f"meta-sim {it}", r.resume, log=r.log)
     _save_examples(r.out, it, samples[:4])
     _record(r, f"iteration {it}", time.perf_counter() - t,
             {"metasim": {"params": fit.params.to_dict(), "mmd_first": fit.mmd[0] if fit.mmd else None,

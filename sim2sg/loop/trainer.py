@@ -5,6 +5,7 @@ the current model on a labelled dataset (`evaluate_on`)."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 
 from sim2sg.loop.config import LoopConfig
@@ -46,13 +47,15 @@ def make_trainer(cfg: LoopConfig, env: Environment) -> Trainer:
 
 
 def train_phase(tr: Trainer, source, target, steps: int, align: str, progress: bool = False,
-                desc: str = "train", resume=None) -> dict:
+                desc: str = "train", resume=None, log=None) -> dict:
     """`steps` optimizer steps on `source` (paired with `target` batches when `align`, a network
     mode of `train.align.model_mode`, aligns); the GRL weight follows the run-wide schedule.
     Returns the mean of each logged value over the steps that logged it.
 
     resume: a `PhaseResume` (the run's in-phase resume points) or None: continue from its saved
-    point when it belongs to this phase, and save one every `checkpoint_every` steps."""
+    point when it belongs to this phase, and save one every `checkpoint_every` steps. log: without
+    a progress bar, a line at each quarter of the phase with the seconds so far (so that a table
+    run's log shows where a phase that never finished spent its time)."""
     end = tr.state.step + steps
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
@@ -62,7 +65,12 @@ def train_phase(tr: Trainer, source, target, steps: int, align: str, progress: b
         resume.point = None
     add_align_heads(tr.state, network_heads(parse_align(align, loop=False)))  # GPA, SAPNet: from their first phase
 
+    start, t0 = tr.state.step, time.perf_counter()
+    marks = {start + (end - start) * q // 4 for q in (1, 2, 3)} - {start, end} if log and not progress else set()
+
     def after_step(step: int, logs: dict) -> None:
+        if step in marks:
+            log(f"[{desc}] step {step} of {end} ({time.perf_counter() - t0:.0f} s)")
         for k, v in logs.items():  # the order of train_steps' own sums: the means repeat on resume
             sums[k] = sums.get(k, 0.0) + v
             counts[k] = counts.get(k, 0) + 1
