@@ -157,7 +157,8 @@ def parse_threshold(text: str) -> float | str:
     try:
         return float(text)
     except ValueError:
-        raise InputError("--score-thresh", "score_threshold", f"expected a score in [0, 1] or 'auto', got {text!r}") from None
+        raise InputError("--score-thresh", "score_threshold",
+                         f"expected a score in [0, 1] or 'auto', got {text!r}") from None
 
 
 _OPTIONS = {"arch": "--model", "batch_size": "--batch", "model": "--set", "grl_ramp": "loop config"}

@@ -224,7 +224,8 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False, warmup_only: bool = 
         t = time.perf_counter()
         pseudo = pseudo_labels(tr.state, tr.cfg.amp, target, cfg.pseudo_threshold, r.bn)
         mixed = torch.utils.data.ConcatDataset([pseudo, sdr]) if len(pseudo) else sdr
-        train_phase(tr, mixed, None, cfg.iterations * cfg.iter_steps, "none", cfg.progress, "pseudo-label", r.resume, log=r.log)
+        train_phase(tr, mixed, None, cfg.iterations * cfg.iter_steps, "none", cfg.progress, "pseudo-label", r.resume,
+                    log=r.log)
         _record(r, "pseudo-label", time.perf_counter() - t, {"pseudo_images": len(pseudo)})
         return _finish(r)
     if cfg.method == "pseudo-label" or not cfg.loops:
@@ -304,7 +305,8 @@ def _iteration(r: _Run, it: int, rng: np.random.Generator, align: str, sdr_kept)
     _save_examples(r.out, it, [samples[i] for i in shown])
     _record(r, f"iteration {it}", time.perf_counter() - t,
             {"synthesis_seconds": round(t_synth, 2),
-             # where it went: predicting on the target, lifting (+ crops), building and rendering
+             # where it went: predicting on the target (with "auto", calibrating the lift threshold
+             # too), lifting (+ crops), building and rendering
              "synthesis_split": {"predict": round(t_predict, 2), "lift": round(t_generate, 2),
                                  "render": round(t_synth - t_predict - t_generate, 2)},
              "align": align, "graphs": len(graphs),
