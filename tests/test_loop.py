@@ -112,7 +112,8 @@ def counted(monkeypatch):
     make = loop.make_trainer
     monkeypatch.setattr(loop, "make_trainer", lambda *a: trainers.append(make(*a)) or trainers[-1])
     phase = loop.train_phase
-    monkeypatch.setattr(loop, "train_phase", lambda tr, src, tgt, steps, *a: phases.append(steps) or phase(tr, src, tgt, steps, *a))
+    monkeypatch.setattr(loop, "train_phase",
+                        lambda tr, src, tgt, steps, *a, **kw: phases.append(steps) or phase(tr, src, tgt, steps, *a, **kw))
     return trainers, phases
 
 
