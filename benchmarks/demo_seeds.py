@@ -28,8 +28,8 @@ import numpy as np
 
 from sim2sg import atomic
 from sim2sg.experiments.demo import PRESETS, run_demo
-from sim2sg.loop.config import parse_threshold
 from sim2sg.experiments.report import seeds_table
+from sim2sg.loop.config import parse_threshold
 from sim2sg.scene.environment import load_env
 
 

@@ -125,11 +125,12 @@ def curves(results: dict, path: Path, k: int = 20) -> None:
     """Plot, at the end of each phase of each row's history (x: optimizer step): target mAP@0.5 and
     R@k (graph constraint, with its ceiling dotted), and the content gap of the graphs it trained
     on (count TV, ground-position W1 in metres per class and whatever the class, predicate TV;
-    the SDR phase's are the SDR sampler's). Rows without iterations are drawn across the whole x range, so they stay visible
-    beside the loop rows: SDR as a dashed line through its phases and on at its last value (its
-    data keep the SDR sampler's content gap throughout), the oracle (one phase) as a horizontal
-    line at its final value. Fixed y ranges ([0, 1]; both position W1s from 0 m, on one scale), so that noise does
-    not look like a trend. Written atomically to `path` (PNG)."""
+    the SDR phase's are the SDR sampler's). Rows without iterations are drawn across the whole x
+    range, so they stay visible beside the loop rows: SDR as a dashed line through its phases and
+    on at its last value (its data keep the SDR sampler's content gap throughout), the oracle (one
+    phase) as a horizontal line at its final value. Fixed y ranges ([0, 1]; both position W1s
+    from 0 m, on one scale), so that noise does not look like a trend. Written atomically to
+    `path` (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")

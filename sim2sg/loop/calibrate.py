@@ -20,21 +20,21 @@ camera (SDR scenes are rendered with a jittered camera each), resized to that si
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from pathlib import Path
 
 import networkx as nx
 import numpy as np
-import torch
 
 from sim2sg.dataset.synthesize import synthesize
 from sim2sg.loop.lift import lift_graph
+from sim2sg.loop.synthesis import predict_target
 from sim2sg.render.sample import Sample
 from sim2sg.scene import graph as sg
 from sim2sg.scene.camera import Camera
 from sim2sg.scene.environment import Environment
-from sim2sg.scene.sdr import sample_scene, scene_rng
-from sim2sg.train.predict import graph_from_prediction, predict
+from sim2sg.scene.sdr import sample_scenes
+from sim2sg.train.data import SampleDataset
+from sim2sg.train.predict import graph_from_prediction
 
 # Candidate thresholds: the lifted count falls with the threshold, so a bisection over this grid
 # needs ~6 lifts of the calibration scenes.
@@ -111,19 +111,15 @@ def held_out_scenes(env: Environment, seed: int, first: int, options, device, te
                     batch: int = 256) -> list[tuple[Sample, int]]:
     """`SCENES` SDR scenes the run never trains on (indices first.. of its seed's SDR stream, which
     trains on 0..first-1), rendered as the SDR scenes are, each with its true object count."""
-    graphs = [sample_scene(env, scene_rng(seed, first + i)) for i in range(SCENES)]
+    graphs = list(sample_scenes(env, seed, SCENES, start=first))
     samples = synthesize(graphs, [f"calibration_{i:06d}" for i in range(SCENES)], env, options, device,
                          np.random.default_rng([seed, 3]), textures, batch=batch)
     return [(s, object_count(g, env)) for s, g in zip(samples, graphs)]
 
 
-def calibrate_model(model, device, amp: bool, scenes: list[tuple[Sample, int]], env: Environment,
+def calibrate_model(state, amp: bool, scenes: list[tuple[Sample, int]], env: Environment,
                     min_fit_iou: float, seed: int = 0) -> Calibration:
-    """`calibrate` on the network's eval-mode outputs for `held_out_scenes` (the training
-    BatchNorm statistics: these are source images)."""
-    outs = []
-    for s in range(0, len(scenes), 32):
-        images = [torch.from_numpy(np.ascontiguousarray(x.image)).permute(2, 0, 1).float() / 255.0
-                  for x, _ in scenes[s:s + 32]]
-        outs += predict(model, images, device, amp)
+    """`calibrate` on the eval-mode outputs of the network of training state `state` for
+    `held_out_scenes` (the training BatchNorm statistics: these are source images)."""
+    outs = predict_target(state, amp, SampleDataset([x for x, _ in scenes], list(env.predicates)))
     return calibrate(outs, [x.camera for x, _ in scenes], [n for _, n in scenes], env, min_fit_iou, seed)

@@ -84,7 +84,7 @@ from sim2sg.render.sample import Sample
 from sim2sg.render.settings import render_options
 from sim2sg.scene import graph as sg
 from sim2sg.scene.environment import Environment, load_env
-from sim2sg.scene.sdr import sample_scene, scene_rng
+from sim2sg.scene.sdr import sample_scenes
 from sim2sg.train import distributed
 from sim2sg.train.checkpoint import FILE_NAME, save_checkpoint
 from sim2sg.train.data import ImageFolder, LabelledDataset, LabelledOnly, SampleDataset
@@ -245,7 +245,7 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False, warmup_only: bool = 
 
 def _sdr_graphs(r: _Run, n: int) -> list[nx.MultiDiGraph]:
     """The run's `n` SDR scene graphs (scene i from `scene_rng(seed, i)`)."""
-    return [sample_scene(r.env, scene_rng(r.cfg.seed, i)) for i in range(n)]
+    return list(sample_scenes(r.env, r.cfg.seed, n))
 
 
 def _sdr_data(r: _Run, n: int) -> list[Sample]:
@@ -328,8 +328,7 @@ def _lift_threshold(r: _Run):
     if "calibration" not in r.cache:
         r.cache["calibration"] = held_out_scenes(r.env, cfg.seed, cfg.sdr_scenes, r.options, r.tr.state.device,
                                                  r.textures, batch=cfg.render_batch)
-    c = calibrate_model(r.tr.state.model, r.tr.state.device, r.tr.cfg.amp, r.cache["calibration"], r.env,
-                        cfg.min_fit_iou, cfg.seed)
+    c = calibrate_model(r.tr.state, r.tr.cfg.amp, r.cache["calibration"], r.env, cfg.min_fit_iou, cfg.seed)
     c = distributed.broadcast_object(c)
     r.log(c.describe())
     return c.threshold, c
