@@ -7,6 +7,7 @@
 #   bash benchmarks/gpu_session.sh table ENV TARGET_ENV K [extra tables.py args]
 #   bash benchmarks/gpu_session.sh smoke     # every command once on CUDA, tiny (after a redesign)
 #   bash benchmarks/gpu_session.sh fast      # fast vs frcnn throughput, fast accuracy, smoke of both (<= 6 min)
+#   bash benchmarks/gpu_session.sh demo [sim2sg demo args]   # the demo's full preset, report copied to $OUT
 # Needs (carried, since the GPU machine has no network): .whl/ (usd-core, pycocotools, moderngl,
 # glcontext cp312 wheels) and .gl/ (EGL/GL loader debs). Writes logs under $OUT (or out/gpu).
 set -uo pipefail
@@ -106,6 +107,16 @@ fast)  # issue 21 in one call (<= 9 min): a smoke of both models first, then thr
     | tee "$OUTDIR/accuracy_fast.txt" | tail -8; ok accuracy_fast $?
   echo "fast on $(nvidia-smi --query-gpu=name --format=csv,noheader)"
   for k in render target train_frcnn eval loop_fast loop_frcnn throughput throughput_compiled accuracy_fast; do printf "%-20s %s\n" $k "${R[$k]}"; done
+  ;;
+demo)  # `sim2sg demo --preset full` as a user runs it; its report and log come back
+  D=${DEMO_DIR:-/tmp/demo_full}
+  t0=$(date +%s)
+  timeout "${DEMO_TIMEOUT:-540}" $S demo --preset full --device cuda --out $D "$@" > "$OUTDIR/demo_log.txt" 2>&1
+  rc=$?; t1=$(date +%s)
+  cp -r $D/report "$OUTDIR/demo_report" 2>/dev/null
+  grep -E "^-- phase|^\[.*\] step [0-9]+ \(|demo finished|report:" "$OUTDIR/demo_log.txt" | tail -40
+  echo "demo: exit $rc after $((t1 - t0)) s; $(du -sh $D 2>/dev/null | cut -f1) in $D"
+  cat $D/report/table.md 2>/dev/null
   ;;
 table)
   SRC=${1:-clevr}; TGT=${2:-clevr-target}; K=${3:-20}; shift 3 || true
