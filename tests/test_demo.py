@@ -70,6 +70,15 @@ def test_demo_writes_a_complete_report_and_keeps_one_model_per_row(tmp_path):
     assert r.exit_code == 0, r.output
 
 
+def test_a_preset_run_with_another_network_says_which():
+    full = demo.PRESETS["full"].with_arch("fast")
+    assert full.describe().startswith("fast network (resnet18)") and full.loop_config("o", "cpu", 0).arch == "fast"
+    small = demo.PRESETS["small"].with_arch("frcnn")  # resnet10-half is the fast network's body only
+    assert small.describe().startswith("frcnn network (resnet18)")
+    assert small.loop_config("o", "cpu", 0).backbone == "resnet18"
+    assert demo.PRESETS["small"].with_arch(None) == demo.PRESETS["small"]
+
+
 def test_progress_counts_the_loops_phase_lines():
     out = []
     p = demo.Progress([("a", 1.0), ("b", 3.0)], out.append)

@@ -106,6 +106,18 @@ def test_preloaded_target_images_are_the_decoded_ones(tmp_path):
         assert torch.equal(lazy[i][0], held[i][0]) and lazy[i][1] == held[i][1]
 
 
+def test_preloaded_labelled_images_are_the_decoded_ones(data):
+    src, _ = data
+    lazy, held = LabelledDataset(src), LabelledDataset(src, preload_bytes=4 * 64 * 64 * 3)
+    assert held.preloaded and not lazy.preloaded and len(held) == len(lazy) == 4
+    assert not LabelledDataset(src, preload_bytes=4 * 64 * 64 * 3 - 1).preloaded  # over the budget
+    for i in range(4):
+        (a, ta), (b, tb) = lazy[i], held[i]
+        assert torch.equal(a, b) and all(torch.equal(ta[k], tb[k]) for k in ("boxes", "labels", "relations"))
+    held[0][0].mul_(0)  # an item is the caller's to change: the held image is not
+    assert torch.equal(held[0][0], lazy[0][0])
+
+
 def test_bounded_alignment_trains_and_repeats_bit_for_bit(data, tmp_path):
     """`grl_bound` through `fit`: the aligned steps take the bounded path, and the same seed gives
     the same weights."""

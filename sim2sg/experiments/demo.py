@@ -70,10 +70,16 @@ class Preset:
     grl_bound: float = 0.0
     align_from_iteration: int = 2
 
+    def with_arch(self, arch: str | None) -> "Preset":
+        """This preset with network `arch` (None: its own); a body the network lacks becomes resnet18."""
+        arch = arch or self.arch
+        return dataclasses.replace(self, arch=arch,
+                                   backbone=self.backbone if self.backbone in BACKBONES_OF[arch] else "resnet18")
+
     def loop_config(self, out: Path, device: str, seed: int, arch: str | None = None) -> LoopConfig:
         """The settings every row shares (`tables.row_config` adds each row's method and data)."""
-        arch = arch or self.arch
-        backbone = self.backbone if self.backbone in BACKBONES_OF[arch] else "resnet18"
+        p = self.with_arch(arch)
+        arch, backbone = p.arch, p.backbone
         return LoopConfig(env="clevr", target="", out="", iterations=self.iterations, sdr_scenes=self.n_source,
                           width=self.size, height=self.size, arch=arch, backbone=backbone, sdr_steps=self.sdr_steps,
                           iter_steps=self.iter_steps, batch_size=self.batch, lr=self.lr,
@@ -137,6 +143,7 @@ def run_demo(out: Path, device: str = "auto", preset: str | Preset | None = None
     out = Path(out)
     base = dataclasses.replace(p.loop_config(out, "cuda" if cuda else "cpu", seed, arch), compile=compile)
     base.validate()  # --compile with Faster R-CNN: one clear error before the target domain is rendered
+    p = p.with_arch(arch)  # so that the report names the network that ran
     progress = Progress(plan(p, base), log)
     log(f"sim2sg demo ({name} preset, {'cuda' if cuda else 'cpu'}, seed {seed}): clevr -> clevr-target; {p.describe()}")
     domain = make_domain("clevr-target", out / "clevr-target", p.n_target, p.n_eval, p.size, p.size,

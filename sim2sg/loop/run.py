@@ -87,7 +87,7 @@ from sim2sg.scene.environment import Environment, load_env
 from sim2sg.scene.sdr import sample_scenes
 from sim2sg.train import distributed
 from sim2sg.train.checkpoint import FILE_NAME, save_checkpoint
-from sim2sg.train.data import ImageFolder, LabelledDataset, LabelledOnly, SampleDataset
+from sim2sg.train.data import PRELOAD_BYTES, ImageFolder, LabelledDataset, LabelledOnly, SampleDataset
 from sim2sg.train.predict import graph_from_prediction
 
 
@@ -156,7 +156,7 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False, warmup_only: bool = 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     textures = texture_library(out)
-    target = ImageFolder(cfg.target, size=(cfg.height, cfg.width), preload_bytes=2 << 30)
+    target = ImageFolder(cfg.target, size=(cfg.height, cfg.width), preload_bytes=PRELOAD_BYTES)
     named = read_target_graphs(cfg.target_graphs, env)
     true_graphs = list(named.values()) if named is not None else None
     true_by_image = tuple(named.get(Path(f).stem) for f in target.files) if named is not None else None
@@ -176,7 +176,7 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False, warmup_only: bool = 
     if cfg.method == "oracle":
         if done < 1:
             t = time.perf_counter()
-            train_phase(tr, LabelledDataset(cfg.oracle_data), None, cfg.total_steps(), "none", cfg.progress, "oracle",
+            train_phase(tr, LabelledDataset(cfg.oracle_data, preload_bytes=PRELOAD_BYTES), None, cfg.total_steps(), "none", cfg.progress, "oracle",
                         r.resume, log=r.log)
             _record(r, "oracle", time.perf_counter() - t)
         return _finish(r)

@@ -31,7 +31,7 @@ from sim2sg.train.checkpoint import (
     save_checkpoint,
 )
 from sim2sg.train.config import TrainConfig
-from sim2sg.train.data import ImageFolder, LabelledDataset
+from sim2sg.train.data import PRELOAD_BYTES, ImageFolder, LabelledDataset
 from sim2sg.train.predict import predict, predict_labelled
 from sim2sg.train.steps import add_align_heads, new_state, train_steps
 
@@ -70,7 +70,8 @@ def fit(cfg: TrainConfig, resume: bool = False, log=None) -> Path:
     cfg.validate()
     distributed.check_batch(cfg.batch_size)
 
-    source = LabelledDataset(cfg.source)
+    # Worker processes would each hold a copy: preload only when the main process loads.
+    source = LabelledDataset(cfg.source, preload_bytes=PRELOAD_BYTES if cfg.workers == 0 else 0)
     info = source.info
     if not info.predicates:
         raise InputError(Path(cfg.source) / "labels.json", "predicate_categories", "no predicates: nothing for the relation head to learn")
