@@ -12,11 +12,11 @@ from sim2sg.cli.common import fail, info, user_errors
 def demo(
     out: Path = typer.Option(Path("out/demo"), "--out", help="Output folder (target domain, runs, report/)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="small (2-core CPU, fast network, ~15 min) or full "
-                                         "(GPU, benchmark size); default by device."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="small (2-core CPU, 80 px, ~9-15 min) or full "
+                                         "(GPU, 256 px, ~8 min on an H100); default by device."),
     seed: int = typer.Option(0, "--seed"),
-    model: Optional[str] = typer.Option(None, "--model", help="The network: frcnn or fast (default: the preset's: "
-                                        "fast for small, frcnn for full)."),
+    model: Optional[str] = typer.Option(None, "--model", help="The network: fast (both presets) or frcnn "
+                                        "(the paper's Faster R-CNN; the full preset with it trains ~30 min on an H100)."),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the fast network's dense pass (not with "
                                  "--model frcnn; on the CPU this needs a C++ compiler; docs/models.md)."),
     keep_shared: bool = typer.Option(False, "--keep-shared", help="Keep the shared SDR phase and the runs' resume "

@@ -71,8 +71,8 @@ def test_demo_writes_a_complete_report_and_keeps_one_model_per_row(tmp_path):
 
 
 def test_a_preset_run_with_another_network_says_which():
-    full = demo.PRESETS["full"].with_arch("fast")
-    assert full.describe().startswith("fast network (resnet18)") and full.loop_config("o", "cpu", 0).arch == "fast"
+    full = demo.PRESETS["full"].with_arch("frcnn")
+    assert full.describe().startswith("frcnn network (resnet18)") and full.loop_config("o", "cpu", 0).arch == "frcnn"
     small = demo.PRESETS["small"].with_arch("frcnn")  # resnet10-half is the fast network's body only
     assert small.describe().startswith("frcnn network (resnet18)")
     assert small.loop_config("o", "cpu", 0).backbone == "resnet18"

@@ -9,8 +9,8 @@ share of the SDR-to-oracle gap each row closes), `curves.png` (metrics and conte
 iterations), `figure.png` (like Fig. 3: SDR samples, and per iteration the target images beside
 the scenes generated from them) and `results.json` (every row's history).
 
-Two presets: "small" is sized for a 2-core CPU (about 15 minutes; the fast network,
-`docs/models.md`); "full" is the benchmark size for a GPU. `benchmarks/demo_seeds.py` runs a
+Two presets, both with the fast network (`docs/models.md`): "small" is sized for a 2-core CPU
+(about 9-15 minutes), "full" is the benchmark size for a GPU (about 8 minutes on an H100). `benchmarks/demo_seeds.py` runs a
 preset over several seeds.
 """
 
@@ -119,8 +119,12 @@ PRESETS = {
     "small": Preset(size=80, n_target=256, n_eval=48, n_source=256, iterations=3, sdr_steps=300, iter_steps=150,
                     batch=8, rows=("SDR", "all (Sim2SG)", "oracle"), arch="fast", backbone="resnet10-half",
                     score_threshold=0.3, keep_sdr=True, grl_bound=0.1),
+    # A GPU: the benchmark size with the fast network on ResNet-18. Measured on one H100 (benchmarks/
+    # RESULTS.md, "Demo and CI"): 7 min 48 s; SDR 0.513 mAP@0.5, Sim2SG 0.765, oracle 0.914. With
+    # Faster R-CNN (`--model frcnn`, the paper's network, more accurate at these steps) the same
+    # rows are ~30 minutes of training (not run as a demo; its table setting: RESULTS "Table 1").
     "full": Preset(size=256, n_target=1000, n_eval=200, n_source=1000, iterations=3, sdr_steps=1500,
-                   iter_steps=500, batch=32, rows=("SDR", "sigma_c,label", "all (Sim2SG)", "oracle"), arch="frcnn"),
+                   iter_steps=500, batch=32, rows=("SDR", "sigma_c,label", "all (Sim2SG)", "oracle"), arch="fast"),
 }
 
 
