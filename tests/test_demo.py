@@ -103,6 +103,21 @@ def test_presets_plan_every_phase_the_loop_logs():
     frcnn.validate()
 
 
+@pytest.mark.parametrize("preset,device,seconds", [
+    # phase times of measured runs (benchmarks/log/2026-12-07-session5-gpu.md): the full preset on an
+    # H100, the small one on the 2-core CPU
+    ("full", "cuda", [33, 57, 15, 29, 14, 48, 39, 32, 55, 47, 96, 3]),
+    ("small", "cpu", [30, 79, 17, 109, 15, 67, 120, 133, 140, 3]),
+])
+def test_the_time_left_estimate_fits_measured_runs(preset, device, seconds):
+    p = demo.PRESETS[preset]
+    weights = [w for _, w in demo.plan(p, p.loop_config("o", device, 0))]
+    assert len(weights) == len(seconds)
+    for k in range(1, 7):  # "phase k of n done: ..., about T left", as `Progress` computes T
+        estimate = sum(seconds[:k]) / sum(weights[:k]) * sum(weights[k:])
+        assert estimate == pytest.approx(sum(seconds[k:]), rel=0.15), k
+
+
 def test_unknown_preset_is_one_line():
     r = CliRunner().invoke(app, ["demo", "--preset", "huge"])
     assert r.exit_code == 2 and "error: --preset 'huge'" in r.output

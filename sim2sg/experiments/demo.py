@@ -171,18 +171,40 @@ def run_demo(out: Path, device: str = "auto", preset: str | Preset | None = None
     return report
 
 
+@dataclass(frozen=True)
+class Costs:
+    """What the demo's work costs, in optimizer steps of the preset's batch: the weights of the
+    progress estimate. Per image or scene, except `aligned_step` (one step with a GRL on: the
+    target batch through the encoder and the domain heads, and `--grl-bound`'s second backward,
+    against 1 for a plain step)."""
+
+    target_render: float  # a target image rendered (with the first call's imports and texture library)
+    sdr_render: float  # an SDR scene rendered
+    predict: float  # a target image predicted in the synthesis step
+    evaluate: float  # an image predicted and scored, or one of AdaBN's target images
+    synthesis: float  # a target image lifted, its scene built and rendered
+    aligned_step: float
+
+
+# Fitted to the phase times of measured runs (benchmarks/log/2026-12-07-session5-gpu.md): the small
+# preset on the 2-core CPU (batch 8) and the full one on an H100 (batch 32), where training is cheap
+# beside scoring (pycocotools and recall run on the host) and rendering. An aligned step cost 2.4-2.6
+# plain ones on both.
+COSTS = {
+    "cpu": Costs(target_render=0.4, sdr_render=0.1, predict=0.125, evaluate=0.125, synthesis=0.05, aligned_step=2.5),
+    "cuda": Costs(target_render=0.9, sdr_render=0.25, predict=0.02, evaluate=0.45, synthesis=0.28, aligned_step=2.5),
+}
+
+
 def plan(p: Preset, base: LoopConfig) -> list[tuple[str, float]]:
     """The demo's phases in order, each with its expected cost in optimizer-step equivalents
-    (training steps, plus evaluation, prediction and rendering at rough per-image costs): the
-    weights of the progress estimate. The loop logs one line per phase it records."""
-    # Rough per-image costs in steps of `p.batch` images, from CPU runs: an image predicted costs
-    # about a third of one trained; rendering (with the scene building and the first call's
-    # imports and texture library) about a third of a step per target image, 0.05 per SDR scene.
-    infer = 1 / (3 * p.batch)
-    evaluation = (p.n_eval + (min(p.n_target, base.target_bn_images) if p.target_bn else 0)) * infer
-    synthesis = p.n_target * (infer + 0.05)
-    evaluation_sdr = evaluation + p.n_source * 0.05  # a row's first phase renders its SDR scenes too
-    phases = [("render the target domain", (p.n_target + p.n_eval) * 0.3)]
+    (`Costs`, by the run's device): the weights of the progress estimate. The loop logs one line
+    per phase it records."""
+    c = COSTS["cuda" if base.device.startswith("cuda") else "cpu"]
+    evaluation = (p.n_eval + (min(p.n_target, base.target_bn_images) if p.target_bn else 0)) * c.evaluate
+    synthesis = p.n_target * (c.predict + c.synthesis)
+    evaluation_sdr = evaluation + p.n_source * c.sdr_render  # a row's first phase renders its SDR scenes too
+    phases = [("render the target domain", (p.n_target + p.n_eval) * c.target_render)]
     loop_rows = [r for r in p.rows if ROWS[r][0] == "sim2sg" and "label" in parse_align(ROWS[r][1], loop=True)]
     if any(r != "oracle" for r in p.rows):
         phases.append(("SDR phase (shared)", p.sdr_steps + evaluation_sdr))
@@ -191,6 +213,11 @@ def plan(p: Preset, base: LoopConfig) -> list[tuple[str, float]]:
         phases.append(("warm-up: SDR", evaluation_sdr))
         phases += [(f"warm-up: iteration {i}", p.iter_steps + synthesis + evaluation)
                    for i in range(1, p.align_from_iteration)]
+
+    def iteration(row: str, i: int) -> float:
+        grl = i >= p.align_from_iteration and parse_align(ROWS[row][1], loop=True) & {"appearance", "prediction"}
+        return p.iter_steps * (c.aligned_step if grl else 1.0) + synthesis + evaluation
+
     for row in p.rows:
         if row == "oracle":
             phases.append((row, base.total_steps() + evaluation))
@@ -199,8 +226,7 @@ def plan(p: Preset, base: LoopConfig) -> list[tuple[str, float]]:
             first = p.align_from_iteration if warm else 1
             if not warm:
                 phases.append((f"{row}: SDR", evaluation_sdr))
-            phases += [(f"{row}: iteration {i}", p.iter_steps + synthesis + evaluation)
-                       for i in range(first, p.iterations + 1)]
+            phases += [(f"{row}: iteration {i}", iteration(row, i)) for i in range(first, p.iterations + 1)]
         else:
             phases += [(f"{row}: SDR", evaluation_sdr), (f"{row}: continued", p.iterations * p.iter_steps + evaluation)]
     return phases + [("report", 1.0)]
@@ -268,4 +294,4 @@ def slim_outputs(out: Path, row_folders: list[str]) -> None:
 _MODEL_KEYS = ("format", "version", "model", "step", "epoch", "config", "model_config", "meta")
 
 
-__all__ = ["PRESETS", "Preset", "Progress", "plan", "run_demo", "slim_outputs"]
+__all__ = ["COSTS", "PRESETS", "Costs", "Preset", "Progress", "plan", "run_demo", "slim_outputs"]
