@@ -10,8 +10,8 @@ iterations), `figure.png` (like Fig. 3: SDR samples, and per iteration the targe
 the scenes generated from them) and `results.json` (every row's history).
 
 Two presets, both with the fast network (`docs/models.md`): "small" is sized for a 2-core CPU
-(about 9-15 minutes), "full" is the benchmark size for a GPU (about 8 minutes on an H100). `benchmarks/demo_seeds.py` runs a
-preset over several seeds.
+(about 9-15 minutes), "full" is the benchmark size for a GPU (about 8 minutes on an H100).
+`benchmarks/demo_seeds.py` runs a preset over several seeds.
 """
 
 from __future__ import annotations

@@ -176,8 +176,8 @@ def run(cfg: LoopConfig, log=print, sdr_only: bool = False, warmup_only: bool = 
     if cfg.method == "oracle":
         if done < 1:
             t = time.perf_counter()
-            train_phase(tr, LabelledDataset(cfg.oracle_data, preload_bytes=PRELOAD_BYTES), None, cfg.total_steps(), "none", cfg.progress, "oracle",
-                        r.resume, log=r.log)
+            labelled = LabelledDataset(cfg.oracle_data, preload_bytes=PRELOAD_BYTES)
+            train_phase(tr, labelled, None, cfg.total_steps(), "none", cfg.progress, "oracle", r.resume, log=r.log)
             _record(r, "oracle", time.perf_counter() - t)
         return _finish(r)
 
