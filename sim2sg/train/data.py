@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,7 +128,6 @@ def decode_all(paths: list[Path], size: tuple[int, int] | None = None) -> list[t
     """Every image of `paths` decoded as `read_image` does, held as (3, H, W) uint8 (exactly
     `read_image`'s values times 255: they are multiples of 1/255). Decoded on up to 8 threads
     (cv2 decodes outside the GIL)."""
-    from concurrent.futures import ThreadPoolExecutor
 
     def load(f):
         return read_image(f, size).mul_(255.0).round_().to(torch.uint8)
