@@ -8,6 +8,7 @@
 #   bash benchmarks/gpu_session.sh smoke     # every command once on CUDA, tiny (after a redesign)
 #   bash benchmarks/gpu_session.sh fast      # fast vs frcnn throughput, fast accuracy, smoke of both (<= 6 min)
 #   bash benchmarks/gpu_session.sh demo [sim2sg demo args]   # the demo's full preset, report copied to $OUT
+#   bash benchmarks/gpu_session.sh seeds [demo_seeds.py args]  # the full preset per seed, seeds.md + reports to $OUT
 # Needs (carried, since the GPU machine has no network): .whl/ (usd-core, pycocotools, moderngl,
 # glcontext cp312 wheels) and .gl/ (EGL/GL loader debs). Writes logs under $OUT (or out/gpu).
 set -uo pipefail
@@ -117,6 +118,17 @@ demo)  # `sim2sg demo --preset full` as a user runs it; its report and log come 
   grep -E "^-- phase|^\[.*\] step [0-9]+ \(|demo finished|report:" "$OUTDIR/demo_log.txt" | tail -40
   echo "demo: exit $rc after $((t1 - t0)) s; $(du -sh $D 2>/dev/null | cut -f1) in $D"
   cat $D/report/table.md 2>/dev/null
+  ;;
+seeds)  # benchmarks/demo_seeds.py on the full preset; each seed's report and the seeds page come back
+  D=${SEEDS_DIR:-/tmp/demo_seeds}
+  t0=$(date +%s)
+  timeout "${DEMO_TIMEOUT:-555}" python3 benchmarks/demo_seeds.py --preset full --device cuda --out $D "$@" \
+      > "$OUTDIR/seeds_log.txt" 2>&1
+  rc=$?; t1=$(date +%s)
+  for r in $D/seed*/report; do s=$(basename $(dirname $r)); cp -r $r "$OUTDIR/${s}_report"; done 2>/dev/null
+  grep -E "^-- phase|demo finished" "$OUTDIR/seeds_log.txt" | tail -30
+  echo "seeds: exit $rc after $((t1 - t0)) s"
+  cat $D/seeds.md 2>/dev/null
   ;;
 table)
   SRC=${1:-clevr}; TGT=${2:-clevr-target}; K=${3:-20}; shift 3 || true
