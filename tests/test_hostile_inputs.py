@@ -101,6 +101,27 @@ def test_bad_graph_beside_good_ones(tmp_path, fields, message):
     assert sorted(p.name for p in out.glob("*.usdc")) == ["good0.usdc", "good1.usdc"]
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["camera"].update(width=10**12), "camera.width: must be <= 16384"),
+    (lambda d: d["camera"].update(orientation=[0] * 9), "camera.orientation: must be a rotation matrix"),
+    (lambda d: d["context"].update(extent="big"), "context.extent: expected a number"),
+    (lambda d: d["context"].update(extent=-5), "context.extent: must be positive"),
+    (lambda d: d["context"].update(kind="nope"), "context.kind: expected one of ground, room, road"),
+    (lambda d: d["context"].update(kind="road"), "context.lanes: missing required field"),
+    (lambda d: d.update(context={"predicted": True}), "context.kind: missing: no 3D scene to compile")])
+def test_graph_camera_and_context_are_checked(tmp_path, edit, message):
+    """Found by fuzzing the CLI: these compiled into a traceback (OverflowError, KeyError,
+    ValueError) or a NaN camera / an inside-out ground."""
+    import json
+
+    folder = _graphs(tmp_path)
+    d = json.loads((folder / "good0.json").read_text())
+    edit(d)
+    (folder / "bad.json").write_text(json.dumps(d))
+    r = runner.invoke(app, ["graph2usd", str(folder), "--out", str(tmp_path / "usd")])
+    _refused(r, f"bad.json: {message}", "1 of 3 graphs failed", lines=2)
+
+
 def test_deeply_nested_json(tmp_path):
     folder = _graphs(tmp_path)
     (folder / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
