@@ -64,6 +64,31 @@ def test_mesh_names_are_asset_names(tmp_path, name):
     _refused(runner.invoke(app, ["sample", "--env", str(p), "--out", str(tmp_path / "o")]), "objects.sphere.mesh")
 
 
+@pytest.mark.parametrize("old, new, message", [
+    ("area = [-3.0, 3.0, -3.0, 3.0]", "area = [-1e308, 1e308, -3.0, 3.0]", "placement.area: range too wide"),
+    ("yaw = [0.0, 360.0]", "yaw = [-1e308, 1e308]", "objects.cube.yaw: range too wide"),
+    ("weight = 1.0", "weight = 1e308", "objects: objects.total needs a positive weight"),  # sum: inf
+    ("width = 480", "width = 100000000000", "camera.width: must be <= 16384"),
+    ("near = 0.1", 'near = 0.1\nfollow_lane = "false"', "camera.follow_lane: expected true or false")])
+def test_environment_values_the_sampler_cannot_use(tmp_path, old, new, message):
+    """Found by fuzzing the CLI: spans past a double (OverflowError), weights summing to inf
+    (ValueError from numpy) and an absurd camera width (OverflowError in graph2usd) were tracebacks;
+    a quoted "false" switched follow_lane on."""
+    p = tmp_path / "x.toml"
+    p.write_text(_env_text().replace(old, new), encoding="utf-8")
+    _refused(runner.invoke(app, ["sample", "--env", str(p), "--out", str(tmp_path / "o")]), f"x.toml: {message}")
+
+
+def test_a_camera_looking_straight_down_still_has_front_and_behind(tmp_path):
+    """The ground directions came out NaN, so no pair was ever front/behind (silently)."""
+    import tomllib
+
+    raw = tomllib.loads(_env_text(**{"position = [7.359, -6.926, 4.958]": "position = [0.0, 0.0, 10.0]",
+                                     "position_jitter = [0.5, 0.5, 0.5]": "position_jitter = [0.0, 0.0, 0.0]"}))
+    g = sample_scene(parse_env(raw, "x.toml"), scene_rng(0, 0))
+    assert {"front", "behind", "left", "right"} <= {k for _, _, k in g.edges(keys=True)}
+
+
 def test_material_names_are_names():
     import tomllib
 
