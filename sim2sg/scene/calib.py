@@ -37,7 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sim2sg.checks import Checker
+from sim2sg.checks import Checker, imread
 from sim2sg.errors import InputError
 from sim2sg.scene.camera import WORLD_UP, Camera
 
@@ -48,7 +48,7 @@ _COLMAP_MODELS = {"SIMPLE_PINHOLE": (3, True), "PINHOLE": (4, False), "SIMPLE_RA
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) pixels of an image file; `InputError` when it cannot be read."""
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    img = imread(path, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise InputError(path, "", "missing or not a readable image")
     return int(img.shape[1]), int(img.shape[0])
