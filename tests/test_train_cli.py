@@ -207,3 +207,17 @@ def test_predict_image_opencv_refuses(setup, tmp_path):
                                       + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
     r = runner.invoke(app, ["predict", str(folder), "--checkpoint", str(ckpt), "--out", str(tmp_path / "p"), "--device", "cpu"])
     _one_line_error(r, "huge.png", "not a readable image")
+
+
+@pytest.mark.parametrize("option, words", [(["--lr", "inf"], "lr: must be positive and finite"),
+                                           (["--grl-weight", "inf"], "grl_weight: must be >= 0 and finite"),
+                                           (["--grl-bound", "inf"], "grl_bound: must be >= 0 (0: off) and finite"),
+                                           (["--set", "box_score_thresh=NaN"], "model.box_score_thresh")])
+def test_train_infinite_settings(setup, tmp_path, option, words):
+    """Found by fuzzing: inf passes typer's min=0, and --lr inf wrote a checkpoint of NaN weights
+    after one step (a FloatingPointError traceback after two)."""
+    _, src, _, _ = setup
+    r = runner.invoke(app, ["train", "--source", str(src), "--out", str(tmp_path / "o"), "--steps", "1", "--batch", "2",
+                            "--model", "fast", "--device", "cpu", "--no-progress", *option])
+    _one_line_error(r, words)
+    assert not (tmp_path / "o" / "checkpoint.pt").exists()
