@@ -166,3 +166,15 @@ def image_size(text: str, option: str = "--size", ssaa: int = 1) -> tuple[int, i
                                      f"{MAX_IMAGE_PIXELS} pixels ({int(MAX_IMAGE_PIXELS ** 0.5)}x"
                                      f"{int(MAX_IMAGE_PIXELS ** 0.5)}) per rendered image")
     return w, h
+
+
+def imread(path: str | Path, flags: int | None = None):
+    """`cv2.imread` (default flags: IMREAD_COLOR) that returns None, as it does for a missing or
+    undecodable file, also where OpenCV raises instead: a header claiming more pixels than it
+    decodes (CV_IO_MAX_IMAGE_PIXELS), for one. Callers turn None into their `InputError`."""
+    import cv2
+
+    try:
+        return cv2.imread(str(path), cv2.IMREAD_COLOR if flags is None else flags)
+    except cv2.error:
+        return None

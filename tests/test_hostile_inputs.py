@@ -64,6 +64,31 @@ def test_mesh_names_are_asset_names(tmp_path, name):
     _refused(runner.invoke(app, ["sample", "--env", str(p), "--out", str(tmp_path / "o")]), "objects.sphere.mesh")
 
 
+@pytest.mark.parametrize("old, new, message", [
+    ("area = [-3.0, 3.0, -3.0, 3.0]", "area = [-1e308, 1e308, -3.0, 3.0]", "placement.area: range too wide"),
+    ("yaw = [0.0, 360.0]", "yaw = [-1e308, 1e308]", "objects.cube.yaw: range too wide"),
+    ("weight = 1.0", "weight = 1e308", "objects: objects.total needs a positive weight"),  # sum: inf
+    ("width = 480", "width = 100000000000", "camera.width: must be <= 16384"),
+    ("near = 0.1", 'near = 0.1\nfollow_lane = "false"', "camera.follow_lane: expected true or false")])
+def test_environment_values_the_sampler_cannot_use(tmp_path, old, new, message):
+    """Found by fuzzing the CLI: spans past a double (OverflowError), weights summing to inf
+    (ValueError from numpy) and an absurd camera width (OverflowError in graph2usd) were tracebacks;
+    a quoted "false" switched follow_lane on."""
+    p = tmp_path / "x.toml"
+    p.write_text(_env_text().replace(old, new), encoding="utf-8")
+    _refused(runner.invoke(app, ["sample", "--env", str(p), "--out", str(tmp_path / "o")]), f"x.toml: {message}")
+
+
+def test_a_camera_looking_straight_down_still_has_front_and_behind(tmp_path):
+    """The ground directions came out NaN, so no pair was ever front/behind (silently)."""
+    import tomllib
+
+    raw = tomllib.loads(_env_text(**{"position = [7.359, -6.926, 4.958]": "position = [0.0, 0.0, 10.0]",
+                                     "position_jitter = [0.5, 0.5, 0.5]": "position_jitter = [0.0, 0.0, 0.0]"}))
+    g = sample_scene(parse_env(raw, "x.toml"), scene_rng(0, 0))
+    assert {"front", "behind", "left", "right"} <= {k for _, _, k in g.edges(keys=True)}
+
+
 def test_material_names_are_names():
     import tomllib
 
@@ -99,6 +124,27 @@ def test_bad_graph_beside_good_ones(tmp_path, fields, message):
     r = runner.invoke(app, ["graph2usd", str(folder), "--out", str(out)])
     _refused(r, f"bad.json: {message}", "1 of 3 graphs failed", lines=2)
     assert sorted(p.name for p in out.glob("*.usdc")) == ["good0.usdc", "good1.usdc"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["camera"].update(width=10**12), "camera.width: must be <= 16384"),
+    (lambda d: d["camera"].update(orientation=[0] * 9), "camera.orientation: must be a rotation matrix"),
+    (lambda d: d["context"].update(extent="big"), "context.extent: expected a number"),
+    (lambda d: d["context"].update(extent=-5), "context.extent: must be positive"),
+    (lambda d: d["context"].update(kind="nope"), "context.kind: expected one of ground, room, road"),
+    (lambda d: d["context"].update(kind="road"), "context.lanes: missing required field"),
+    (lambda d: d.update(context={"predicted": True}), "context.kind: missing: no 3D scene to compile")])
+def test_graph_camera_and_context_are_checked(tmp_path, edit, message):
+    """Found by fuzzing the CLI: these compiled into a traceback (OverflowError, KeyError,
+    ValueError) or a NaN camera / an inside-out ground."""
+    import json
+
+    folder = _graphs(tmp_path)
+    d = json.loads((folder / "good0.json").read_text())
+    edit(d)
+    (folder / "bad.json").write_text(json.dumps(d))
+    r = runner.invoke(app, ["graph2usd", str(folder), "--out", str(tmp_path / "usd")])
+    _refused(r, f"bad.json: {message}", "1 of 3 graphs failed", lines=2)
 
 
 def test_deeply_nested_json(tmp_path):

@@ -92,6 +92,25 @@ def test_images_that_disagree_with_the_calibration_are_refused(tmp_path, text, n
     assert words in str(e.value) if words != "fisheye" else "pinhole models only" in str(e.value)
 
 
+@pytest.mark.parametrize("calib, field, words", [
+    ({"near": 10, "far": 1}, "near", "0 < near < far"),
+    ({"near": -1}, "near", "0 < near < far"),
+    ({"position": [1e308, 0, 2], "look_at": [-1e308, 0, 0]}, "look_at", "finite distance"),
+    ({"nera": 0.5}, "nera", "unknown field"),
+    ({"mount": {"height": 2, "pitch": 10}}, "mount.pitch", "unknown field"),
+    ({"intrinsics": "img/000000.png"}, "intrinsics", "cannot read")])
+def test_calibration_values_that_gave_a_wrong_camera_or_a_traceback(tmp_path, calib, field, words):
+    """Found by fuzzing: near/far were taken as they came (a camera clipping everything), a pose a
+    distance of inf apart gave NaN axes, a misspelt field fell back to the nominal value silently,
+    and an "intrinsics" file that is not text raised UnicodeDecodeError."""
+    image = _png(tmp_path / "img" / "000000.png", 64, 64)
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps(({} if "intrinsics" in calib else {"fx": 50, "fy": 50, "cx": 32, "cy": 32}) | calib))
+    with pytest.raises(InputError) as e:
+        read_cameras(f, [image], NOMINAL)
+    assert e.value.source == str(f) and e.value.field == field and words in str(e.value)
+
+
 def test_missing_per_image_calibration_is_named(tmp_path):
     (tmp_path / "cams").mkdir()
     with pytest.raises(InputError, match="000000.json or 000000.txt"):

@@ -172,3 +172,52 @@ def test_loop_options_reach_the_loop_config(setup, tmp_path, monkeypatch):
     assert r.exit_code == 0 and seen[-1].iterations == 2, r.output
     assert (on.deterministic, on.keep_sdr, on.align_sdr_scenes, on.grl_bound) == (True, True, True, 0.1)
     assert (off.deterministic, off.keep_sdr, off.align_sdr_scenes, off.grl_bound) == (False, False, False, 0.0)
+
+
+@pytest.mark.parametrize("edit, field", [(lambda c: c["meta"].pop("categories"), "meta.categories"),
+                                         (lambda c: c["meta"].update(categories=["one"]), "meta.categories"),
+                                         (lambda c: c["meta"].pop("predicates"), "meta.predicates"),
+                                         (lambda c: c.update(meta=[1]), "meta: expected a dict")])
+def test_predict_checkpoint_with_broken_meta(setup, tmp_path, edit, field):
+    """Found by fuzzing: a checkpoint whose class names do not fit its network predicted into a
+    KeyError, TypeError or (fewer names) an IndexError."""
+    _, _, tgt, ckpt = setup
+    c = torch.load(ckpt, weights_only=True)
+    edit(c)
+    torch.save(c, tmp_path / "bad.pt")
+    r = runner.invoke(app, ["predict", str(tgt), "--checkpoint", str(tmp_path / "bad.pt"), "--out", str(tmp_path / "p"),
+                            "--device", "cpu", "--score-thresh", "0"])
+    _one_line_error(r, "bad.pt", field)
+
+
+def test_predict_image_opencv_refuses(setup, tmp_path):
+    """A PNG whose header claims 100000 x 100000 pixels: cv2.imread raised cv2.error (traceback)."""
+    import shutil
+    import struct
+    import zlib
+
+    _, _, tgt, ckpt = setup
+    folder = tmp_path / "imgs"
+    shutil.copytree(tgt, folder)
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    (folder / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 10**5, 10**5, 8, 2, 0, 0, 0))
+                                      + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    r = runner.invoke(app, ["predict", str(folder), "--checkpoint", str(ckpt), "--out", str(tmp_path / "p"), "--device", "cpu"])
+    _one_line_error(r, "huge.png", "not a readable image")
+
+
+@pytest.mark.parametrize("option, words", [(["--lr", "inf"], "lr: must be positive and finite"),
+                                           (["--grl-weight", "inf"], "grl_weight: must be >= 0 and finite"),
+                                           (["--grl-bound", "inf"], "grl_bound: must be >= 0 (0: off) and finite"),
+                                           (["--set", "box_score_thresh=NaN"], "model.box_score_thresh")])
+def test_train_infinite_settings(setup, tmp_path, option, words):
+    """Found by fuzzing: inf passes typer's min=0, and --lr inf wrote a checkpoint of NaN weights
+    after one step (a FloatingPointError traceback after two)."""
+    _, src, _, _ = setup
+    r = runner.invoke(app, ["train", "--source", str(src), "--out", str(tmp_path / "o"), "--steps", "1", "--batch", "2",
+                            "--model", "fast", "--device", "cpu", "--no-progress", *option])
+    _one_line_error(r, words)
+    assert not (tmp_path / "o" / "checkpoint.pt").exists()

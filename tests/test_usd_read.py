@@ -249,3 +249,43 @@ def test_rolled_camera_keeps_its_orientation(tmp_path):
 def test_upright_camera_dict_has_no_orientation():
     cam = Camera(64, 48, 50, 50, 32, 24, (5, 0, 2), (0, 0, 0))
     assert "orientation" not in cam.to_dict() and Camera.from_dict(cam.to_dict()) == cam
+
+
+@pytest.mark.parametrize("case, message", [
+    ("camera_zero_scale", "/World/Camera: camera transform is degenerate"),
+    ("near_after_far", "/World/Camera.clippingRange: need 0 < near < far"),
+    ("negative_near", "/World/Camera.clippingRange: need 0 < near < far"),
+    ("zero_meters_per_unit", "metersPerUnit: must be positive"),
+    ("negative_meters_per_unit", "metersPerUnit: must be positive")])
+def test_degenerate_cameras_and_units_are_input_errors(tmp_path, case, message):
+    """Found by fuzzing: these rendered through a NaN camera, clipped everything or mirrored the
+    world silently ("no renderable geometry" for a zero metersPerUnit misled)."""
+    mpu = {"zero_meters_per_unit": 0.0, "negative_meters_per_unit": -1.0}.get(case, 1.0)
+    st = new_stage(tmp_path / "s.usda", mpu=mpu)
+    near, far = {"near_after_far": (10.0, 1.0), "negative_near": (-1.0, 0.0)}.get(case, (0.01, 1000.0))
+    cam = add_camera(st, (10, 0, 2), (0, 0, 0), near=near, far=far)
+    if case == "camera_zero_scale":
+        UsdGeom.Xformable(cam).AddScaleOp().Set(Gf.Vec3f(0, 0, 0))
+    quad(st, "/World/Q", [(-1, -1, 0), (1, -1, 0), (1, 1, 0), (-1, 1, 0)])
+    st.GetRootLayer().Save()
+    with pytest.raises(InputError, match=message):
+        load_scene(tmp_path / "s.usda", 16, 16)
+
+
+def test_a_flattened_mesh_with_normals_reads(tmp_path):
+    """A zero scale on a mesh that has normals raised numpy's LinAlgError (its transform has no
+    inverse to carry the normals); its triangles now get face normals, and the flat ones drop."""
+    st = new_stage(tmp_path / "s.usda")
+    add_camera(st, (0, 0, 10), (0, 0.001, 0), up=(0, 1, 0))
+    q = quad(st, "/World/Q", [(-1, -1, 0), (1, -1, 0), (1, 1, 0), (-1, 1, 0)])
+    q.CreateNormalsAttr([Gf.Vec3f(0, 0, 1)] * 4)
+    q.SetNormalsInterpolation(UsdGeom.Tokens.vertex)
+    UsdGeom.Xformable(q).AddScaleOp().Set(Gf.Vec3f(1, 0, 1))  # a line: no area left
+    quad(st, "/World/Keep", [(-1, -1, 0), (1, -1, 0), (1, 1, 0), (-1, 1, 0)])
+    flat = quad(st, "/World/Flat", [(-1, 0, -1), (1, 0, -1), (1, 0, 1), (-1, 0, 1)])
+    flat.CreateNormalsAttr([Gf.Vec3f(0, 1, 0)] * 4)
+    flat.SetNormalsInterpolation(UsdGeom.Tokens.vertex)
+    UsdGeom.Xformable(flat).AddScaleOp().Set(Gf.Vec3f(1, 1, 0))  # x-z quad squashed along z: a line
+    st.GetRootLayer().Save()
+    s = load_scene(tmp_path / "s.usda", 16, 16)
+    assert np.isfinite(s.tri_normal).all()

@@ -18,7 +18,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 
 from sim2sg import atomic
-from sim2sg.checks import Checker, read_json
+from sim2sg.checks import Checker, imread, read_json
 from sim2sg.dataset import vg, yolo
 from sim2sg.dataset.foreign import to_sim2sg_labels
 from sim2sg.errors import InputError
@@ -423,7 +423,7 @@ def validate_dataset(dataset_dir: str | Path) -> dict:
 def _read_png(path: Path, labels_path: Path, field: str) -> np.ndarray:
     if not path.is_file():
         raise InputError(labels_path, field, f"{path} does not exist")
-    a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    a = imread(path, cv2.IMREAD_UNCHANGED)
     if a is None:
         raise InputError(path, "", "not a readable image")
     return a

@@ -37,18 +37,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sim2sg.checks import Checker
+from sim2sg.checks import Checker, imread
 from sim2sg.errors import InputError
 from sim2sg.scene.camera import WORLD_UP, Camera
 
 # COLMAP camera models: number of parameters, and whether the pinhole part is (f, cx, cy).
+_JSON_FIELDS = ("K", "fx", "fy", "cx", "cy", "hfov_deg", "intrinsics", "camera_id", "width", "height", "position",
+                "look_at", "mount", "near", "far")
 _COLMAP_MODELS = {"SIMPLE_PINHOLE": (3, True), "PINHOLE": (4, False), "SIMPLE_RADIAL": (4, True),
                   "RADIAL": (5, True), "OPENCV": (8, False), "FULL_OPENCV": (12, False)}
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) pixels of an image file; `InputError` when it cannot be read."""
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    img = imread(path, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise InputError(path, "", "missing or not a readable image")
     return int(img.shape[1]), int(img.shape[0])
@@ -162,6 +164,9 @@ def _read_json(path: Path, text: str, nominal: Camera) -> tuple:
         raise InputError(path, "", f"not valid JSON (line {e.lineno}: {e.msg})") from None
     v = Checker(path)
     v.type(d, dict, "", "a JSON object")
+    for key in d:  # a typo ("nera") must not fall back to the nominal value silently
+        if key not in _JSON_FIELDS:
+            v.fail(key, f"unknown field (known: {', '.join(_JSON_FIELDS)})")
     size = None
     if "width" in d or "height" in d:
         size = (v.integer(v.required(d, "width", ""), "width", minimum=1),
@@ -172,7 +177,11 @@ def _read_json(path: Path, text: str, nominal: Camera) -> tuple:
         if not ref.is_file():
             raise InputError(path, "intrinsics", f"{ref} not found")
         cid = v.integer(d["camera_id"], "camera_id") if "camera_id" in d else None
-        fx, fy, cx, cy, ref_size, _ = _read_intrinsics(ref, ref.read_text(encoding="utf-8"), cid)
+        try:
+            text = ref.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(path, "intrinsics", f"cannot read {ref}: {e}") from None
+        fx, fy, cx, cy, ref_size, _ = _read_intrinsics(ref, text, cid)
         if size is not None and ref_size is not None and size != ref_size:
             v.fail("width", f"{size[0]}x{size[1]} differs from {ref}'s {ref_size[0]}x{ref_size[1]}")
         size = size or ref_size
@@ -216,8 +225,9 @@ def _pose(d: dict, v: Checker, nominal: Camera) -> dict:
     if "position" in d or "look_at" in d:
         pos = np.array(v.numbers(v.required(d, "position", ""), 3, "position"))
         at = np.array(v.numbers(v.required(d, "look_at", ""), 3, "look_at"))
-        if np.linalg.norm(at - pos) < 1e-9:
-            v.fail("look_at", "must differ from position")
+        with np.errstate(over="ignore"):
+            if not 1e-9 <= np.linalg.norm(at - pos) < math.inf:
+                v.fail("look_at", "must differ from position (and lie a finite distance from it)")
         pose.update(position=tuple(pos.tolist()), look_at=tuple(at.tolist()), orientation=None)
     elif "mount" in d:
         m = v.required(d, "mount", "")
@@ -229,7 +239,11 @@ def _pose(d: dict, v: Checker, nominal: Camera) -> dict:
             v.fail("mount.height", f"must be > 0 (meters over the ground), got {height}")
         if not -89.0 <= pitch <= 89.0:
             v.fail("mount.pitch_deg", f"must be in [-89, 89], got {pitch}")
+        for key in set(m) - {"height", "pitch_deg", "roll_deg"}:
+            v.fail(f"mount.{key}", "unknown field (known: height, pitch_deg, roll_deg)")
         pose.update(mount_pose(nominal, height, pitch, roll))
+    if not 0 < pose["near"] < pose["far"]:
+        v.fail("near", f"need 0 < near < far, got near={pose['near']}, far={pose['far']}")
     return pose
 
 

@@ -109,6 +109,8 @@ class Camera:
         """
         r = self.rotation()
         behind = r[2] * np.array([1.0, 1.0, 0.0])
+        if np.linalg.norm(behind) < 1e-9:  # looking straight down: "behind" is up the image
+            behind = -r[1] * np.array([1.0, 1.0, 0.0])
         left = -r[0] * np.array([1.0, 1.0, 0.0])
         behind /= np.linalg.norm(behind)
         left /= np.linalg.norm(left)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sim2sg._data import data_dir
+from sim2sg.checks import MAX_IMAGE_SIDE
 from sim2sg.errors import InputError
 from sim2sg.scene.schema import (  # noqa: F401  (the schema's names are part of this module's API)
     CONTEXT_KINDS,
@@ -134,13 +135,21 @@ class _Reader:
             self.fail(f, f"must be >= {lo}, got {x}")
         return float(x)
 
-    def integer(self, d, key, parent, default: Any = ..., lo: int | None = None) -> int:
+    def integer(self, d, key, parent, default: Any = ..., lo: int | None = None, hi: int | None = None) -> int:
         x = self.get(d, key, parent, default)
         if isinstance(x, bool) or not isinstance(x, int):
             self.fail(_join(parent, key), f"expected an integer, got {type(x).__name__}")
         if lo is not None and x < lo:
             self.fail(_join(parent, key), f"must be >= {lo}, got {x}")
+        if hi is not None and x > hi:
+            self.fail(_join(parent, key), f"must be <= {hi}, got {x}")
         return int(x)
+
+    def flag(self, d, key, parent, default: bool) -> bool:
+        x = self.get(d, key, parent, default)
+        if not isinstance(x, bool):  # bool("no") is True: a quoted "false" must not switch it on
+            self.fail(_join(parent, key), f"expected true or false, got {x!r}")
+        return x
 
     def string(self, d, key, parent, default: Any = ..., choices=None) -> str:
         x = self.get(d, key, parent, default)
@@ -177,6 +186,8 @@ class _Reader:
         r = self.vec({key: x}, key, parent, 2)
         if r[1] < r[0]:
             self.fail(f, f"range [lo, hi] needs lo <= hi, got {list(r)}")
+        if not math.isfinite(r[1] - r[0]):  # numpy's uniform draws need a finite span
+            self.fail(f, f"range too wide, got {list(r)}")
         if lo is not None and r[0] < lo:
             self.fail(f, f"must be >= {lo}, got {list(r)}")
         return r
@@ -242,8 +253,8 @@ def parse_env(raw: dict, source: str = "<env>") -> Environment:
     predicates = r.strings(raw, "predicates", "", allowed=KNOWN_PREDICATES)
 
     cam = r.table(raw, "camera", "")
-    width = r.integer(cam, "width", "camera", lo=1)
-    height = r.integer(cam, "height", "camera", lo=1)
+    width = r.integer(cam, "width", "camera", lo=1, hi=MAX_IMAGE_SIDE)
+    height = r.integer(cam, "height", "camera", lo=1, hi=MAX_IMAGE_SIDE)
     hfov = r.num(cam, "hfov_deg", "camera", positive=True)
     if hfov >= 180:
         r.fail("camera.hfov_deg", f"must be < 180, got {hfov}")
@@ -256,7 +267,7 @@ def parse_env(raw: dict, source: str = "<env>") -> Environment:
         principal_offset=r.vec(cam, "principal_offset", "camera", 2, default=[0, 0]),
         near=r.num(cam, "near", "camera", default=0.1, positive=True),
         far=r.num(cam, "far", "camera", default=1000.0, positive=True),
-        follow_lane=bool(r.get(cam, "follow_lane", "camera", False)),
+        follow_lane=r.flag(cam, "follow_lane", "camera", False),
     )
     if camera.far <= camera.near:
         r.fail("camera.far", "must be greater than camera.near")
@@ -316,8 +327,8 @@ def parse_env(raw: dict, source: str = "<env>") -> Environment:
             if not placements:
                 r.fail(f"{p}.placement", "needs at least one placement")
             weights = r.vec(c, "placement_weights", p, len(placements), default=[1.0] * len(placements))
-            if min(weights) < 0 or sum(weights) <= 0:
-                r.fail(f"{p}.placement_weights", "weights must be >= 0 with a positive sum")
+            if min(weights) < 0 or not 0 < sum(weights) < math.inf:
+                r.fail(f"{p}.placement_weights", "weights must be >= 0 with a positive, finite sum")
         else:
             placements = (r.string(c, "placement", p, choices=PLACEMENTS),)
             weights = (1.0,)
@@ -344,24 +355,26 @@ def parse_env(raw: dict, source: str = "<env>") -> Environment:
             count=count,
             weight=r.num(c, "weight", p, default=1.0, lo=0.0),
             base_size=base, scales=scales, size_min=smin, size_max=smax,
-            uniform_scale=bool(r.get(c, "uniform_scale", p, False)),
+            uniform_scale=r.flag(c, "uniform_scale", p, False),
             yaw=r.rng(c, "yaw", p, default=[0.0, 360.0]),
             colors=colors, materials=mats, textures=texs,
             placement=placement, anchor=anchor,
             distance=r.rng(c, "distance", p, default=[0.0, 0.0]),
             depth=r.rng(c, "depth", p, default=[5.0, 50.0]),
-            face_anchor=bool(r.get(c, "face_anchor", p, False)),
-            lane_yaw=bool(r.get(c, "lane_yaw", p, True)),
+            face_anchor=r.flag(c, "face_anchor", p, False),
+            lane_yaw=r.flag(c, "lane_yaw", p, True),
             sides=r.string(c, "sides", p, default="both", choices=SIDES),
             placements=tuple(placements), placement_weights=tuple(weights),
         )
-    if total is not None and sum(specs[c].weight for c in categories if specs[c].count is None) <= 0:
-        r.fail("objects", "objects.total needs a positive weight on some category")
+    if total is not None and not 0 < sum(specs[c].weight for c in categories if specs[c].count is None) < math.inf:
+        r.fail("objects", "objects.total needs a positive weight on some category (and a finite sum)")
 
     pl = r.table(raw, "placement", "")
     area = r.vec(pl, "area", "placement", 4)
     if area[1] <= area[0] or area[3] <= area[2]:
         r.fail("placement.area", "expected [x_min, x_max, y_min, y_max] with min < max")
+    if not math.isfinite(area[1] - area[0]) or not math.isfinite(area[3] - area[2]):
+        r.fail("placement.area", f"range too wide, got {list(area)}")
     rel = r.table(raw, "relations", "")
     ctx = r.table(raw, "context", "")
     r.string(ctx, "kind", "context", choices=CONTEXT_KINDS)

@@ -40,9 +40,10 @@ from typing import Any
 import networkx as nx
 
 from sim2sg import atomic
-from sim2sg.checks import Checker, parse_json, read_json
+from sim2sg.checks import MAX_IMAGE_SIDE, Checker, parse_json, read_json
 from sim2sg.errors import InputError
 from sim2sg.scene.camera import Camera
+from sim2sg.scene.schema import CONTEXT_KINDS
 from sim2sg.scene.textures import FAMILIES
 
 FORMAT = "sim2sg-scene-graph"
@@ -213,9 +214,7 @@ def from_dict(
         raise InputError(source, "version", f"unsupported version {version} (this sim2sg reads {VERSION})")
     env = v.string(v.required(data, "env", ""), "env")
     camera = v.camera(v.required(data, "camera", ""), "camera")
-    context = data.get("context", {})
-    v.type(context, dict, "context", "a JSON object")
-    v.finite_tree(context, "context")
+    context = v.context(data.get("context", {}), "context")
 
     cat_set = None if categories is None else set(categories)
     pred_set = None if predicates is None else set(predicates)
@@ -307,11 +306,8 @@ class _Validator(Checker):
         self.type(x, dict, field, "a JSON object")
         for name in _CAMERA_FIELDS:
             self.required(x, name, field)
-        w = self.integer(x["width"], f"{field}.width")
-        h = self.integer(x["height"], f"{field}.height")
-        for name, val in (("width", w), ("height", h)):
-            if val <= 0:
-                self.fail(f"{field}.{name}", f"must be positive, got {val}")
+        w = self.integer(x["width"], f"{field}.width", 1, MAX_IMAGE_SIDE)
+        h = self.integer(x["height"], f"{field}.height", 1, MAX_IMAGE_SIDE)
         nums = {k: self.number(x[k], f"{field}.{k}") for k in ("fx", "fy", "cx", "cy")}
         for k in ("fx", "fy"):
             if nums[k] <= 0:
@@ -327,4 +323,25 @@ class _Validator(Checker):
         orientation = x.get("orientation")
         if orientation is not None:  # a stage camera the upright model cannot express (see Camera)
             orientation = tuple(self.numbers(orientation, 9, f"{field}.orientation"))
+            r = [orientation[i:i + 3] for i in (0, 3, 6)]
+            if max(abs(sum(a * b for a, b in zip(r[i], r[j])) - (i == j)) for i in range(3) for j in range(3)) > 1e-4:
+                self.fail(f"{field}.orientation", "must be a rotation matrix (orthonormal rows)")
         return Camera(w, h, nums["fx"], nums["fy"], nums["cx"], nums["cy"], pos, at, near, far, orientation)
+
+    def context(self, x, field: str) -> dict:
+        """A graph's context: any JSON object of finite values; the fields the compiler reads
+        (kind, extent, wall_height and a road's layout) typed when present, all of a road's
+        layout required (a predicted 2D graph has no kind)."""
+        self.type(x, dict, field, "a JSON object")
+        self.finite_tree(x, field)
+        if "kind" in x and x["kind"] not in CONTEXT_KINDS:
+            self.fail(f"{field}.kind", f"expected one of {', '.join(CONTEXT_KINDS)}, got {x['kind']!r}")
+        for key in ("extent", "wall_height", "lane_width"):
+            if key in x and self.number(x[key], f"{field}.{key}") <= 0:
+                self.fail(f"{field}.{key}", f"must be positive, got {x[key]}")
+        if x.get("kind") == "road":
+            self.integer(self.required(x, "lanes", field), f"{field}.lanes", 1, 1000)
+            for key in ("lane_width", "sidewalk_width", "curb_height"):
+                if self.number(self.required(x, key, field), f"{field}.{key}") < 0:
+                    self.fail(f"{field}.{key}", f"must be >= 0, got {x[key]}")
+        return x

@@ -93,6 +93,12 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     for k in ("model", "model_config", "meta"):
         if k not in ckpt:
             raise InputError(path, k, "missing")
+        if k != "model" and not isinstance(ckpt[k], dict):
+            raise InputError(path, k, "expected a dict")
+    for key, size in (("categories", "num_classes"), ("predicates", "num_predicates")):
+        names, n = ckpt["meta"].get(key), ckpt["model_config"].get(size)
+        if not isinstance(names, (list, tuple)) or not all(isinstance(x, str) for x in names) or len(names) != n:
+            raise InputError(path, f"meta.{key}", f"expected {n} names (model_config.{size}), got {names!r}"[:200])
     return ckpt
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from sim2sg.errors import InputError
@@ -112,10 +113,12 @@ def check_shared(cfg, bad) -> None:
         bad("grl_ramp", f"expected fixed or dann, got {cfg.grl_ramp!r}")
     if cfg.batch_size < 1:
         bad("batch_size", f"must be >= 1, got {cfg.batch_size}")
-    if not cfg.lr > 0:
-        bad("lr", f"must be positive, got {cfg.lr}")
-    if not cfg.grl_bound >= 0:
-        bad("grl_bound", f"must be >= 0 (0: off), got {cfg.grl_bound}")
+    if not 0 < cfg.lr < math.inf:  # inf passes typer's min=0 and trains NaN weights
+        bad("lr", f"must be positive and finite, got {cfg.lr}")
+    if not 0 <= cfg.grl_bound < math.inf:
+        bad("grl_bound", f"must be >= 0 (0: off) and finite, got {cfg.grl_bound}")
+    if not 0 <= cfg.grl_weight < math.inf:
+        bad("grl_weight", f"must be >= 0 and finite, got {cfg.grl_weight}")
     if cfg.compile and cfg.arch == "frcnn":
         # Faster R-CNN's per-image proposal, sampling and ROI steps break the graph at every
         # image and change shape every step: compiled, it would recompile without speeding up.
@@ -128,7 +131,7 @@ def check_shared(cfg, bad) -> None:
             bad(f"model.{k}", f"unknown model setting (known: {', '.join(sorted(defaults))})")
         d = defaults[k]
         ok = (isinstance(v, (list, tuple)) if isinstance(d, tuple)
-              else isinstance(v, (int, float)) and not isinstance(v, bool) if isinstance(d, float)
+              else isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) if isinstance(d, float)
               else isinstance(v, int) and not isinstance(v, bool) and v >= 0)
         if not ok:
             bad(f"model.{k}", f"expected a value like {d!r}, got {v!r}")

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from sim2sg.checks import imread
 from sim2sg.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -115,7 +116,7 @@ def read_image(path: str | Path, size: tuple[int, int] | None = None) -> torch.T
     """(3, H, W) float32 RGB in [0, 1]; resized to `size` = (H, W) with area interpolation when
     given and different. Raises `InputError` for a missing or unreadable file."""
     path = Path(path)
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    img = imread(path, cv2.IMREAD_COLOR)
     if img is None:
         raise InputError(path, "", "missing or not a readable image")
     if size is not None and img.shape[:2] != tuple(size):

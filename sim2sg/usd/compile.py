@@ -107,6 +107,10 @@ def graph2usd(
                     envs[name] = load_env(name)
                 e = envs[name]
             g = sg.read_graph(path, e.categories, e.predicates)
+            if "kind" not in g.graph["context"]:
+                raise InputError(path, "context.kind", "missing: no 3D scene to compile (a graph from `sim2sg "
+                                                      "predict` holds 2D boxes only; give context.kind and real "
+                                                      "positions and sizes)")
             check_materials(g, e, path)
             stage, textures = compile_graph(g, e, randomize_look(g, e, look_rng(seed, path.stem)))
             write_textures(out_dir, textures)

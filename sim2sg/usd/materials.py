@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 from pxr import Usd, UsdGeom, UsdShade
 
+from sim2sg.checks import imread
 from sim2sg.errors import InputError
 from sim2sg.render.scene import WRAP_CLAMP, WRAP_MIRROR, WRAP_REPEAT
 
@@ -60,7 +61,7 @@ class MaterialTable:
         if not resolved or not Path(resolved).is_file():
             raise InputError(self.path, field_name, f"texture file not found: {asset.path}")
         if resolved not in self.texture_index:
-            img = cv2.imread(resolved, cv2.IMREAD_UNCHANGED)
+            img = imread(resolved, cv2.IMREAD_UNCHANGED)
             if img is None:
                 raise InputError(self.path, field_name, f"cannot read texture file: {resolved}")
             if img.ndim == 2:

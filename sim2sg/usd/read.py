@@ -38,6 +38,7 @@ the traversal, frames and units, instances and the assembly; what one prim holds
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from pathlib import Path
 
@@ -141,6 +142,8 @@ class _Reader:
         check_sublayers(self.stage.GetRootLayer(), path)
         up = UsdGeom.GetStageUpAxis(self.stage)
         mpu = float(UsdGeom.GetStageMetersPerUnit(self.stage))
+        if not 0 < mpu < math.inf:
+            raise InputError(path, "metersPerUnit", f"must be positive and finite, got {mpu}")
         rot = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], float) if up == "Y" else np.eye(3)
         self.rot = rot  # stage axes -> Z-up axes
         self.mpu = mpu
@@ -306,7 +309,7 @@ class _Reader:
         area = np.linalg.norm(fn, axis=-1)
         scale = max(float(np.abs(wp).max(initial=0.0)), 1e-6)
         keep = area > 1e-12 * scale * scale  # drop degenerate triangles (zero area)
-        if normals is None or not np.isfinite(normals).all():
+        if normals is None or not np.isfinite(normals).all() or abs(np.linalg.det(m[:3, :3])) < 1e-300:  # flat: no inverse
             wn = np.repeat((fn / np.maximum(area, 1e-30)[:, None])[:, None, :], 3, 1)
         else:
             wn = self.to_world_normals(m, normals.reshape(-1, 3)).reshape(-1, 3, 3)
@@ -376,13 +379,14 @@ class _Reader:
         m = self.world(prim)
         eye = self.to_world_points(m, np.zeros((1, 3)))[0].astype(np.float64)
         axes = (np.eye(3) @ m[:3, :3]) @ self.rot.T  # local x, y, z axes in world (rows)
-        right = axes[0] / np.linalg.norm(axes[0])
-        up = axes[1] / np.linalg.norm(axes[1])
-        fwd = -axes[2] / np.linalg.norm(axes[2])
-        rotation = np.stack([right, -up, fwd]).astype(np.float64)
+        n = np.linalg.norm(axes, axis=1)
+        if not (np.isfinite(eye).all() and np.isfinite(n).all() and n.min() > 1e-12 * n.max()):
+            raise InputError(self.path, str(prim.GetPath()), "camera transform is degenerate (a zero scale) or not finite")
+        rotation = (axes / n[:, None] * np.array([[1.0], [-1.0], [-1.0]])).astype(np.float64)  # right, down, fwd
         rng = cam.GetClippingRangeAttr().Get() or Gf.Vec2f(1.0, 1e6)
-        h_ap = g(cam.GetHorizontalApertureAttr(), 20.955)
-        v_ap = g(cam.GetVerticalApertureAttr(), 15.2908)
+        if not 0 < rng[0] < rng[1] < math.inf:
+            raise InputError(self.path, f"{prim.GetPath()}.clippingRange", f"need 0 < near < far, got {tuple(rng)}")
+        h_ap, v_ap = g(cam.GetHorizontalApertureAttr(), 20.955), g(cam.GetVerticalApertureAttr(), 15.2908)
         focal = g(cam.GetFocalLengthAttr(), 50.0)
         if not (h_ap > 0 and v_ap > 0 and focal > 0):
             raise InputError(self.path, f"{prim.GetPath()}.focalLength", "focal length and apertures must be > 0")
