@@ -125,7 +125,11 @@ seeds)  # benchmarks/demo_seeds.py on the full preset; each seed's report and th
   timeout "${DEMO_TIMEOUT:-555}" python3 benchmarks/demo_seeds.py --preset full --device cuda --out $D "$@" \
       > "$OUTDIR/seeds_log.txt" 2>&1
   rc=$?; t1=$(date +%s)
-  for r in $D/seed*/report; do s=$(basename $(dirname $r)); cp -r $r "$OUTDIR/${s}_report"; done 2>/dev/null
+  # A reply brings back at most 8 files: each seed's results and table (a warm machine keeps the
+  # seeds of earlier calls, and `--seeds 0 1 2` then runs only the missing ones), the seeds page, the log.
+  for r in $D/seed*/report; do s=$(basename $(dirname $r)); cp $r/results.json "$OUTDIR/${s}_results.json"
+    cp $r/table.md "$OUTDIR/${s}_table.md"; done 2>/dev/null
+  cp $D/seeds.md "$OUTDIR/" 2>/dev/null
   grep -E "^-- phase|demo finished" "$OUTDIR/seeds_log.txt" | tail -30
   echo "seeds: exit $rc after $((t1 - t0)) s"
   cat $D/seeds.md 2>/dev/null

@@ -121,8 +121,8 @@ PRESETS = {
                     score_threshold=0.3, keep_sdr=True, grl_bound=0.1),
     # A GPU: the benchmark size with the fast network on ResNet-18, lift score 0.3 as on the CPU:
     # at 0.5 the SDR-phase model lifted 2-5 of a target image's ~12 objects and the count gap rose
-    # at iteration 1 (Sim2SG 0.765 mAP@0.5); at 0.3 it fell at every iteration and Sim2SG reached
-    # 0.846 (one H100, seed 0, 7 min 18 s; benchmarks/RESULTS.md "Demo and CI" has the seeds). With
+    # at iteration 1 (Sim2SG 0.765 mAP@0.5); at 0.3 it fell at every iteration in 3 of 3 seeds and
+    # Sim2SG reached 0.848 +- 0.008 (one H100, 7 min 18 s a seed; benchmarks/RESULTS.md "Demo and CI"). With
     # Faster R-CNN (`--model frcnn`, the paper's network, more accurate at these steps) the same
     # rows are ~30 minutes of training (not run as a demo; its table setting: RESULTS "Table 1").
     "full": Preset(size=256, n_target=1000, n_eval=200, n_source=1000, iterations=3, sdr_steps=1500,
