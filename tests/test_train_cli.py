@@ -221,3 +221,30 @@ def test_train_infinite_settings(setup, tmp_path, option, words):
                             "--model", "fast", "--device", "cpu", "--no-progress", *option])
     _one_line_error(r, words)
     assert not (tmp_path / "o" / "checkpoint.pt").exists()
+
+
+def test_a_diverged_run_is_one_line_and_keeps_its_checkpoint(setup, tmp_path):
+    """Found by fuzzing: a loss gone NaN was a FloatingPointError traceback. Now one `error:` line
+    (exit 1: the input was fine) with the step and the remedy; the checkpoint of step 1 stays."""
+    _, src, _, _ = setup
+    out = tmp_path / "o"
+    r = runner.invoke(app, ["train", "--source", str(src), "--out", str(out), "--steps", "3", "--batch", "2",
+                            "--model", "fast", "--device", "cpu", "--no-progress", "--lr", "1e30",
+                            "--checkpoint-every", "1"])
+    assert r.exit_code == 1 and not isinstance(r.exception, FloatingPointError), r.output
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert lines == [lines[0]] and lines[0].startswith("error: training diverged at step 2: loss is not finite ("), r.output
+    assert lines[0].endswith("; try a lower --lr"), r.output
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 1
+
+
+def test_a_diverged_loop_is_one_line(setup, tmp_path, monkeypatch):
+    import sim2sg.loop.run as loop
+    from sim2sg.errors import DivergedError
+
+    def diverge(cfg, log=None, resume=False):
+        raise DivergedError(7, {"loss": float("nan")})
+
+    monkeypatch.setattr(loop, "run", diverge)
+    r = runner.invoke(app, ["loop", "--env", "clevr", "--target", str(setup[2]), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and r.output.strip() == "error: training diverged at step 7: loss is not finite (loss nan); try a lower --lr", r.output
