@@ -79,6 +79,23 @@ def test_environment_values_the_sampler_cannot_use(tmp_path, old, new, message):
     _refused(runner.invoke(app, ["sample", "--env", str(p), "--out", str(tmp_path / "o")]), f"x.toml: {message}")
 
 
+@pytest.mark.parametrize("old, new, message", [
+    ("blur_sigma = [0.0, 0.0]", "blur = [0.0, 1.0]", "appearance.post.blur: unknown key"),
+    ("noise_std = [0.0, 0.0]", "noise_std = [0.2, 0.1]", "appearance.post.noise_std: expected finite lo <= hi"),
+    ("brightness = [1.0, 1.0]", 'brightness = "bright"', "appearance.post.brightness: expected a number or [lo, hi]")])
+def test_bad_post_processing_is_refused_when_the_environment_loads(tmp_path, old, new, message):
+    """Found by fuzzing: `[appearance.post]` was checked only at render time, so `sample` and
+    `graph2usd` took the file and the render of their output failed later."""
+    p = tmp_path / "x.toml"
+    p.write_text(_env_text(**{old: new}), encoding="utf-8")
+    _refused(runner.invoke(app, ["sample", "--env", str(p), "--out", str(tmp_path / "o")]), f"x.toml: {message}")
+    assert not (tmp_path / "o").exists()
+    folder = _graphs(tmp_path)
+    _refused(runner.invoke(app, ["graph2usd", str(folder), "--env", str(p), "--out", str(tmp_path / "usd")]),
+             f"x.toml: {message}")
+    assert not list((tmp_path / "usd").glob("*.usdc"))
+
+
 def test_a_camera_looking_straight_down_still_has_front_and_behind(tmp_path):
     """The ground directions came out NaN, so no pair was ever front/behind (silently)."""
     import tomllib
