@@ -143,6 +143,25 @@ def test_bad_graph_beside_good_ones(tmp_path, fields, message):
     assert sorted(p.name for p in out.glob("*.usdc")) == ["good0.usdc", "good1.usdc"]
 
 
+def test_a_custom_environment_with_a_builtin_name_hints_at_env(tmp_path):
+    """Found by fuzzing: a file that kept `name = "clevr"` wrote graphs whose `env` is "clevr", and
+    graph2usd without --env read them against the built-in: "unknown category 'my cube'" alone."""
+    p = tmp_path / "x.toml"
+    p.write_text(_env_text(**{"[objects.cube]": '[objects."my cube"]', 'categories = ["cube"': 'categories = ["my cube"'}),
+                 encoding="utf-8")
+    r = runner.invoke(app, ["sample", "--env", str(p), "--count", "1", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    folder = tmp_path / "graphs"
+    import json
+
+    assert "my cube" in {o["category"] for o in json.loads((folder / "000000.json").read_text())["objects"]}
+    r = runner.invoke(app, ["graph2usd", str(folder), "--out", str(tmp_path / "usd")])
+    _refused(r, "000000.json: objects[", "unknown category 'my cube'", "scenes/clevr.toml",
+             "pass --env FILE", lines=2)
+    r = runner.invoke(app, ["graph2usd", str(folder), "--env", str(p), "--out", str(tmp_path / "usd")])
+    assert r.exit_code == 0 and (tmp_path / "usd" / "000000.usdc").is_file(), r.output
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda d: d["camera"].update(width=10**12), "camera.width: must be <= 16384"),
     (lambda d: d["camera"].update(orientation=[0] * 9), "camera.orientation: must be a rotation matrix"),
