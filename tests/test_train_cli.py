@@ -9,6 +9,7 @@ import torch
 from sim2sg.cli.app import app
 from typer.testing import CliRunner
 
+from sim2sg.errors import InputError
 from sim2sg.model import ModelConfig, build_model
 from sim2sg.scene.graph import read_graph
 from sim2sg.train.checkpoint import save_checkpoint
@@ -139,7 +140,6 @@ def test_predict_dataset_matches_the_predictions_format(setup):
 def test_load_weights_accepts_a_torchvision_resnet_state_dict(tmp_path):
     import torchvision
 
-    from sim2sg.errors import InputError
     from sim2sg.train.checkpoint import load_weights
 
     torch.manual_seed(1)
@@ -248,3 +248,29 @@ def test_a_diverged_loop_is_one_line(setup, tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "run", diverge)
     r = runner.invoke(app, ["loop", "--env", "clevr", "--target", str(setup[2]), "--out", str(tmp_path / "o")])
     assert r.exit_code == 1 and r.output.strip() == "error: training diverged at step 7: loss is not finite (loss nan); try a lower --lr", r.output
+
+
+@pytest.mark.parametrize("model, setting", [("fast", "max_objects=0"), ("fast", "fast_channels=0"),
+                                            ("fast", "domain_hidden=0"), ("frcnn", "roi_batch_per_image=0"),
+                                            ("frcnn", "rel_hidden=0"), ("fast", "message_passing=-1")])
+def test_train_integer_model_settings_below_their_minimum(setup, tmp_path, model, setting):
+    """Found by fuzzing: --set max_objects=0 or fast_channels=0 was a torch RuntimeError traceback
+    (roi_batch_per_image=0: a NaN loss; rel_hidden=0: a head of no width)."""
+    _, src, _, _ = setup
+    name, _, value = setting.partition("=")
+    lo = 0 if name == "message_passing" else 1
+    r = runner.invoke(app, ["train", "--source", str(src), "--out", str(tmp_path / "o"), "--steps", "1", "--batch", "2",
+                            "--model", model, "--device", "cpu", "--no-progress", "--set", setting])
+    _one_line_error(r, f"model.{name}: expected an integer >= {lo}, got {value}")
+    assert not (tmp_path / "o").exists()
+
+
+def test_integer_model_settings_that_may_be_zero(setup):
+    from sim2sg.loop.config import LoopConfig
+
+    _, src, tgt, _ = setup
+    zero = {"message_passing": 0, "dc_rel_objects": 0}
+    TrainConfig(source=str(src), out="o", model=zero).validate()
+    LoopConfig(env="clevr", target=str(tgt), out="o", model=zero).validate()
+    with pytest.raises(InputError, match=r"--set: model.dc_objects: expected an integer >= 1, got 0"):
+        LoopConfig(env="clevr", target=str(tgt), out="o", model={"dc_objects": 0}).validate()
