@@ -206,7 +206,33 @@ def test_predict_image_opencv_refuses(setup, tmp_path):
     (folder / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 10**5, 10**5, 8, 2, 0, 0, 0))
                                       + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
     r = runner.invoke(app, ["predict", str(folder), "--checkpoint", str(ckpt), "--out", str(tmp_path / "p"), "--device", "cpu"])
-    _one_line_error(r, "huge.png", "not a readable image")
+    assert r.exit_code == 2 and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
+    assert [ln for ln in r.output.splitlines() if ln.startswith("error:")] == [
+        f"error: {folder / 'huge.png'}: missing or not a readable image", "error: 1 of 3 images unreadable"], r.output
+
+
+def test_predict_goes_past_unreadable_images(setup, tmp_path):
+    """Found by fuzzing: predict stopped at the first unreadable image, and predictions.json was not
+    written. Now every readable image is predicted, exactly as in a folder without the bad ones."""
+    import shutil
+
+    _, _, tgt, ckpt = setup
+    folder = tmp_path / "imgs"
+    shutil.copytree(tgt, folder)
+    (folder / "000000b.png").write_bytes(b"not a png")
+    (folder / "zz.jpg").write_bytes(b"")
+    args = ["--checkpoint", str(ckpt), "--device", "cpu", "--score-thresh", "0", "--rel-thresh", "0"]
+    r = runner.invoke(app, ["predict", str(folder), "--out", str(tmp_path / "p"), *args])
+    assert r.exit_code == 2 and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
+    assert [ln for ln in r.output.splitlines() if ln.startswith("error:")] == [
+        f"error: {folder / '000000b.png'}: missing or not a readable image",
+        f"error: {folder / 'zz.jpg'}: missing or not a readable image", "error: 2 of 4 images unreadable"], r.output
+    assert "wrote 2 scene graphs" in r.output
+    clean = runner.invoke(app, ["predict", str(tgt), "--out", str(tmp_path / "q"), *args])
+    assert clean.exit_code == 0, clean.output
+    for name in ("predictions.json", "000000.json", "000001.json", "000000.png", "000001.png"):
+        assert (tmp_path / "p" / name).read_bytes() == (tmp_path / "q" / name).read_bytes(), name
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == sorted(p.name for p in (tmp_path / "q").iterdir())
 
 
 @pytest.mark.parametrize("option, words", [(["--lr", "inf"], "lr: must be positive and finite"),
