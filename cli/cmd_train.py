@@ -151,14 +151,19 @@ def predict_cmd(
     device: str = typer.Option("auto", "--device"),
 ) -> None:
     """Predict one scene graph per image (2D boxes, relations; 3D fields are placeholders marked
-    attributes.lifted = false) and draw it."""
+    attributes.lifted = false) and draw it. Unreadable images are named, one error line each, and
+    the rest are still predicted (exit status 2)."""
     out_dir(out)
     with user_errors():
         from sim2sg.train.predict import kept_summary, predict_images
 
-        written = predict_images(checkpoint, images, out, device=device, score_thresh=score_thresh, rel_thresh=rel_thresh)
-        info(f"wrote {plural(len(written), 'scene graph')} to {out}: "
-             + kept_summary(json.loads((out / "predictions.json").read_text()), score_thresh))
+        result = predict_images(checkpoint, images, out, device=device, score_thresh=score_thresh, rel_thresh=rel_thresh)
+    for err in result.failed:  # the readable images are predicted all the same (as graph2usd and render do)
+        typer.echo(f"error: {err}", err=True)
+    info(f"wrote {plural(len(result.written), 'scene graph')} to {out}: "
+         + kept_summary(json.loads((out / "predictions.json").read_text()), score_thresh))
+    if result.failed:
+        fail(f"{len(result.failed)} of {plural(len(result.written) + len(result.failed), 'image')} unreadable")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,5 @@
-"""Shared CLI plumbing: turn library `InputError`s into one clear line and a non-zero exit."""
+"""Shared CLI plumbing: turn library `InputError`s (and a diverged training run) into one clear line
+and a non-zero exit."""
 
 from __future__ import annotations
 
@@ -9,20 +10,26 @@ from pathlib import Path
 import typer
 
 from sim2sg.checks import image_size
-from sim2sg.errors import InputError
+from sim2sg.errors import DivergedError, InputError
 
 EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 1  # the input was fine; the run's settings made it diverge
 
 
 @contextlib.contextmanager
 def user_errors():
     """Print `InputError` (and missing files) as a single `error: FILE: field: message` line and
-    exit with status 2; anything else is a bug and keeps its traceback."""
+    exit with status 2, and a diverged training run (`DivergedError`: the step, the losses, what to
+    change) as one `error:` line with status 1; anything else is a bug and keeps its traceback."""
     try:
         yield
     except InputError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
+    except DivergedError as e:
+        # what was written before the step (checkpoints, resume points, logs) stays as it was
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(EXIT_DIVERGED) from None
     except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
         # a path the user named is in the way (a file where a folder goes, no permission): their input
         typer.echo(f"error: {e.filename or ''}: {e.strerror or e}", err=True)

@@ -22,3 +22,15 @@ class InputError(ValueError):
         self.message = message
         where = f"{self.source}: {field}: " if field else f"{self.source}: "
         super().__init__(where + message)
+
+
+class DivergedError(FloatingPointError):
+    """A training run whose loss went non-finite: its settings (the learning rate, most often), not
+    bad input nor a bug. `step` is the 1-based optimizer step whose loss was non-finite (its update
+    was not applied); `losses` the loss values logged for it."""
+
+    def __init__(self, step: int, losses: dict[str, float], hint: str = "try a lower --lr"):
+        self.step = step
+        self.losses = dict(losses)
+        parts = ", ".join(f"{k} {v:.4g}" for k, v in self.losses.items())
+        super().__init__(f"training diverged at step {step}: loss is not finite ({parts}); {hint}")

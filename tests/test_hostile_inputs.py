@@ -79,6 +79,23 @@ def test_environment_values_the_sampler_cannot_use(tmp_path, old, new, message):
     _refused(runner.invoke(app, ["sample", "--env", str(p), "--out", str(tmp_path / "o")]), f"x.toml: {message}")
 
 
+@pytest.mark.parametrize("old, new, message", [
+    ("blur_sigma = [0.0, 0.0]", "blur = [0.0, 1.0]", "appearance.post.blur: unknown key"),
+    ("noise_std = [0.0, 0.0]", "noise_std = [0.2, 0.1]", "appearance.post.noise_std: expected finite lo <= hi"),
+    ("brightness = [1.0, 1.0]", 'brightness = "bright"', "appearance.post.brightness: expected a number or [lo, hi]")])
+def test_bad_post_processing_is_refused_when_the_environment_loads(tmp_path, old, new, message):
+    """Found by fuzzing: `[appearance.post]` was checked only at render time, so `sample` and
+    `graph2usd` took the file and the render of their output failed later."""
+    p = tmp_path / "x.toml"
+    p.write_text(_env_text(**{old: new}), encoding="utf-8")
+    _refused(runner.invoke(app, ["sample", "--env", str(p), "--out", str(tmp_path / "o")]), f"x.toml: {message}")
+    assert not (tmp_path / "o").exists()
+    folder = _graphs(tmp_path)
+    _refused(runner.invoke(app, ["graph2usd", str(folder), "--env", str(p), "--out", str(tmp_path / "usd")]),
+             f"x.toml: {message}")
+    assert not list((tmp_path / "usd").glob("*.usdc"))
+
+
 def test_a_camera_looking_straight_down_still_has_front_and_behind(tmp_path):
     """The ground directions came out NaN, so no pair was ever front/behind (silently)."""
     import tomllib
@@ -124,6 +141,25 @@ def test_bad_graph_beside_good_ones(tmp_path, fields, message):
     r = runner.invoke(app, ["graph2usd", str(folder), "--out", str(out)])
     _refused(r, f"bad.json: {message}", "1 of 3 graphs failed", lines=2)
     assert sorted(p.name for p in out.glob("*.usdc")) == ["good0.usdc", "good1.usdc"]
+
+
+def test_a_custom_environment_with_a_builtin_name_hints_at_env(tmp_path):
+    """Found by fuzzing: a file that kept `name = "clevr"` wrote graphs whose `env` is "clevr", and
+    graph2usd without --env read them against the built-in: "unknown category 'my cube'" alone."""
+    p = tmp_path / "x.toml"
+    p.write_text(_env_text(**{"[objects.cube]": '[objects."my cube"]', 'categories = ["cube"': 'categories = ["my cube"'}),
+                 encoding="utf-8")
+    r = runner.invoke(app, ["sample", "--env", str(p), "--count", "1", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    folder = tmp_path / "graphs"
+    import json
+
+    assert "my cube" in {o["category"] for o in json.loads((folder / "000000.json").read_text())["objects"]}
+    r = runner.invoke(app, ["graph2usd", str(folder), "--out", str(tmp_path / "usd")])
+    _refused(r, "000000.json: objects[", "unknown category 'my cube'", "scenes/clevr.toml",
+             "pass --env FILE", lines=2)
+    r = runner.invoke(app, ["graph2usd", str(folder), "--env", str(p), "--out", str(tmp_path / "usd")])
+    assert r.exit_code == 0 and (tmp_path / "usd" / "000000.usdc").is_file(), r.output
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -9,6 +9,7 @@ import torch
 from sim2sg.cli.app import app
 from typer.testing import CliRunner
 
+from sim2sg.errors import InputError
 from sim2sg.model import ModelConfig, build_model
 from sim2sg.scene.graph import read_graph
 from sim2sg.train.checkpoint import save_checkpoint
@@ -139,7 +140,6 @@ def test_predict_dataset_matches_the_predictions_format(setup):
 def test_load_weights_accepts_a_torchvision_resnet_state_dict(tmp_path):
     import torchvision
 
-    from sim2sg.errors import InputError
     from sim2sg.train.checkpoint import load_weights
 
     torch.manual_seed(1)
@@ -206,7 +206,33 @@ def test_predict_image_opencv_refuses(setup, tmp_path):
     (folder / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 10**5, 10**5, 8, 2, 0, 0, 0))
                                       + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
     r = runner.invoke(app, ["predict", str(folder), "--checkpoint", str(ckpt), "--out", str(tmp_path / "p"), "--device", "cpu"])
-    _one_line_error(r, "huge.png", "not a readable image")
+    assert r.exit_code == 2 and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
+    assert [ln for ln in r.output.splitlines() if ln.startswith("error:")] == [
+        f"error: {folder / 'huge.png'}: missing or not a readable image", "error: 1 of 3 images unreadable"], r.output
+
+
+def test_predict_goes_past_unreadable_images(setup, tmp_path):
+    """Found by fuzzing: predict stopped at the first unreadable image, and predictions.json was not
+    written. Now every readable image is predicted, exactly as in a folder without the bad ones."""
+    import shutil
+
+    _, _, tgt, ckpt = setup
+    folder = tmp_path / "imgs"
+    shutil.copytree(tgt, folder)
+    (folder / "000000b.png").write_bytes(b"not a png")
+    (folder / "zz.jpg").write_bytes(b"")
+    args = ["--checkpoint", str(ckpt), "--device", "cpu", "--score-thresh", "0", "--rel-thresh", "0"]
+    r = runner.invoke(app, ["predict", str(folder), "--out", str(tmp_path / "p"), *args])
+    assert r.exit_code == 2 and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
+    assert [ln for ln in r.output.splitlines() if ln.startswith("error:")] == [
+        f"error: {folder / '000000b.png'}: missing or not a readable image",
+        f"error: {folder / 'zz.jpg'}: missing or not a readable image", "error: 2 of 4 images unreadable"], r.output
+    assert "wrote 2 scene graphs" in r.output
+    clean = runner.invoke(app, ["predict", str(tgt), "--out", str(tmp_path / "q"), *args])
+    assert clean.exit_code == 0, clean.output
+    for name in ("predictions.json", "000000.json", "000001.json", "000000.png", "000001.png"):
+        assert (tmp_path / "p" / name).read_bytes() == (tmp_path / "q" / name).read_bytes(), name
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == sorted(p.name for p in (tmp_path / "q").iterdir())
 
 
 @pytest.mark.parametrize("option, words", [(["--lr", "inf"], "lr: must be positive and finite"),
@@ -221,3 +247,56 @@ def test_train_infinite_settings(setup, tmp_path, option, words):
                             "--model", "fast", "--device", "cpu", "--no-progress", *option])
     _one_line_error(r, words)
     assert not (tmp_path / "o" / "checkpoint.pt").exists()
+
+
+def test_a_diverged_run_is_one_line_and_keeps_its_checkpoint(setup, tmp_path):
+    """Found by fuzzing: a loss gone NaN was a FloatingPointError traceback. Now one `error:` line
+    (exit 1: the input was fine) with the step and the remedy; the checkpoint of step 1 stays."""
+    _, src, _, _ = setup
+    out = tmp_path / "o"
+    r = runner.invoke(app, ["train", "--source", str(src), "--out", str(out), "--steps", "3", "--batch", "2",
+                            "--model", "fast", "--device", "cpu", "--no-progress", "--lr", "1e30",
+                            "--checkpoint-every", "1"])
+    assert r.exit_code == 1 and not isinstance(r.exception, FloatingPointError), r.output
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert lines == [lines[0]] and lines[0].startswith("error: training diverged at step 2: loss is not finite ("), r.output
+    assert lines[0].endswith("; try a lower --lr"), r.output
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 1
+
+
+def test_a_diverged_loop_is_one_line(setup, tmp_path, monkeypatch):
+    import sim2sg.loop.run as loop
+    from sim2sg.errors import DivergedError
+
+    def diverge(cfg, log=None, resume=False):
+        raise DivergedError(7, {"loss": float("nan")})
+
+    monkeypatch.setattr(loop, "run", diverge)
+    r = runner.invoke(app, ["loop", "--env", "clevr", "--target", str(setup[2]), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and r.output.strip() == "error: training diverged at step 7: loss is not finite (loss nan); try a lower --lr", r.output
+
+
+@pytest.mark.parametrize("model, setting", [("fast", "max_objects=0"), ("fast", "fast_channels=0"),
+                                            ("fast", "domain_hidden=0"), ("frcnn", "roi_batch_per_image=0"),
+                                            ("frcnn", "rel_hidden=0"), ("fast", "message_passing=-1")])
+def test_train_integer_model_settings_below_their_minimum(setup, tmp_path, model, setting):
+    """Found by fuzzing: --set max_objects=0 or fast_channels=0 was a torch RuntimeError traceback
+    (roi_batch_per_image=0: a NaN loss; rel_hidden=0: a head of no width)."""
+    _, src, _, _ = setup
+    name, _, value = setting.partition("=")
+    lo = 0 if name == "message_passing" else 1
+    r = runner.invoke(app, ["train", "--source", str(src), "--out", str(tmp_path / "o"), "--steps", "1", "--batch", "2",
+                            "--model", model, "--device", "cpu", "--no-progress", "--set", setting])
+    _one_line_error(r, f"model.{name}: expected an integer >= {lo}, got {value}")
+    assert not (tmp_path / "o").exists()
+
+
+def test_integer_model_settings_that_may_be_zero(setup):
+    from sim2sg.loop.config import LoopConfig
+
+    _, src, tgt, _ = setup
+    zero = {"message_passing": 0, "dc_rel_objects": 0}
+    TrainConfig(source=str(src), out="o", model=zero).validate()
+    LoopConfig(env="clevr", target=str(tgt), out="o", model=zero).validate()
+    with pytest.raises(InputError, match=r"--set: model.dc_objects: expected an integer >= 1, got 0"):
+        LoopConfig(env="clevr", target=str(tgt), out="o", model={"dc_objects": 0}).validate()

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 ALIGN_MODES = ("none", "appearance", "prediction", "both")
+# Integer settings that may be 0: no message-passing round; no predicate pairs for D^c (objects
+# only). Every other integer setting is a width or a count >= 1: at 0 torch refuses a layer, a
+# loss goes NaN, or a head silently learns or predicts nothing.
+ZERO_OK = frozenset({"message_passing", "dc_rel_objects"})
 
 
 @dataclass(frozen=True)

@@ -12,53 +12,14 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass, fields
+from dataclasses import fields
 
 import cv2
 import numpy as np
 import torch
 
-from sim2sg.errors import InputError
-
-Range = tuple[float, float]
-
-
-@dataclass(frozen=True)
-class PostProcess:
-    """Ranges sampled per image. blur_sigma: Gaussian sigma in pixels; noise_std: std of additive
-    noise in [0, 1] intensity units; brightness, contrast, saturation: multipliers (1 = unchanged);
-    hue_shift: degrees; jpeg_quality: 1-100, 0 = no JPEG."""
-
-    blur_sigma: Range = (0.0, 0.0)
-    noise_std: Range = (0.0, 0.0)
-    brightness: Range = (1.0, 1.0)
-    contrast: Range = (1.0, 1.0)
-    saturation: Range = (1.0, 1.0)
-    hue_shift: Range = (0.0, 0.0)
-    jpeg_quality: Range = (0.0, 0.0)
-
-    @staticmethod
-    def from_dict(d: dict, source: str = "<environment>") -> "PostProcess":
-        """Read exactly these keys (each a number or [lo, hi]) from an `[appearance.post]` table."""
-        names = {f.name for f in fields(PostProcess)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise InputError(source, f"appearance.post.{unknown[0]}", f"unknown key (allowed: {', '.join(sorted(names))})")
-        out = {}
-        for k, v in d.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                v = (float(v), float(v))
-            if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
-                raise InputError(source, f"appearance.post.{k}", "expected a number or [lo, hi]")
-            lo, hi = float(v[0]), float(v[1])
-            if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
-                raise InputError(source, f"appearance.post.{k}", "expected finite lo <= hi")
-            if k in ("blur_sigma", "noise_std", "brightness", "contrast", "saturation", "jpeg_quality") and lo < 0:
-                raise InputError(source, f"appearance.post.{k}", "must be >= 0")
-            if k == "jpeg_quality" and hi > 100:
-                raise InputError(source, f"appearance.post.{k}", "must be <= 100")
-            out[k] = (lo, hi)
-        return PostProcess(**out)
+# PostProcess is parsed with the environment (so a bad table is refused when the file loads)
+from sim2sg.scene.schema import PostProcess, Range  # noqa: F401  (re-exported)
 
 
 def image_rng(seed: int, name: str) -> np.random.Generator:

@@ -31,6 +31,7 @@ from sim2sg.scene.schema import (  # noqa: F401  (the schema's names are part of
     CategorySpec,
     Environment,
     MaterialSpec,
+    PostProcess,
     Range,
 )
 
@@ -404,7 +405,7 @@ def parse_env(raw: dict, source: str = "<env>") -> Environment:
         _rgb255(r, lights, "sky_color", "lights")
     rend = r.table(raw, "render", "", required=False)
     appearance = r.table(raw, "appearance", "", required=False)
-    r.table(appearance, "post", "appearance", required=False)  # its keys: `PostProcess.from_dict`
+    PostProcess.from_dict(r.table(appearance, "post", "appearance", required=False), source)  # as the renderer will
     env = Environment(
         name=name, source=source,
         description=r.string(raw, "description", "", default=""),

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from sim2sg.errors import InputError
 from sim2sg.model import ARCHS, ModelConfig, check_backbone
+from sim2sg.model.config import ZERO_OK
 from sim2sg.train.align import frcnn_only, parse_align
 from sim2sg.train.augment import MODES as AUGMENT_MODES
 
@@ -130,8 +131,12 @@ def check_shared(cfg, bad) -> None:
         if k not in defaults:
             bad(f"model.{k}", f"unknown model setting (known: {', '.join(sorted(defaults))})")
         d = defaults[k]
+        if isinstance(d, int):
+            lo = 0 if k in ZERO_OK else 1
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                bad(f"model.{k}", f"expected an integer >= {lo}, got {v!r}")
+            continue
         ok = (isinstance(v, (list, tuple)) if isinstance(d, tuple)
-              else isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) if isinstance(d, float)
-              else isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+              else isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
         if not ok:
             bad(f"model.{k}", f"expected a value like {d!r}, got {v!r}")

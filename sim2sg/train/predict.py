@@ -13,6 +13,7 @@ Object ids are the detection indices (0 = highest score) among the detections ke
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -115,24 +116,33 @@ def predict_dataset(checkpoint: Path, data_dir: Path, device: str = "auto", batc
             "predicate_names": ["__background__", *preds], "images": records}
 
 
+@dataclass(frozen=True)
+class PredictResult:
+    """What `predict_images` did: the graph files written, and one `InputError` per unreadable
+    image (in file order; those images have no outputs)."""
+
+    written: list[Path]
+    failed: list[InputError]
+
+
 def predict_images(checkpoint: str | Path, images_dir: str | Path, out_dir: str | Path, device: str = "auto",
-                   score_thresh: float = 0.5, rel_thresh: float = 0.5, batch_size: int = 8) -> list[Path]:
+                   score_thresh: float = 0.5, rel_thresh: float = 0.5, batch_size: int = 8) -> PredictResult:
     """For each png/jpg in `images_dir`: `out_dir/<stem>.json` (scene graph, see the module
     docstring: objects with score >= score_thresh; a triplet for every predicate whose score >=
     rel_thresh between two kept objects, so one pair may give several) and `out_dir/<stem>.png`
     (boxes and triplets drawn). Also writes `out_dir/predictions.json` with every detection and
-    pair (predictions format, file_name = the image's name). Returns the graph paths."""
+    pair (predictions format, file_name = the image's name). An unreadable image is recorded in
+    the result and skipped: the others are predicted in the batches of a folder without it."""
     model, meta, dev = load_predictor(checkpoint, device)
     files = list_images(images_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cats, preds = meta["categories"], meta["predicates"]
-    written, records = [], []
-    for start in range(0, len(files), batch_size):
-        chunk = files[start:start + batch_size]
-        images = [read_image(p) for p in chunk]
+    written, records, failed = [], [], []
+    for chunk in _readable_batches(files, batch_size, failed):
+        images = [img for _, img in chunk]
         outs = predict(model, images, dev)
-        for path, img, o in zip(chunk, images, outs):
+        for (path, img), o in zip(chunk, outs):
             o_np = {k: v.numpy() for k, v in o.items()}
             g = graph_from_prediction(o_np, cats, preds, placeholder_camera(*img.shape[-2:]), meta.get("env", "unknown"),
                                       score_thresh=score_thresh, rel_thresh=rel_thresh, attributes={"lifted": False},
@@ -148,7 +158,24 @@ def predict_images(checkpoint: str | Path, images_dir: str | Path, out_dir: str 
     atomic.write_text(out_dir / "predictions.json", json.dumps(
         {"format": "sim2sg-predictions", "version": 1, "predicate_names": ["__background__", *preds],
          "images": records}) + "\n")
-    return written
+    return PredictResult(written, failed)
+
+
+def _readable_batches(files: list[Path], batch_size: int, failed: list):
+    """Batches (lists of (path, image)) of the readable `files` in order; the `InputError` of an
+    unreadable one goes to `failed`."""
+    batch = []
+    for path in files:
+        try:
+            batch.append((path, read_image(path)))
+        except InputError as e:
+            failed.append(e)
+            continue
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def kept_summary(predictions: dict, score_thresh: float) -> str:

@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from sim2sg.device import resolve_device
+from sim2sg.errors import DivergedError
 from sim2sg.model import ModelConfig, build_model, grl_schedule
 from sim2sg.train import distributed
 from sim2sg.train.align import model_mode, parse_align
@@ -211,8 +212,8 @@ def train_step(model, optimizer, batch, cfg: TrainConfig, step: int, total_steps
     # finiteness check must still come before the update).
     names = list(losses)
     values = torch.stack([total.detach().float(), *(losses[k].detach().float() for k in names)]).tolist()
-    if not math.isfinite(values[0]):
-        raise FloatingPointError(f"loss is {values[0]} at step {step}: {dict(zip(names, values[1:]))}; try a lower --lr")
+    if not math.isfinite(values[0]):  # `step` steps are done: this is step + 1 (its update is not applied)
+        raise DivergedError(step + 1, {"loss": values[0], **dict(zip(names, values[1:]))})
     optimizer.step()
     distributed.broadcast_buffers(model)
     out = dict(zip(names, values[1:]))

@@ -118,7 +118,7 @@ def graph2usd(
             write_stage(stage, target)
             written.append(target)
         except InputError as err:
-            failed.append(err)
+            failed.append(err if env is not None else _env_hint(err, e))
         if progress:
             progress(path)
     return CompileResult(written, failed)
@@ -134,3 +134,13 @@ def _peek_env(path: Path) -> str:
     except InputError:
         raise InputError(path, "env", f"unknown environment {data['env']!r}; pass --env FILE") from None
     return data["env"]
+
+
+def _env_hint(err: InputError, e: Environment | None) -> InputError:
+    """`err` with a hint when the environment named by the graph's `env` lacks a word of its
+    vocabulary: a graph sampled from a custom file that kept a built-in `name` (say "clevr") is
+    read against the built-in one, and only --env can tell them apart."""
+    if e is None or not err.field.endswith((".category", ".predicate", ".material")):
+        return err
+    return InputError(err.source, err.field, f"{err.message}; the graph's `env` chose {e.source}: if the graph came "
+                                             "from another environment file, pass --env FILE")
