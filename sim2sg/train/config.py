@@ -131,7 +131,7 @@ def check_shared(cfg, bad) -> None:
         if k not in defaults:
             bad(f"model.{k}", f"unknown model setting (known: {', '.join(sorted(defaults))})")
         d = defaults[k]
-        if isinstance(d, int):
+        if isinstance(d, int) and not isinstance(d, bool):  # a flag is no count
             lo = 0 if k in ZERO_OK else 1
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 bad(f"model.{k}", f"expected an integer >= {lo}, got {v!r}")
