@@ -69,7 +69,13 @@ def test_mesh_names_are_asset_names(tmp_path, name):
     ("yaw = [0.0, 360.0]", "yaw = [-1e308, 1e308]", "objects.cube.yaw: range too wide"),
     ("weight = 1.0", "weight = 1e308", "objects: objects.total needs a positive weight"),  # sum: inf
     ("width = 480", "width = 100000000000", "camera.width: must be <= 16384"),
-    ("near = 0.1", 'near = 0.1\nfollow_lane = "false"', "camera.follow_lane: expected true or false")])
+    ("near = 0.1", 'near = 0.1\nfollow_lane = "false"', "camera.follow_lane: expected true or false"),
+    # accepted silently: a metal 5x as metallic as metal, interpenetrating objects, a second background
+    ("metallic = 1.0", "metallic = 5.0", "materials.metal.metallic: must be <= 1.0"),
+    ("roughness = [0.8, 0.95]", "roughness = [0.8, 1.5]", "materials.rubber.roughness: must be <= 1.0"),
+    ("min_dist = 0.25", "min_dist = -0.5", "placement.min_dist: must be >= 0.0"),
+    ('categories = ["cube", "sphere", "cylinder"]', 'categories = ["cube", "sphere", "cylinder", "__background__"]',
+     "categories: '__background__' is reserved")])
 def test_environment_values_the_sampler_cannot_use(tmp_path, old, new, message):
     """Found by fuzzing the CLI: spans past a double (OverflowError), weights summing to inf
     (ValueError from numpy) and an absurd camera width (OverflowError in graph2usd) were tracebacks;

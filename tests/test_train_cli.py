@@ -276,18 +276,39 @@ def test_a_diverged_loop_is_one_line(setup, tmp_path, monkeypatch):
     assert r.exit_code == 1 and r.output.strip() == "error: training diverged at step 7: loss is not finite (loss nan); try a lower --lr", r.output
 
 
-@pytest.mark.parametrize("model, setting", [("fast", "max_objects=0"), ("fast", "fast_channels=0"),
-                                            ("fast", "domain_hidden=0"), ("frcnn", "roi_batch_per_image=0"),
-                                            ("frcnn", "rel_hidden=0"), ("fast", "message_passing=-1")])
-def test_train_integer_model_settings_below_their_minimum(setup, tmp_path, model, setting):
+@pytest.mark.parametrize("model, setting, bounds", [
+    ("fast", "max_objects=0", "[1, 512]"), ("fast", "fast_channels=0", "[1, 65536]"),
+    ("fast", "domain_hidden=0", "[1, 65536]"), ("frcnn", "roi_batch_per_image=0", "[1, 65536]"),
+    ("frcnn", "rel_hidden=0", "[1, 65536]"), ("fast", "message_passing=-1", "[0, 16]"),
+    # past the top: fast's max_objects=10**8 allocated for minutes (relation pairs are N^2)
+    ("fast", "max_objects=100000000", "[1, 512]"), ("frcnn", "rpn_pre_nms_train=10000000", "[1, 65536]")])
+def test_train_integer_model_settings_out_of_their_range(setup, tmp_path, model, setting, bounds):
     """Found by fuzzing: --set max_objects=0 or fast_channels=0 was a torch RuntimeError traceback
     (roi_batch_per_image=0: a NaN loss; rel_hidden=0: a head of no width)."""
     _, src, _, _ = setup
     name, _, value = setting.partition("=")
-    lo = 0 if name == "message_passing" else 1
     r = runner.invoke(app, ["train", "--source", str(src), "--out", str(tmp_path / "o"), "--steps", "1", "--batch", "2",
                             "--model", model, "--device", "cpu", "--no-progress", "--set", setting])
-    _one_line_error(r, f"model.{name}: expected an integer >= {lo}, got {value}")
+    _one_line_error(r, f"model.{name}: expected an integer in {bounds}, got {value}")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("model, setting, message", [
+    # an AssertionError traceback from torchvision's AnchorGenerator
+    ("frcnn", "anchor_sizes=[16,32]", "expected 5 numbers like [16, 32, 64, 128, 256], got [16, 32]"),
+    # "training diverged ... try a lower --lr": a misleading advice
+    ("frcnn", "anchor_sizes=[0,0,0,0,0]", "expected positive integers (pixels), got [0, 0, 0, 0, 0]"),
+    ("fast", "image_std=[0,0,0]", "expected positive numbers (an image is divided by them), got [0, 0, 0]"),
+    # accepted silently by frcnn (broadcast), a RuntimeError traceback in fast
+    ("fast", "image_mean=[0.5]", "expected 3 numbers like [0.485, 0.456, 0.406], got [0.5]"),
+    # a ValueError traceback (frcnn), ignored silently (fast)
+    ("frcnn", 'align_heads=["bogus"]', "is set by --align (gpa, sapnet), not by --set"),
+    ("fast", 'align_heads=["gpa"]', "is set by --align (gpa, sapnet), not by --set")])
+def test_train_list_model_settings_are_checked(setup, tmp_path, model, setting, message):
+    _, src, _, _ = setup
+    r = runner.invoke(app, ["train", "--source", str(src), "--out", str(tmp_path / "o"), "--steps", "1", "--batch", "2",
+                            "--model", model, "--device", "cpu", "--no-progress", "--set", setting])
+    _one_line_error(r, f"model.{setting.partition('=')[0]}: {message}")
     assert not (tmp_path / "o").exists()
 
 
@@ -298,5 +319,5 @@ def test_integer_model_settings_that_may_be_zero(setup):
     zero = {"message_passing": 0, "dc_rel_objects": 0}
     TrainConfig(source=str(src), out="o", model=zero).validate()
     LoopConfig(env="clevr", target=str(tgt), out="o", model=zero).validate()
-    with pytest.raises(InputError, match=r"--set: model.dc_objects: expected an integer >= 1, got 0"):
+    with pytest.raises(InputError, match=r"--set: model.dc_objects: expected an integer in \[1, 512\], got 0"):
         LoopConfig(env="clevr", target=str(tgt), out="o", model={"dc_objects": 0}).validate()

@@ -11,6 +11,13 @@ ALIGN_MODES = ("none", "appearance", "prediction", "both")
 # only). Every other integer setting is a width or a count >= 1: at 0 torch refuses a layer, a
 # loss goes NaN, or a head silently learns or predicts nothing.
 ZERO_OK = frozenset({"message_passing", "dc_rel_objects"})
+# Upper bounds of the integer settings: a guard, far above any scene sim2sg renders, against a
+# typo that would allocate for minutes before failing. Objects per image enter the relation heads
+# as pairs (N^2: 512 objects are 262,144 pairs per image); the rest are widths and counts.
+INT_MAX = {"max_objects": 512, "rel_top_objects": 512, "dc_objects": 512, "dc_rel_objects": 512,
+           "detections_per_img": 1024, "max_relations": 262_144, "rel_max_pairs_train": 262_144,
+           "rel_max_pairs_test": 262_144, "message_passing": 16}
+INT_MAX_OTHER = 65_536
 
 
 @dataclass(frozen=True)

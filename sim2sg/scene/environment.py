@@ -178,8 +178,8 @@ class _Reader:
             out.append(float(c))
         return tuple(out)
 
-    def rng(self, d, key, parent, default: Any = ..., lo: float | None = None) -> Range:
-        """A [lo, hi] range (a single number means a fixed value)."""
+    def rng(self, d, key, parent, default: Any = ..., lo: float | None = None, hi: float | None = None) -> Range:
+        """A [lo, hi] range (a single number means a fixed value), within [lo, hi] when given."""
         x = self.get(d, key, parent, default)
         f = _join(parent, key)
         if isinstance(x, (int, float)) and not isinstance(x, bool):
@@ -191,6 +191,8 @@ class _Reader:
             self.fail(f, f"range too wide, got {list(r)}")
         if lo is not None and r[0] < lo:
             self.fail(f, f"must be >= {lo}, got {list(r)}")
+        if hi is not None and r[1] > hi:
+            self.fail(f, f"must be <= {hi}, got {list(r)}")
         return r
 
     def irange(self, d, key, parent, default: Any = ...) -> tuple[int, int] | None:
@@ -249,6 +251,8 @@ def parse_env(raw: dict, source: str = "<env>") -> Environment:
     r = _Reader(source)
     name = r.string(raw, "name", "")
     categories = r.strings(raw, "categories", "")
+    if "__background__" in categories:  # class 0 of every label file and network
+        r.fail("categories", "'__background__' is reserved for the background class")
     if not categories:
         r.fail("categories", "needs at least one category")
     predicates = r.strings(raw, "predicates", "", allowed=KNOWN_PREDICATES)
@@ -288,8 +292,10 @@ def parse_env(raw: dict, source: str = "<env>") -> Environment:
         if not isinstance(m, dict):
             r.fail(f"materials.{mname}", "expected a table")
         materials[mname] = MaterialSpec(
-            roughness=r.rng(m, "roughness", f"materials.{mname}", lo=0.0),
-            metallic=r.rng(m, "metallic", f"materials.{mname}", lo=0.0),
+            # UsdPreviewSurface's roughness and metallic are fractions: Blender and Omniverse clamp
+            # what lies outside [0, 1], the rasterizer would not
+            roughness=r.rng(m, "roughness", f"materials.{mname}", lo=0.0, hi=1.0),
+            metallic=r.rng(m, "metallic", f"materials.{mname}", lo=0.0, hi=1.0),
         )
     if not materials:
         r.fail("materials", "needs at least one material")
@@ -411,8 +417,8 @@ def parse_env(raw: dict, source: str = "<env>") -> Environment:
         description=r.string(raw, "description", "", default=""),
         categories=categories, predicates=predicates, camera=camera, total=total,
         category_specs=specs, sizes=sizes, palette=palette, materials=materials, area=area,
-        min_dist=r.num(pl, "min_dist", "placement", default=None),
-        margin=r.num(pl, "margin", "placement", default=None),
+        min_dist=r.num(pl, "min_dist", "placement", default=None, lo=0.0),  # < 0: objects interpenetrate
+        margin=r.num(pl, "margin", "placement", default=None, lo=0.0),
         max_attempts=r.integer(pl, "max_attempts", "placement", default=50, lo=1),
         max_restarts=r.integer(pl, "max_restarts", "placement", default=100, lo=1),
         relation_threshold=r.num(rel, "threshold", "relations", lo=0.0),

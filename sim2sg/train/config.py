@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from sim2sg.errors import InputError
 from sim2sg.model import ARCHS, ModelConfig, check_backbone
-from sim2sg.model.config import ZERO_OK
+from sim2sg.model.config import INT_MAX, INT_MAX_OTHER, ZERO_OK
 from sim2sg.train.align import frcnn_only, parse_align
 from sim2sg.train.augment import MODES as AUGMENT_MODES
 
@@ -132,11 +132,28 @@ def check_shared(cfg, bad) -> None:
             bad(f"model.{k}", f"unknown model setting (known: {', '.join(sorted(defaults))})")
         d = defaults[k]
         if isinstance(d, int) and not isinstance(d, bool):  # a flag is no count
-            lo = 0 if k in ZERO_OK else 1
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                bad(f"model.{k}", f"expected an integer >= {lo}, got {v!r}")
+            lo, hi = 0 if k in ZERO_OK else 1, INT_MAX.get(k, INT_MAX_OTHER)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                bad(f"model.{k}", f"expected an integer in [{lo}, {hi}], got {v!r}")
             continue
-        ok = (isinstance(v, (list, tuple)) if isinstance(d, tuple)
-              else isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
-        if not ok:
+        if isinstance(d, tuple):
+            _check_tuple(k, v, d, bad)
+            continue
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
             bad(f"model.{k}", f"expected a value like {d!r}, got {v!r}")
+
+
+def _check_tuple(k: str, v, d: tuple, bad) -> None:
+    """A list-valued model setting: as many numbers as its default (one anchor size per FPN level,
+    one mean and std per RGB channel), anchor sizes positive integers (px), stds positive.
+    `align_heads` is the trainer's record of --align gpa/sapnet, not a setting."""
+    if k == "align_heads":
+        bad(f"model.{k}", "is set by --align (gpa, sapnet), not by --set")
+    num = all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+              for x in v) if isinstance(v, (list, tuple)) else False
+    if not num or len(v) != len(d):
+        bad(f"model.{k}", f"expected {len(d)} numbers like {list(d)}, got {v!r}")
+    if k == "anchor_sizes" and not all(isinstance(x, int) and x > 0 for x in v):
+        bad(f"model.{k}", f"expected positive integers (pixels), got {v!r}")
+    if k == "image_std" and not all(x > 0 for x in v):
+        bad(f"model.{k}", f"expected positive numbers (an image is divided by them), got {v!r}")
