@@ -178,3 +178,22 @@ def imread(path: str | Path, flags: int | None = None):
         return cv2.imread(str(path), cv2.IMREAD_COLOR if flags is None else flags)
     except cv2.error:
         return None
+
+
+# A pinhole's field of view that sim2sg can render: past 179 degrees the projection of the ground
+# runs to infinity, under 0.01 degrees an image spans less than a millimetre a kilometre away.
+FOV_DEG = (0.01, 179.0)
+
+
+def fov_deg(focal: float, size: int) -> float:
+    """The field of view (degrees) of `size` pixels behind a focal length of `focal` pixels."""
+    return math.degrees(2 * math.atan2(size / 2, focal))
+
+
+def focal_problem(fx: float, fy: float, width: int, height: int) -> str | None:
+    """Why focal lengths fx, fy (px) cannot image width x height pixels, or None when they can."""
+    h, v = fov_deg(fx, width), fov_deg(fy, height)
+    if not (FOV_DEG[0] <= h <= FOV_DEG[1] and FOV_DEG[0] <= v <= FOV_DEG[1]):
+        return (f"a field of view of {h:.3g} x {v:.3g} degrees (fx={fx:g}, fy={fy:g} for {width}x{height}); "
+                f"expected {FOV_DEG[0]}-{FOV_DEG[1]} degrees")
+    return None

@@ -171,6 +171,8 @@ def test_a_custom_environment_with_a_builtin_name_hints_at_env(tmp_path):
 @pytest.mark.parametrize("edit, message", [
     (lambda d: d["camera"].update(width=10**12), "camera.width: must be <= 16384"),
     (lambda d: d["camera"].update(orientation=[0] * 9), "camera.orientation: must be a rotation matrix"),
+    (lambda d: d["camera"].update(fx=1e-300), "camera.fx: a field of view of 180 x"),  # failed only at render
+    (lambda d: d["camera"].update(fx=1e308, fy=1e308), "camera.fx: a field of view of"),
     (lambda d: d["context"].update(extent="big"), "context.extent: expected a number"),
     (lambda d: d["context"].update(extent=-5), "context.extent: must be positive"),
     (lambda d: d["context"].update(kind="nope"), "context.kind: expected one of ground, room, road"),

@@ -81,6 +81,10 @@ def test_kitti_calib_colmap_and_per_image_folder(tmp_path):
     ("1 OPENCV_FISHEYE 640 480 1 2 3 4 5 6 7 8\n", "cameras.txt", (640, 480), "camera 1.model", "fisheye"),
     ('{"hfov_deg": 60}', "c.json", (96, 64), "hfov_deg", "width and height"),
     ('{"fx": 50, "fy": 50, "cx": 48, "cy": 32, "mount": {"height": -1}}', "c.json", (96, 64), "mount.height", "> 0"),
+    # focal lengths no camera has: the image would see nothing (1e308) or run to infinity (1e-300)
+    ('{"fx": 1e308, "fy": 1e308, "cx": 48, "cy": 32}', "c.json", (96, 64), "cx", "field of view"),
+    ('{"fx": 1e-300, "fy": 50, "cx": 48, "cy": 32}', "c.json", (96, 64), "cx", "field of view"),
+    ("1 PINHOLE 96 64 0.001 0.001 48 32\n", "cameras.txt", (96, 64), "camera 1", "field of view"),
 ])
 def test_images_that_disagree_with_the_calibration_are_refused(tmp_path, text, name, size, field, words):
     f = tmp_path / name

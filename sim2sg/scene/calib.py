@@ -37,7 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sim2sg.checks import Checker, imread
+from sim2sg.checks import Checker, focal_problem, imread
 from sim2sg.errors import InputError
 from sim2sg.scene.camera import WORLD_UP, Camera
 
@@ -93,6 +93,9 @@ def _for_image(calib: tuple, path: Path, image: Path, size: tuple[int, int]) -> 
     if not (0 < cx < w and 0 < cy < h):
         raise InputError(path, field or "cx", f"principal point ({cx:g}, {cy:g}) lies outside {image} "
                          f"({w}x{h}): this calibration does not belong to this image")
+    problem = focal_problem(fx, fy, w, h)
+    if problem:
+        raise InputError(path, field or "fx", f"{problem}: not a camera for {image}")
     return Camera(w, h, fx, fy, cx, cy, **pose)
 
 

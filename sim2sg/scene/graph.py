@@ -40,7 +40,7 @@ from typing import Any
 import networkx as nx
 
 from sim2sg import atomic
-from sim2sg.checks import MAX_IMAGE_SIDE, Checker, parse_json, read_json
+from sim2sg.checks import MAX_IMAGE_SIDE, Checker, focal_problem, parse_json, read_json
 from sim2sg.errors import InputError
 from sim2sg.scene.camera import Camera
 from sim2sg.scene.schema import CONTEXT_KINDS
@@ -312,6 +312,9 @@ class _Validator(Checker):
         for k in ("fx", "fy"):
             if nums[k] <= 0:
                 self.fail(f"{field}.{k}", f"must be positive, got {nums[k]}")
+        problem = focal_problem(nums["fx"], nums["fy"], w, h)
+        if problem:
+            self.fail(f"{field}.fx", problem)
         pos = tuple(self.numbers(x["position"], 3, f"{field}.position"))
         at = tuple(self.numbers(x["look_at"], 3, f"{field}.look_at"))
         if math.dist(pos, at) < 1e-9:
