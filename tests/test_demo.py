@@ -39,6 +39,7 @@ def test_demo_writes_a_complete_report_and_keeps_one_model_per_row(tmp_path):
         assert f"| {row} |" in table
     assert "gap closed mAP" in table and "fast network (resnet10-half), 32x32 px" in table  # says what the preset did
     assert "SDR in mAP@0.5" in table  # and, in one sentence, whether Sim2SG beat SDR
+    assert "Its content gap: count TV" in table  # and how the graphs it trained on moved
     res = json.loads((report / "results.json").read_text())
     assert list(res) == ["SDR", "all (Sim2SG)", "oracle"]
     assert [p["name"] for p in res["all (Sim2SG)"]["phases"]] == ["sdr", "iteration 1", "iteration 2"]
@@ -121,3 +122,20 @@ def test_the_time_left_estimate_fits_measured_runs(preset, device, seconds):
 def test_unknown_preset_is_one_line():
     r = CliRunner().invoke(app, ["demo", "--preset", "huge"])
     assert r.exit_code == 2 and "error: --preset 'huge'" in r.output
+
+
+def test_the_report_says_how_each_content_gap_measure_moved():
+    from sim2sg.experiments.page import gap_trend
+
+    def phase(tv, w1, w1_any):
+        return {"content_gap": {"count_tv": tv, "position_w1": w1, "position_w1_any": w1_any}}
+
+    # the CPU demo's seed 0: count and any-class position fall every time, per-class position rises
+    h = {"phases": [phase(0.451, 0.222, 0.180), phase(0.434, 0.392, 0.151), phase(0.298, 0.342, 0.1509),
+                    phase(0.232, 0.375, 0.081), {"name": "final"}]}
+    assert gap_trend(h) == ("count TV 0.451 -> 0.232 (fell at every iteration); position W1 per class 0.222 -> "
+                            "0.375 m (rose); position W1 of any class 0.180 -> 0.081 m (fell at every iteration)")
+    h = {"phases": [phase(0.4, 0.2, None), phase(0.5, 0.19, None), phase(0.3, 0.21, None)]}
+    assert gap_trend(h) == ("count TV 0.400 -> 0.300 (fell, not at every iteration); "
+                            "position W1 per class 0.200 -> 0.210 m (rose)")
+    assert gap_trend({"phases": [phase(0.4, 0.2, 0.1)]}) == ""

@@ -83,7 +83,29 @@ def verdict(results: dict, k: int = 20) -> str:
     elif ora is not None:  # then the "gap closed" columns mean nothing
         out += (f"; the oracle ({ora:.3f}) is not above SDR: at this budget the network has not learned the task "
                 "even from the target's own labels, so there is no gap to close")
-    return out + " (one seed: benchmarks/demo_seeds.py measures the spread over seeds)."
+    gap = gap_trend(results[sim])
+    return out + (f". Its content gap: {gap}" if gap else "") + \
+        " (one seed: benchmarks/demo_seeds.py measures the spread over seeds)."
+
+
+GAP_MEASURES = (("count_tv", "count TV", ""), ("position_w1", "position W1 per class", " m"),
+                ("position_w1_any", "position W1 of any class", " m"))
+
+
+def gap_trend(history: dict) -> str:
+    """How the content gap of a loop row's history moved from its SDR phase (the SDR sampler's
+    graphs) to its last iteration, per measure: the two values and whether it fell at every
+    iteration, fell overall only, or rose; "" without two measured phases."""
+    phases = [ph["content_gap"] for ph in history.get("phases", []) if ph.get("content_gap")]
+    said = []
+    for key, name, unit in GAP_MEASURES:
+        v = [g.get(key) for g in phases]
+        if len(v) < 2 or None in v:
+            continue
+        falls = all(b < a for a, b in zip(v, v[1:]))
+        how = "fell at every iteration" if falls else "fell, not at every iteration" if v[-1] < v[0] else "rose"
+        said.append(f"{name} {v[0]:.3f} -> {v[-1]:.3f}{unit} ({how})")
+    return "; ".join(said)
 
 
 def fig3(history: dict, examples: Path, target_images: list[Path], out: Path, row: str, per_row: int = 3) -> bool:
@@ -192,4 +214,4 @@ def _html(env: str, target: str, description: str, said: str, table: str, source
     return "\n".join(parts)
 
 
-__all__ = ["fig3", "md_table_html", "verdict", "write_report"]
+__all__ = ["fig3", "gap_trend", "md_table_html", "verdict", "write_report"]
