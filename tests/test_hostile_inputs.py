@@ -74,6 +74,8 @@ def test_mesh_names_are_asset_names(tmp_path, name):
     ("metallic = 1.0", "metallic = 5.0", "materials.metal.metallic: must be <= 1.0"),
     ("roughness = [0.8, 0.95]", "roughness = [0.8, 1.5]", "materials.rubber.roughness: must be <= 1.0"),
     ("min_dist = 0.25", "min_dist = -0.5", "placement.min_dist: must be >= 0.0"),
+    # its graphs would be refused at graph2usd (a field of view past 179 degrees)
+    ("hfov_deg = ", "hfov_deg = 179.5 #", "camera.hfov_deg: must be in [0.01, 179.0] degrees"),
     ('categories = ["cube", "sphere", "cylinder"]', 'categories = ["cube", "sphere", "cylinder", "__background__"]',
      "categories: '__background__' is reserved")])
 def test_environment_values_the_sampler_cannot_use(tmp_path, old, new, message):
@@ -110,6 +112,19 @@ def test_a_camera_looking_straight_down_still_has_front_and_behind(tmp_path):
                                      "position_jitter = [0.5, 0.5, 0.5]": "position_jitter = [0.0, 0.0, 0.0]"}))
     g = sample_scene(parse_env(raw, "x.toml"), scene_rng(0, 0))
     assert {"front", "behind", "left", "right"} <= {k for _, _, k in g.edges(keys=True)}
+
+
+def test_a_tall_image_needs_a_vertical_view_under_179_degrees():
+    """An hfov of 49 degrees on a 48x16000 image sees 179.2 degrees vertically: its graphs would be
+    refused at graph2usd, so the environment is refused first."""
+    import tomllib
+
+    raw = tomllib.loads(_env_text())
+    raw["camera"].update(width=48, height=16000)
+    with pytest.raises(InputError, match=r"camera.hfov_deg: a field of view of 49.1 x 179 degrees"):
+        parse_env(raw, "x.toml")
+    raw["camera"].update(height=1600)  # 172 degrees vertically: a camera
+    parse_env(raw, "x.toml")
 
 
 def test_material_names_are_names():

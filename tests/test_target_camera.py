@@ -82,8 +82,9 @@ def test_kitti_calib_colmap_and_per_image_folder(tmp_path):
     ('{"hfov_deg": 60}', "c.json", (96, 64), "hfov_deg", "width and height"),
     ('{"fx": 50, "fy": 50, "cx": 48, "cy": 32, "mount": {"height": -1}}', "c.json", (96, 64), "mount.height", "> 0"),
     # focal lengths no camera has: the image would see nothing (1e308) or run to infinity (1e-300)
-    ('{"fx": 1e308, "fy": 1e308, "cx": 48, "cy": 32}', "c.json", (96, 64), "cx", "field of view"),
-    ('{"fx": 1e-300, "fy": 50, "cx": 48, "cy": 32}', "c.json", (96, 64), "cx", "field of view"),
+    ('{"fx": 1e308, "fy": 1e308, "cx": 48, "cy": 32}', "c.json", (96, 64), "fx", "field of view"),
+    ('{"fx": 1e-300, "fy": 50, "cx": 48, "cy": 32}', "c.json", (96, 64), "fx", "field of view"),
+    ('{"hfov_deg": 179.9, "width": 96, "height": 64}', "c.json", (96, 64), "hfov_deg", "[0.01, 179.0]"),
     ("1 PINHOLE 96 64 0.001 0.001 48 32\n", "cameras.txt", (96, 64), "camera 1", "field of view"),
 ])
 def test_images_that_disagree_with_the_calibration_are_refused(tmp_path, text, name, size, field, words):

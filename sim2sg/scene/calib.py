@@ -37,7 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sim2sg.checks import Checker, focal_problem, imread
+from sim2sg.checks import FOV_DEG, Checker, focal_problem, imread
 from sim2sg.errors import InputError
 from sim2sg.scene.camera import WORLD_UP, Camera
 
@@ -94,8 +94,8 @@ def _for_image(calib: tuple, path: Path, image: Path, size: tuple[int, int]) -> 
         raise InputError(path, field or "cx", f"principal point ({cx:g}, {cy:g}) lies outside {image} "
                          f"({w}x{h}): this calibration does not belong to this image")
     problem = focal_problem(fx, fy, w, h)
-    if problem:
-        raise InputError(path, field or "fx", f"{problem}: not a camera for {image}")
+    if problem:  # named by where the focal lengths came from: K, a KITTI P2, a COLMAP camera, or fx
+        raise InputError(path, "fx" if field in (None, "cx", "width") else field, f"{problem}: not a camera for {image}")
     return Camera(w, h, fx, fy, cx, cy, **pose)
 
 
@@ -201,8 +201,8 @@ def _read_json(path: Path, text: str, nominal: Camera) -> tuple:
         if size is None:
             v.fail("hfov_deg", "needs width and height (the principal point is the image centre)")
         hfov = v.number(d["hfov_deg"], "hfov_deg")
-        if not 0 < hfov < 180:
-            v.fail("hfov_deg", f"must be in (0, 180), got {hfov}")
+        if not FOV_DEG[0] <= hfov <= FOV_DEG[1]:
+            v.fail("hfov_deg", f"must be in [{FOV_DEG[0]}, {FOV_DEG[1]}] degrees, got {hfov}")
         fx = fy = size[0] / 2 / math.tan(math.radians(hfov) / 2)
         cx, cy = size[0] / 2, size[1] / 2
     elif all(k in d for k in ("fx", "fy", "cx", "cy")):
