@@ -11,6 +11,11 @@ the Sim2SG row (count TV, position W1) with how many seeds it fell at every iter
 table with the training BatchNorm statistics when the preset uses AdaBN (target_bn), and each
 seed's wall time. A seed whose folder already holds a finished report (OUT/seedS/report/
 results.json) is not run again (`--rerun` to redo it).
+
+Seeds run in separate calls (one GPU call a seed: `bash benchmarks/gpu_session.sh seeds --seeds S`
+brings back seedS_results.json) are put on one page without running anything:
+
+    python benchmarks/demo_seeds.py --collect seed0_results.json seed1_results.json --seeds 0 1 --out DIR
 """
 
 from __future__ import annotations
@@ -44,7 +49,19 @@ def main() -> None:
                     help="the preset without AdaBN (every row predicts on the target with its training statistics)")
     ap.add_argument("--score-threshold", type=parse_threshold, default=None,
                     help="the loop row's lift threshold instead of the preset's (a score, or 'auto')")
+    ap.add_argument("--collect", type=Path, nargs="+", default=None, metavar="RESULTS_JSON",
+                    help="write the page of these finished reports' results.json (one per seed, in --seeds order)")
     args = ap.parse_args()
+    if args.collect:
+        if len(args.collect) != len(args.seeds):
+            ap.error(f"--collect: {len(args.collect)} files for {len(args.seeds)} seeds (--seeds names each file's seed)")
+        runs = [json.loads(f.read_text()) for f in args.collect]
+        text = summary(runs, args.seeds, {}, f"{args.preset} (collected from {len(runs)} reports)",
+                       machine="collected from " + ", ".join(map(str, args.collect)) + " (their machine and commit: "
+                               "where they ran)")
+        print(text)
+        atomic.write_text(args.out / "seeds.md", text + "\n")
+        return
     preset, name = args.preset, args.preset
     changes = {}
     if args.no_target_bn:
@@ -68,12 +85,13 @@ def main() -> None:
     atomic.write_text(args.out / "seeds.md", text + "\n")
 
 
-def summary(runs: list[dict], seeds: list[int], seconds: dict, preset: str) -> str:
-    """The markdown page of a seeds run (see the module docstring)."""
+def summary(runs: list[dict], seeds: list[int], seconds: dict, preset: str, machine: str | None = None) -> str:
+    """The markdown page of a seeds run (see the module docstring); `machine` replaces the line on
+    this machine and commit (collected reports ran elsewhere)."""
     cats = list(load_env("clevr").categories)
-    lines = [f"# sim2sg demo, preset {preset}, seeds {', '.join(map(str, seeds))}", "",
-             f"machine: {os.cpu_count()} CPUs, load average at the end {_load()}, torch threads "
-             f"{os.environ.get('OMP_NUM_THREADS', '?')} (OMP_NUM_THREADS); commit {_commit()}", "",
+    machine = machine or (f"machine: {os.cpu_count()} CPUs, load average at the end {_load()}, torch threads "
+                          f"{os.environ.get('OMP_NUM_THREADS', '?')} (OMP_NUM_THREADS); commit {_commit()}")
+    lines = [f"# sim2sg demo, preset {preset}, seeds {', '.join(map(str, seeds))}", "", machine, "",
              seeds_table(runs, cats, 20), ""]
     if all(any("final_source_bn" in h for h in run.values()) for run in runs):
         # The preset predicts on the target with AdaBN (target_bn): the same rows with the

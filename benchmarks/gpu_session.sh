@@ -8,7 +8,8 @@
 #   bash benchmarks/gpu_session.sh smoke     # every command once on CUDA, tiny (after a redesign)
 #   bash benchmarks/gpu_session.sh fast      # fast vs frcnn throughput, fast accuracy, smoke of both (<= 6 min)
 #   bash benchmarks/gpu_session.sh demo [sim2sg demo args]   # the demo's full preset, report copied to $OUT
-#   bash benchmarks/gpu_session.sh seeds [demo_seeds.py args]  # the full preset per seed, seeds.md + reports to $OUT
+#   bash benchmarks/gpu_session.sh seeds [demo_seeds.py args]  # the full preset per seed (one call a seed), results to $OUT;
+#                                      then here: python benchmarks/demo_seeds.py --collect seed*_results.json --seeds ...
 # Needs (carried, since the GPU machine has no network): .whl/ (usd-core, pycocotools, moderngl,
 # glcontext cp312 wheels) and .gl/ (EGL/GL loader debs). Writes logs under $OUT (or out/gpu).
 set -uo pipefail
