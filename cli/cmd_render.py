@@ -13,6 +13,7 @@ from sim2sg.cli.common import (
     out_dir,
     parse_size,
     plural,
+    seed_option,
     user_errors,
 )
 
@@ -32,7 +33,7 @@ def render(
                             help="Environment name or file whose render and appearance.post tables apply (default: each "
                             "stage's own); stages without a sim2sg scene graph (any Omniverse/Isaac stage) get its "
                             "categories and predicates, with relations derived from 3D by its rules."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the appearance post-processing."),
+    seed: int = seed_option("Seed of the appearance post-processing."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace another dataset found in OUT (images of other "
                                    "stages) instead of refusing; its files are deleted first."),

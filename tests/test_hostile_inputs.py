@@ -380,3 +380,17 @@ def test_dataset_problems_fail_up_front(tmp_path):
             LabelledDataset(out)
     (out / "labels.json").write_text(json.dumps(labels))
     assert len(LabelledDataset(out)) == 2
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**64)])
+@pytest.mark.parametrize("command", [["sample", "--count", "1"], ["graph2usd", "GRAPHS"],
+                                     ["train", "--source", "DATA", "--steps", "1"],
+                                     ["loop", "--env", "clevr", "--target", "DATA"], ["demo"]])
+def test_seeds_outside_64_bits_are_usage_errors(tmp_path, command, seed):
+    """Found by fuzzing: --seed -1 was a numpy traceback (sample, graph2usd, train, loop, demo) and
+    a seed past 2**64 a torch one (train, loop)."""
+    args = [str(tmp_path) if a in ("GRAPHS", "DATA") else a for a in command]
+    r = runner.invoke(app, args + ["--seed", seed, "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "--seed" in r.output, r.output
+    assert not (r.exception and not isinstance(r.exception, SystemExit)), r.output
+    assert not (tmp_path / "o").exists()
