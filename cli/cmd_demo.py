@@ -31,6 +31,7 @@ def demo(
         fail(f"--preset {preset!r}: expected one of {', '.join(PRESETS)}")
     if model is not None and model not in ("frcnn", "fast"):
         fail(f"--model {model!r}: expected frcnn or fast")
+    out_dir(out)
     with user_errors():
         run_demo(out, device=device, preset=preset, seed=seed, arch=model, log=info, keep_shared=keep_shared,
                  compile=compile_)
