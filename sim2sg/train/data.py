@@ -124,7 +124,8 @@ def check_vocabulary(data_dir: str | Path, categories, predicates, option: str, 
     cats, preds = list(categories), list(predicates)
     had = f"; it has {list(info.categories)} and {list(info.predicates)} (env {info.env!r})"
     if exact:
-        for field, ours, theirs in (("categories", cats, info.categories), ("predicate_categories", preds, info.predicates)):
+        for field, ours, theirs in (("categories", cats, info.categories),
+                                    ("predicate_categories", preds, info.predicates)):
             if list(theirs) != ours:
                 raise InputError(path, field, f"{option} must be labelled with the model's {ours} in this order{had}")
         return info
