@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from sim2sg.cli.common import fail, info, user_errors
+from sim2sg.cli.common import fail, info, out_dir, seed_option, user_errors
 
 
 def demo(
@@ -14,7 +14,7 @@ def demo(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     preset: Optional[str] = typer.Option(None, "--preset", help="small (2-core CPU, 80 px, ~9-15 min) or full "
                                          "(GPU, 256 px, ~8 min on an H100); default by device."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = seed_option(),
     model: Optional[str] = typer.Option(None, "--model", help="The network: fast (both presets) or frcnn "
                                         "(the paper's Faster R-CNN; the full preset with it trains ~30 min on an H100)."),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the fast network's dense pass (not with "
@@ -31,6 +31,7 @@ def demo(
         fail(f"--preset {preset!r}: expected one of {', '.join(PRESETS)}")
     if model is not None and model not in ("frcnn", "fast"):
         fail(f"--model {model!r}: expected frcnn or fast")
+    out_dir(out)
     with user_errors():
         run_demo(out, device=device, preset=preset, seed=seed, arch=model, log=info, keep_shared=keep_shared,
                  compile=compile_)

@@ -56,6 +56,8 @@ def eval_cmd(
         write_metrics,
     )
 
+    if out is not None:
+        _check_out(out, [data, train_data, checkpoint, predictions])
     with user_errors():
         gt = load_ground_truth(data)
         seen = training_triplets(load_ground_truth(train_data)) if train_data is not None else None
@@ -84,6 +86,31 @@ def eval_cmd(
         typer.echo(format_table(metrics))
         write_metrics(target, metrics)
         info(f"wrote {target}")
+
+
+def _check_out(out: Path, inputs: list[Path | None]) -> None:
+    """Refuse an --out that would overwrite what is not an earlier eval result: a folder, one of
+    the inputs (or a file inside an input folder, such as a dataset's labels.json) or any other
+    existing file (a run's checkpoint.pt, config.json, history.json, metrics.json ...)."""
+    if out.is_dir():
+        fail(f"--out {out}: is a folder; name the metrics file, e.g. {out / EVAL_FILE}")
+    resolved = out.resolve()
+    for p in (q for q in inputs if q is not None):
+        if resolved == p.resolve() or p.is_dir() and p.resolve() in resolved.parents and out.exists():
+            fail(f"--out {out}: is an input of this evaluation ({p}); name another file, e.g. {out.parent / EVAL_FILE}")
+    if out.exists() and not _is_eval_result(out):
+        fail(f"--out {out}: exists and is not an earlier `sim2sg eval` result, so it would be lost; "
+             f"name another file, e.g. {out.parent / EVAL_FILE}")
+
+
+def _is_eval_result(path: Path) -> bool:
+    import json
+
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"data", "source", "detection"} <= set(data)
 
 
 def register(app: typer.Typer) -> None:

@@ -19,7 +19,7 @@ from sim2sg.cli.cmd_train import (
     overrides,
     parse_size,
 )
-from sim2sg.cli.common import info, out_dir, user_errors
+from sim2sg.cli.common import info, out_dir, seed_option, user_errors
 
 
 def loop_cmd(
@@ -76,7 +76,7 @@ def loop_cmd(
                                           "classifiers see the SDR scenes too (default: only the scenes generated "
                                           "from the target, whose content is aligned with it)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = seed_option(),
     no_amp: bool = typer.Option(False, "--no-amp", help="Disable bf16 autocast on CUDA."),
     deterministic: bool = typer.Option(False, "--deterministic", help=DETERMINISTIC_HELP),
     compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),

@@ -13,6 +13,7 @@ from sim2sg.cli.common import (
     out_dir,
     parse_size,
     plural,
+    seed_option,
     user_errors,
 )
 
@@ -23,7 +24,8 @@ def render(
     size: str = typer.Option(..., "--size", help="Image size WxH in pixels, e.g. 256x256."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch: int = typer.Option(None, "--batch", min=1,
-                              help="Stages rendered per batch; default 16 on the CPU, 256 on CUDA."),
+                              help="Stages rendered per batch; default 16 on the CPU, 256 on CUDA, "
+                              "fewer for large images."),
     writers: str = typer.Option("sg,coco", "--writers",
                                 help="Comma-separated outputs: sg, coco, kitti, clevr, yolo, vg (coco is always written)."),
     ssaa: int = typer.Option(1, "--ssaa", min=1, help="Supersampling factor per axis."),
@@ -32,7 +34,7 @@ def render(
                             help="Environment name or file whose render and appearance.post tables apply (default: each "
                             "stage's own); stages without a sim2sg scene graph (any Omniverse/Isaac stage) get its "
                             "categories and predicates, with relations derived from 3D by its rules."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the appearance post-processing."),
+    seed: int = seed_option("Seed of the appearance post-processing."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace another dataset found in OUT (images of other "
                                    "stages) instead of refusing; its files are deleted first."),
@@ -59,8 +61,7 @@ def render(
     with user_errors():
         stages = render_job.discover_stages(source)
         dev = resolve_device(device)
-        # CPU throughput peaks at 16-32 images per batch (benchmarks/RESULTS.md); a GPU wants hundreds
-        batch = batch or (16 if dev.type == "cpu" else 256)
+        batch = batch or render_job.default_batch(dev.type, width, height, ssaa)
         job = render_job.RenderJob(
             out_dir=out, width=width, height=height, writers=writer_names, batch=batch, ssaa=ssaa,
             shadows=not no_shadows, env=env, seed=seed, device=str(dev), overwrite=overwrite,
@@ -72,7 +73,7 @@ def render(
             from sim2sg.dataset import shards
 
             if batch_arg is None and ray_gpus_per_task > 0:
-                job = dataclasses.replace(job, batch=256)
+                job = dataclasses.replace(job, batch=render_job.default_batch("cuda", width, height, ssaa))
             try:
                 report = shards.render_on_ray(stages, job, address=ray_address, gpus_per_task=ray_gpus_per_task,
                                               max_retries=ray_retries, on_error=on_error, progress=progress)

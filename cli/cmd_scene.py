@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from sim2sg.cli.common import fail, out_dir, plural, user_errors
+from sim2sg.cli.common import fail, out_dir, plural, seed_option, user_errors
 
 
 def envs() -> None:
@@ -21,7 +21,7 @@ def envs() -> None:
 def sample(
     env: str = typer.Option("clevr", "--env", help="Built-in environment name (clevr, dining, driving) or a .toml file."),
     count: int = typer.Option(10, "--count", min=1, help="Number of scenes."),
-    seed: int = typer.Option(0, "--seed", help="Run seed: scene i uses SeedSequence(seed, spawn_key=(i,))."),
+    seed: int = seed_option("Run seed: scene i uses SeedSequence(seed, spawn_key=(i,))."),
     out: Path = typer.Option(..., "--out", help="Output folder; graphs go to OUT/graphs/NNNNNN.json."),
     start: int = typer.Option(0, "--start", min=0, help="Index of the first scene (to extend or shard a run)."),
 ) -> None:
@@ -44,7 +44,7 @@ def sample(
 def graph2usd(
     inputs: list[Path] = typer.Argument(..., help="Scene-graph JSON files or folders of them."),
     out: Path = typer.Option(..., "--out", help="Output folder for stages (and textures/)."),
-    seed: int = typer.Option(0, "--seed", help="Look seed: each stage's randomization comes from (seed, graph name)."),
+    seed: int = seed_option("Look seed: each stage's randomization comes from (seed, graph name)."),
     fmt: str = typer.Option("usdc", "--format", help="usdc (binary) or usda (text)."),
     env: str = typer.Option(None, "--env", help="Environment name or .toml (default: each graph's own env)."),
 ) -> None:

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 from sim2sg.cli import common
-from sim2sg.cli.common import fail, info, out_dir, plural, user_errors
+from sim2sg.cli.common import fail, info, out_dir, plural, seed_option, user_errors
 
 GRL_BOUND_HELP = ("> 0: per network tensor, the gradient through the GRLs is scaled to at most this times "
                   "the labelled gradient, and the domain classifiers are clipped apart (0: off, the paper's way).")
@@ -78,7 +78,7 @@ def train_cmd(
     augment: str = typer.Option("none", "--augment", help="Photometric augmentation of the labelled images: "
                                 "none or photometric (colour, blur, noise; boxes unchanged)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = seed_option(),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", min=1),
     image_every: int = typer.Option(500, "--image-every", min=0, help="Steps between TensorBoard image grids (0: off)."),

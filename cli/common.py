@@ -39,6 +39,17 @@ def user_errors():
         raise typer.Exit(130) from None
 
 
+# numpy's SeedSequence takes any non-negative integer, torch's generators 64 bits: every --seed
+# fits both, so that a seed one command takes the next one takes too.
+SEED_MAX = 2**64 - 1
+
+
+def seed_option(help: str | None = None):
+    """The --seed option of every command: an integer in [0, 2**64 - 1] (typer's usage error
+    otherwise; a negative or wider seed was a traceback from numpy or torch)."""
+    return typer.Option(0, "--seed", min=0, max=SEED_MAX, help=help)
+
+
 def parse_size(text: str, option: str = "--size", ssaa: int = 1) -> tuple[int, int]:
     """(width, height) of a WxH option, or one error line and exit 2 (`sim2sg.checks.image_size`:
     malformed, non-positive or larger than the renderer holds, the limit in the message)."""

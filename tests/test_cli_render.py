@@ -84,3 +84,20 @@ def test_bad_arguments(tmp_path, fake_renderer, args, message):
 def test_missing_source(tmp_path, fake_renderer):
     r = invoke(tmp_path / "nothing", "--out", tmp_path / "out", "--size", "8x8")
     assert r.exit_code == 2 and "error:" in r.output and "no such file" in r.output
+
+
+@pytest.mark.parametrize("size, ssaa, batch", [("64x48", 1, 16), ("1024x1024", 1, 4), ("1024x1024", 2, 1),
+                                               ("64x64", 64, 1)])
+def test_default_batch_shrinks_for_large_images(tmp_path, monkeypatch, size, ssaa, batch):
+    """Found by fuzzing: --size 64x64 --ssaa 64 (4096x4096 rendered, within the size limit) was
+    killed for memory on the CPU: the default batch of 16 wanted ~130 GB."""
+    seen = []
+
+    def run(stage_paths, job, **kw):
+        seen.append(job.batch)
+        raise InputError("stop", "", "captured")
+
+    monkeypatch.setattr(render_job, "run", run)
+    r = invoke(stages(tmp_path, 2), "--out", tmp_path / "out", "--size", size, "--ssaa", ssaa, "--device", "cpu")
+    assert seen == [batch], r.output
+    assert render_job.default_batch("cuda", 1024, 1024) == 16 and render_job.default_batch("cuda", 64, 64) == 256

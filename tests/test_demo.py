@@ -124,6 +124,35 @@ def test_unknown_preset_is_one_line():
     assert r.exit_code == 2 and "error: --preset 'huge'" in r.output
 
 
+@pytest.mark.parametrize("args, message", [(["--device", "bogus"], "error: --device: unknown device 'bogus'"),
+                                           (["--out", "FILE"], "exists and is not a folder")])
+def test_bad_device_or_out_is_one_line_before_any_work(tmp_path, args, message):
+    """Found by fuzzing: --device bogus ran the whole demo on the CPU, --device cuda without a GPU
+    was a traceback, cuda:1 ran on cuda:0; an --out file failed after the first log line."""
+    (tmp_path / "f").write_text("x")
+    args = [str(tmp_path / "f") if a == "FILE" else a for a in args]
+    out = ["--out", str(tmp_path / "o")] if "--out" not in args else []
+    r = CliRunner().invoke(app, ["demo", *out, *args])
+    assert r.exit_code == 2 and message in r.output and "sim2sg demo (" not in r.output, r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_demo_runs_on_the_device_named(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    seen = {}
+
+    def stop(kind, root, *a, **kw):
+        seen["device"] = a[4] if len(a) > 4 else kw.get("device")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "make_domain", stop)
+    with pytest.raises(KeyboardInterrupt):
+        demo.run_demo("unused", device="cuda:1", log=lambda _: None)
+    assert seen["device"] == "cuda:1"
+
+
 def test_the_report_says_how_each_content_gap_measure_moved():
     from sim2sg.experiments.page import gap_trend
 

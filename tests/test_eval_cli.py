@@ -128,3 +128,26 @@ def test_train_data_adds_zero_shot_recall(tmp_path, dataset):
     assert "zR@20" in r.output and "unseen" in r.output
     m = json.loads((tmp_path / "eval_metrics.json").read_text())
     assert m["relations"]["graph_constraint"]["zR@20"] == 1.0  # cube-left-sphere was never trained on
+
+
+def test_out_never_overwrites_an_input_or_a_run_file(tmp_path, dataset):
+    """Found by fuzzing: --out was written whatever it named, so a run's checkpoint.pt, the
+    dataset's labels.json or the predictions file itself became metrics; a folder was a
+    temporary-file error after the scoring."""
+    p = tmp_path / "preds.json"
+    p.write_text(json.dumps(good_preds()))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"model")
+    for out, message in [(run / "checkpoint.pt", "is not an earlier `sim2sg eval` result"),
+                         (dataset / "labels.json", "is an input of this evaluation"),
+                         (p, "is an input of this evaluation"), (run, "is a folder")]:
+        before = {f: f.read_bytes() for f in (run / "checkpoint.pt", dataset / "labels.json", p)}
+        r = runner.invoke(app, ["eval", "--predictions", str(p), "--data", str(dataset), "--out", str(out)])
+        assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
+        assert {f: f.read_bytes() for f in before} == before
+    # an earlier result is replaced, as before
+    out = run / "eval_metrics.json"
+    for _ in range(2):
+        r = runner.invoke(app, ["eval", "--predictions", str(p), "--data", str(dataset), "--out", str(out)])
+        assert r.exit_code == 0, r.output

@@ -395,3 +395,60 @@ def test_dataset_problems_fail_up_front(tmp_path):
             LabelledDataset(out)
     (out / "labels.json").write_text(json.dumps(labels))
     assert len(LabelledDataset(out)) == 2
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**64)])
+@pytest.mark.parametrize("command", [["sample", "--count", "1"], ["graph2usd", "GRAPHS"],
+                                     ["train", "--source", "DATA", "--steps", "1"],
+                                     ["loop", "--env", "clevr", "--target", "DATA"], ["demo"]])
+def test_seeds_outside_64_bits_are_usage_errors(tmp_path, command, seed):
+    """Found by fuzzing: --seed -1 was a numpy traceback (sample, graph2usd, train, loop, demo) and
+    a seed past 2**64 a torch one (train, loop)."""
+    args = [str(tmp_path) if a in ("GRAPHS", "DATA") else a for a in command]
+    r = runner.invoke(app, args + ["--seed", seed, "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "--seed" in r.output, r.output
+    assert not (r.exception and not isinstance(r.exception, SystemExit)), r.output
+    assert not (tmp_path / "o").exists()
+
+
+def _toy(root: Path, rename: dict | None = None) -> Path:
+    """A 2-image toy dataset (square, disc, triangle; left, right, front, behind), its names renamed."""
+    import json
+
+    from sim2sg.train.toydata import write_toy_dataset
+
+    d = write_toy_dataset(root, 2, np.random.default_rng(0), size=(32, 32))
+    labels = json.loads((Path(d) / "labels.json").read_text())
+    for c in labels["categories"] + labels["predicate_categories"]:
+        c["name"] = (rename or {}).get(c["name"], c["name"])
+    (Path(d) / "labels.json").write_text(json.dumps(labels))
+    return Path(d)
+
+
+def test_val_of_another_vocabulary_is_refused_before_training(tmp_path):
+    """Found by fuzzing: `train --val` / `loop --eval-data` of another environment's dataset (dining
+    against clevr) failed after training, as '<predictions>: predicate_names: ...'; an oracle's
+    training data in other names trained silently under the environment's."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from sim2sg.loop.config import LoopConfig
+    from sim2sg.loop.trainer import make_trainer
+    from sim2sg.train.toydata import CATEGORIES, PREDICATES
+
+    src = _toy(tmp_path / "src")
+    other = _toy(tmp_path / "other", {"square": "table", "front": "on"})
+    args = ["--source", str(src), "--out", str(tmp_path / "run"), "--steps", "1", "--batch", "2", "--device", "cpu",
+            "--model", "fast", "--backbone", "resnet10-half", "--no-progress"]
+    _refused(runner.invoke(app, ["train", *args, "--val", str(other)]),
+             "other/labels.json: categories: lacks the model's categories ['square']", "--val")
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    assert runner.invoke(app, ["train", *args, "--val", str(src)]).exit_code == 0
+    env = SimpleNamespace(name="toy", categories=CATEGORIES, predicates=PREDICATES)  # all make_trainer reads
+    cfg = LoopConfig(env="toy", target=str(src / "images"), out=str(tmp_path / "loop"), width=32, height=32,
+                     sdr_scenes=1, arch="fast", backbone="resnet10-half", device="cpu")
+    for extra, message in [({"eval_data": str(other)}, "--eval-data cannot score"),
+                           ({"method": "oracle", "oracle_data": str(other)}, "--oracle-data must be labelled")]:
+        with pytest.raises(InputError, match=message):
+            make_trainer(dataclasses.replace(cfg, **extra), env)
+    make_trainer(dataclasses.replace(cfg, eval_data=str(src)), env)

@@ -103,6 +103,8 @@ def test_resume_refuses_other_settings_and_empty_folders(target, unbroken, tmp_p
 
     shutil.copytree(unbroken, tmp_path / "copy")
     other = _cfg(target, tmp_path / "copy")
-    with pytest.raises(InputError, match="other settings"):
-        run(LoopConfig(**{**other.__dict__, "lr": 0.5}), log=lambda m: None, resume=True)
+    # the message names what changed and never advises deleting the run's checkpoint
+    with pytest.raises(InputError, match=r"other settings \(lr 0.001, now 0.5; seed 0, now 3\); resume with the "
+                                         r"run's own options, or start a new run in another --out$"):
+        run(LoopConfig(**{**other.__dict__, "lr": 0.5, "seed": 3}), log=lambda m: None, resume=True)
     assert loop_run  # the module under test

@@ -321,3 +321,16 @@ def test_integer_model_settings_that_may_be_zero(setup):
     LoopConfig(env="clevr", target=str(tgt), out="o", model=zero).validate()
     with pytest.raises(InputError, match=r"--set: model.dc_objects: expected an integer in \[1, 512\], got 0"):
         LoopConfig(env="clevr", target=str(tgt), out="o", model={"dc_objects": 0}).validate()
+
+
+@pytest.mark.parametrize("n_images, batch", [(1, 2), (3, 1)])
+def test_a_batch_batchnorm_cannot_train_on_is_one_line(tmp_path, n_images, batch):
+    """Found by fuzzing: 32x32 images one at a time (--batch 1, or a one-image dataset) reach the
+    backbone's last stage as 1x1 maps, and BatchNorm's ValueError was a traceback at step 1 (train
+    and loop alike: the check is in train_steps)."""
+    src = write_toy_dataset(tmp_path / "src", n_images, np.random.default_rng(0), size=(32, 32))
+    r = runner.invoke(app, ["train", "--source", str(src), "--out", str(tmp_path / "run"), "--steps", "1",
+                            "--batch", str(batch), "--device", "cpu", "--model", "fast",
+                            "--backbone", "resnet10-half", "--no-progress"])
+    assert r.exit_code == 2 and "error: --batch: a batch of 1 image of 32x32 pixels" in r.output, r.output
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()

@@ -39,6 +39,22 @@ STAGE_SUFFIXES = (".usd", ".usda", ".usdc")
 RenderFn = Callable[[Sequence[Path], Any, str], list[Sample]]
 
 
+# The default batch's pixel budget (rendered pixels, supersampling included): a rendered pixel
+# holds ~500 bytes at its peak (colour, depth, id and coverage buffers, labels), so 16 images of
+# 512x512 take ~2 GB on the CPU and 256 of 256x256 ~8 GB on a GPU. At 4096x4096 a default batch of
+# 16 wanted ~130 GB and the process was killed.
+BATCH_PIXELS = {"cpu": 16 * 512 * 512, "cuda": 256 * 256 * 256}
+DEFAULT_BATCH = {"cpu": 16, "cuda": 256}
+
+
+def default_batch(device_type: str, width: int, height: int, ssaa: int = 1) -> int:
+    """Stages per batch when the user names none: CPU throughput peaks at 16-32 images a batch
+    (benchmarks/RESULTS.md), a GPU wants hundreds; fewer where the images are large, so that a
+    batch stays within `BATCH_PIXELS` (one image at least)."""
+    kind = "cuda" if device_type == "cuda" else "cpu"
+    return max(1, min(DEFAULT_BATCH[kind], BATCH_PIXELS[kind] // (width * height * ssaa * ssaa)))
+
+
 @dataclass(frozen=True)
 class RenderJob:
     """What to render and how.

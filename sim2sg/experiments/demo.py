@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from sim2sg import atomic
+from sim2sg.device import resolve_device
 from sim2sg.experiments.page import write_report
 from sim2sg.experiments.tables import (
     ROWS,
@@ -139,7 +140,8 @@ def run_demo(out: Path, device: str = "auto", preset: str | Preset | None = None
     points (by default they are deleted at the end, and each row keeps one model,
     RUN/checkpoint.pt, without its optimizer state). compile: `LoopConfig.compile` for every run."""
     t0 = time.perf_counter()
-    cuda = torch.cuda.is_available() and device in ("auto", "cuda") or device.startswith("cuda")
+    dev = str(resolve_device(device))  # a bogus name or a CUDA this machine lacks: InputError on --device
+    cuda = dev.startswith("cuda")
     if isinstance(preset, Preset):
         p, name = preset, "custom"
     else:
@@ -149,12 +151,12 @@ def run_demo(out: Path, device: str = "auto", preset: str | Preset | None = None
         torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     out = Path(out)
     p = p.with_arch(arch)  # the network that runs, named so in the report
-    base = dataclasses.replace(p.loop_config(out, "cuda" if cuda else "cpu", seed), compile=compile)
+    base = dataclasses.replace(p.loop_config(out, dev, seed), compile=compile)
     base.validate()  # --compile with Faster R-CNN: one clear error before the target domain is rendered
     progress = Progress(plan(p, base), log)
-    log(f"sim2sg demo ({name} preset, {'cuda' if cuda else 'cpu'}, seed {seed}): clevr -> clevr-target; {p.describe()}")
-    domain = make_domain("clevr-target", out / "clevr-target", p.n_target, p.n_eval, p.size, p.size,
-                         "cuda" if cuda else "cpu", seed=1000 + seed)
+    log(f"sim2sg demo ({name} preset, {dev}, seed {seed}): clevr -> clevr-target; {p.describe()}")
+    domain = make_domain("clevr-target", out / "clevr-target", p.n_target, p.n_eval, p.size, p.size, dev,
+                         seed=1000 + seed)
     progress.done("target domain rendered")
     log(f"target domain: {p.n_target} unlabelled images in {domain.train_images}, {p.n_eval} labelled in {domain.eval_data}")
     # Every row but the oracle starts from one SDR phase: cheaper, and the rows then differ only

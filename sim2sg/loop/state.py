@@ -93,10 +93,27 @@ def shares_warmup(cfg: LoopConfig) -> bool:
 def _load(state, path: Path, key: str, what: str) -> dict:
     ckpt = load_checkpoint(path)
     if ckpt.get("key") != key:
-        raise InputError(path, "key", f"this {what} checkpoint was saved with other settings (env, sizes, steps, "
-                                      "seed, loop options, ...); delete it or pick another path")
+        raise InputError(path, "key", f"this {what} checkpoint was saved with other settings "
+                                      f"({key_difference(ckpt.get('key'), key)}); "
+                                      + ("resume with the run's own options, or start a new run in another --out"
+                                         if what == "resume" else "delete it or pick another path"))
     restore(state, ckpt)
     return ckpt
+
+
+def key_difference(saved, key: str, most: int = 4) -> str:
+    """The settings two keys (JSON objects) differ in, as "iterations 1, now 2; lr ..." (the
+    first `most`), for the message that refuses a state saved with other settings."""
+    if saved is None:
+        return "it records none: not a loop's state"
+    try:
+        old, new = json.loads(saved), json.loads(key)
+        assert isinstance(old, dict) and isinstance(new, dict)
+    except (TypeError, ValueError, AssertionError):
+        return "env, sizes, steps, seed, loop options, ..."
+    diff = [f"{k} {old.get(k, '(unset)')}, now {new.get(k, '(unset)')}" for k in sorted(old.keys() | new.keys())
+            if old.get(k) != new.get(k)]
+    return "; ".join(diff[:most]) + (f"; and {len(diff) - most} more" if len(diff) > most else "")
 
 
 def save_sdr_phase(state, tcfg, meta: dict, cfg: LoopConfig) -> None:
@@ -202,8 +219,8 @@ def load_resume(state, cfg: LoopConfig, rng: np.random.Generator, history: dict)
         return None
     step = load_checkpoint(inside)
     if step.get("key") != key:
-        raise InputError(inside, "key", "this resume checkpoint was saved with other settings; resume with the "
-                                        "run's own options")
+        raise InputError(inside, "key", f"this resume checkpoint was saved with other settings "
+                                        f"({key_difference(step.get('key'), key)}); resume with the run's own options")
     try:
         phase = json.loads(step["phase"])
         index, sums, counts = int(phase["index"]), dict(phase["sums"]), dict(phase["counts"])

@@ -15,7 +15,7 @@ from sim2sg.scene.environment import Environment
 from sim2sg.train.align import network_heads, parse_align
 from sim2sg.train.checkpoint import restore
 from sim2sg.train.config import TrainConfig
-from sim2sg.train.data import LabelledDataset
+from sim2sg.train.data import LabelledDataset, check_vocabulary
 from sim2sg.train.predict import predict_labelled
 from sim2sg.train.steps import TrainState, add_align_heads, new_state, train_steps
 
@@ -31,7 +31,12 @@ class Trainer:
 
 
 def make_trainer(cfg: LoopConfig, env: Environment) -> Trainer:
-    """A fresh model and optimizer for `cfg` (the run's generators seeded with `cfg.seed`)."""
+    """A fresh model and optimizer for `cfg` (the run's generators seeded with `cfg.seed`); the
+    labelled data the run scores on or trains with are checked against `env`'s vocabulary first."""
+    if cfg.eval_data:
+        check_vocabulary(cfg.eval_data, env.categories, env.predicates, "--eval-data")
+    if cfg.method == "oracle" and cfg.oracle_data:
+        check_vocabulary(cfg.oracle_data, env.categories, env.predicates, "--oracle-data", exact=True)
     tcfg = TrainConfig(source="<memory>", out=cfg.out, batch_size=cfg.batch_size, lr=cfg.lr,
                        lr_warmup_steps=cfg.lr_warmup_steps, grl_weight=cfg.grl_weight, grl_ramp=cfg.grl_ramp,
                        grl_bound=cfg.grl_bound, arch=cfg.arch, seed=cfg.seed, device=cfg.device, amp=cfg.amp, augment=cfg.augment,

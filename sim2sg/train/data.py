@@ -112,6 +112,34 @@ def labels_info(data: dict) -> LabelsInfo:
     )
 
 
+def check_vocabulary(data_dir: str | Path, categories, predicates, option: str, exact: bool = False) -> LabelsInfo:
+    """Refuse, before any training, a labelled dataset of another vocabulary than the model's
+    `categories` / `predicates` (names in id order); returns its `LabelsInfo`. To be scored
+    (exact=False) the dataset must hold every category the model predicts (case-insensitively, as
+    `sim2sg.eval` matches them) and, when it labels relations, the model's predicates; to be
+    trained on (exact=True) the same names in the same order. `InputError` on its labels file."""
+    data = read_labels(data_dir)
+    info = labels_info(data)
+    path = Path(data_dir) if Path(data_dir).is_file() else Path(data_dir) / "labels.json"
+    cats, preds = list(categories), list(predicates)
+    had = f"; it has {list(info.categories)} and {list(info.predicates)} (env {info.env!r})"
+    if exact:
+        for field, ours, theirs in (("categories", cats, info.categories),
+                                    ("predicate_categories", preds, info.predicates)):
+            if list(theirs) != ours:
+                raise InputError(path, field, f"{option} must be labelled with the model's {ours} in this order{had}")
+        return info
+    folded = {c.lower() for c in info.categories}
+    missing = [c for c in cats if c not in info.categories and c.lower() not in folded]
+    if missing:
+        raise InputError(path, "categories", f"lacks the model's categories {missing}, so {option} cannot score "
+                                             f"its predictions{had}")
+    if info.predicates and set(info.predicates) != set(preds):
+        raise InputError(path, "predicate_categories", f"not the model's predicates {preds}, so {option} cannot "
+                                                       f"score its relations{had}")
+    return info
+
+
 def read_image(path: str | Path, size: tuple[int, int] | None = None) -> torch.Tensor:
     """(3, H, W) float32 RGB in [0, 1]; resized to `size` = (H, W) with area interpolation when
     given and different. Raises `InputError` for a missing or unreadable file."""

@@ -31,7 +31,7 @@ from sim2sg.train.checkpoint import (
     save_checkpoint,
 )
 from sim2sg.train.config import TrainConfig
-from sim2sg.train.data import PRELOAD_BYTES, ImageFolder, LabelledDataset
+from sim2sg.train.data import PRELOAD_BYTES, ImageFolder, LabelledDataset, check_vocabulary
 from sim2sg.train.predict import predict, predict_labelled
 from sim2sg.train.steps import add_align_heads, new_state, train_steps
 
@@ -81,6 +81,8 @@ def fit(cfg: TrainConfig, resume: bool = False, log=None) -> Path:
     mcfg = ModelConfig.from_dict(dict(num_classes=len(info.categories), num_predicates=len(info.predicates),
                                       image_size=info.image_size, arch=cfg.arch, backbone=cfg.backbone,
                                       **cfg.model))
+    if cfg.val:  # before training, not after it
+        check_vocabulary(cfg.val, meta["categories"], meta["predicates"], "--val")
     spe = max(1, len(source) // cfg.batch_size)
     total = cfg.steps if cfg.steps is not None else cfg.epochs * spe
     state = new_state(cfg, mcfg, total)

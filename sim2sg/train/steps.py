@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from sim2sg.device import resolve_device
-from sim2sg.errors import DivergedError
+from sim2sg.errors import DivergedError, InputError
 from sim2sg.model import ModelConfig, build_model, grl_schedule
 from sim2sg.train import distributed
 from sim2sg.train.align import model_mode, parse_align
@@ -304,6 +304,17 @@ def step_batches(source, target, cfg: TrainConfig, start: int, stop: int, worker
         yield images, targets, (next(tgt)[0] if tgt is not None else None)
 
 
+def check_batch_norm(image_size: tuple[int, int], batch: int) -> None:
+    """Refuse a training batch from which the backbone's last stage (stride 32) holds one value per
+    channel (`batch` images of at most 32x32 pixels): BatchNorm cannot train on it, and torch's
+    ValueError came as a traceback at the first step."""
+    h, w = image_size
+    if batch * math.ceil(h / 32) * math.ceil(w / 32) < 2:
+        raise InputError("--batch", "", f"a batch of {batch} image of {w}x{h} pixels leaves the network's last "
+                                        "stage one value per channel, which BatchNorm cannot train on: use --batch 2 "
+                                        "or more (and at least 2 training images), or images over 32 pixels a side")
+
+
 def train_steps(state: TrainState, cfg: TrainConfig, source, target, steps: int, *, workers: int = 0,
                 after_step: Callable[[int, dict], None] | None = None, progress: str | None = None) -> dict[str, float]:
     """`steps` optimizer steps from `state.step` on `source`, each paired with a batch of
@@ -313,6 +324,8 @@ def train_steps(state: TrainState, cfg: TrainConfig, source, target, steps: int,
     Returns the mean of each logged value over the steps that logged it."""
     if not parse_align(cfg.align, loop=False):
         target = None
+    if steps > 0:
+        check_batch_norm(state.model.cfg.image_size, min(cfg.batch_size // distributed.world(), len(source)))
     state.model.train()
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
