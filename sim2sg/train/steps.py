@@ -324,8 +324,9 @@ def train_steps(state: TrainState, cfg: TrainConfig, source, target, steps: int,
     Returns the mean of each logged value over the steps that logged it."""
     if not parse_align(cfg.align, loop=False):
         target = None
-    if steps > 0:
-        check_batch_norm(state.model.cfg.image_size, min(cfg.batch_size // distributed.world(), len(source)))
+    mcfg = getattr(state.model, "cfg", None)  # a sim2sg network's ModelConfig (a bare nn.Module has none)
+    if steps > 0 and mcfg is not None:
+        check_batch_norm(mcfg.image_size, min(cfg.batch_size // distributed.world(), len(source)))
     state.model.train()
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
