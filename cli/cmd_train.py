@@ -65,7 +65,7 @@ def train_cmd(
     val: Optional[Path] = typer.Option(None, "--val", help="Labelled dataset to predict (and score) after training."),
     model: Model = typer.Option(Model.frcnn, "--model", help=MODEL_HELP),
     backbone: Backbone = typer.Option(Backbone.resnet18, "--backbone", help=BACKBONE_HELP),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Initial weights: a sim2sg checkpoint, a model or ResNet state dict."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Initial weights: a sim2sg checkpoint (of other class names: all but its class and predicate heads), a model or ResNet state dict."),
     epochs: int = typer.Option(10, "--epochs", min=1),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Total optimizer steps (overrides --epochs)."),
     batch: int = typer.Option(8, "--batch", min=1),

@@ -146,12 +146,41 @@ def test_load_weights_accepts_a_torchvision_resnet_state_dict(tmp_path):
     resnet = torchvision.models.resnet18(weights=None)
     torch.save(resnet.state_dict(), tmp_path / "r18.pth")
     model = build_model(ModelConfig(num_classes=3, num_predicates=4, image_size=(64, 64)))
-    n = load_weights(model, tmp_path / "r18.pth")
+    n = load_weights(model, tmp_path / "r18.pth").count
     assert n == len([k for k in resnet.state_dict() if not k.startswith("fc.")])
     assert torch.equal(model.detector.backbone.body.conv1.weight, resnet.conv1.weight)
     torch.save({"unrelated": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(InputError, match="no tensor matches"):
         load_weights(model, tmp_path / "other.pth")
+
+
+def test_weights_of_other_class_names_keep_the_class_heads_at_their_initialisation(setup, tmp_path):
+    """Found by fuzzing: `train --weights` of a dining checkpoint (3 classes, as clevr) loaded its
+    class heads into clevr's, class i learning from the checkpoint's class i."""
+    from sim2sg.train.checkpoint import load_checkpoint, load_weights, vocabulary_tensors
+
+    _, src, _, ckpt_path = setup
+    ckpt = load_checkpoint(ckpt_path)
+    ours = (list(CATEGORIES), list(PREDICATES))
+    cfg = ModelConfig(num_classes=len(CATEGORIES), num_predicates=len(PREDICATES), image_size=(64, 64))
+    heads = vocabulary_tensors(cfg)
+    assert "detector.roi_heads.box_predictor.cls_score.weight" in heads and "relation.classifier.weight" in heads
+    assert not any(k.startswith("detector.backbone.") for k in heads)
+    other = dict(ckpt, meta=dict(ckpt["meta"], categories=[f"other{i}" for i in range(len(CATEGORIES))]))
+    torch.save(other, tmp_path / "other.pt")
+    torch.manual_seed(5)
+    model = build_model(cfg)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    loaded = load_weights(model, tmp_path / "other.pt", ours)
+    assert set(loaded.skipped) == heads and "other0" in loaded.note and loaded.count == len(ckpt["model"]) - len(heads)
+    now = model.state_dict()
+    for k in ckpt["model"]:
+        assert torch.equal(now[k], fresh[k] if k in heads else ckpt["model"][k]), k
+    # the same names: every tensor, nothing skipped
+    assert load_weights(build_model(cfg), ckpt_path, ours) == type(loaded)(len(ckpt["model"]))
+    r = runner.invoke(app, ["train", "--source", str(src), "--out", str(tmp_path / "o"), "--steps", "1", "--batch", "2",
+                            "--device", "cpu", "--no-progress", "--weights", str(tmp_path / "other.pt")])
+    assert r.exit_code == 0 and "tensors of the class and predicate heads kept at their initialisation" in r.output, r.output
 
 
 def test_loop_options_reach_the_loop_config(setup, tmp_path, monkeypatch):

@@ -108,11 +108,37 @@ def model_from_checkpoint(ckpt: dict, device="cpu"):
     return model.to(device)
 
 
-def load_weights(model: torch.nn.Module, path: str | Path) -> int:
+@dataclasses.dataclass(frozen=True)
+class LoadedWeights:
+    """What `load_weights` loaded: `count` tensors; `skipped` the names of the class and predicate
+    heads left at their initialisation because the checkpoint names other classes or predicates
+    (`note` says which), empty otherwise."""
+
+    count: int
+    skipped: tuple[str, ...] = ()
+    note: str = ""
+
+
+def vocabulary_tensors(cfg: ModelConfig) -> set[str]:
+    """Names of the state-dict tensors whose shape follows the number of classes or predicates (the
+    heads that name what they predict), found by building the network's shapes (on the meta device,
+    no values, no random draws) with one class and one predicate more."""
+    with torch.device("meta"), torch.random.fork_rng(devices=[]):
+        base = {k: v.shape for k, v in build_model(cfg).state_dict().items()}
+        more = build_model(dataclasses.replace(cfg, num_classes=cfg.num_classes + 1,
+                                               num_predicates=cfg.num_predicates + 1)).state_dict()
+    return {k for k, v in more.items() if k in base and base[k] != v.shape}
+
+
+def load_weights(model: torch.nn.Module, path: str | Path,
+                 vocabulary: tuple[list[str], list[str]] | None = None) -> LoadedWeights:
     """Load user-supplied weights into `model`: a sim2sg checkpoint, a state dict of this model,
     or a torchvision ResNet state dict (goes into the backbone body of either network; `fc.*` is
     ignored). Tensors whose name and shape match are loaded, the rest keep their initialisation.
-    Returns the number of tensors loaded; raises `InputError` when nothing matches."""
+    vocabulary: the (categories, predicates) the model will learn; a sim2sg checkpoint of other
+    names (another environment's three classes fit the shapes of clevr's) loads everything but the
+    heads whose outputs are those names (`vocabulary_tensors`), which would otherwise teach class i
+    what the checkpoint's class i was. Raises `InputError` when nothing matches."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "", "weights file not found")
@@ -120,6 +146,15 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> int:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise InputError(path, "", f"not a readable weights file ({type(e).__name__})") from None
+    skip, note = set(), ""
+    theirs = sd.get("meta") if isinstance(sd, dict) else None
+    if vocabulary is not None and isinstance(theirs, dict) and hasattr(model, "cfg"):
+        ours = (list(vocabulary[0]), list(vocabulary[1]))
+        were = (list(theirs.get("categories") or []), list(theirs.get("predicates") or []))
+        if were != ours:
+            skip = vocabulary_tensors(model.cfg)
+            note = (f"the checkpoint's categories {were[0]} and predicates {were[1]} are not this data's "
+                    f"{ours[0]} and {ours[1]}")
     if isinstance(sd, dict) and isinstance(sd.get("model"), dict):
         sd = sd["model"]
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
@@ -135,7 +170,10 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> int:
             if name in own and own[name].shape == v.shape:
                 matched[name] = v
                 break
+    skipped = tuple(sorted(k for k in matched if k in skip))
+    for k in skipped:
+        del matched[k]
     if not matched:
         raise InputError(path, "", "no tensor matches this model (names or shapes differ)")
     model.load_state_dict(matched, strict=False)
-    return len(matched)
+    return LoadedWeights(len(matched), skipped, note if skipped else "")

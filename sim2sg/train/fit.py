@@ -91,7 +91,11 @@ def fit(cfg: TrainConfig, resume: bool = False, log=None) -> Path:
             raise InputError(ckpt_path, "meta", "the checkpoint was trained on other categories/predicates than --source")
         restore(state, ckpt)
     elif cfg.weights:
-        load_weights(state.model, cfg.weights)
+        loaded = load_weights(state.model, cfg.weights, (meta["categories"], meta["predicates"]))
+        if log is not None:
+            log(f"--weights {cfg.weights}: {loaded.count} tensors loaded"
+                + (f"; {len(loaded.skipped)} tensors of the class and predicate heads kept at their initialisation: "
+                   f"{loaded.note}" if loaded.skipped else ""))
     del ckpt
     add_align_heads(state, network_heads(parse_align(cfg.align, loop=False)))  # GPA, SAPNet
 
