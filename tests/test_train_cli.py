@@ -341,6 +341,16 @@ def test_train_list_model_settings_are_checked(setup, tmp_path, model, setting, 
     assert not (tmp_path / "o").exists()
 
 
+def test_a_loop_cannot_write_into_its_target_folder(setup):
+    """Found by fuzzing: `loop --out` equal to `--target` wrote the run's files among the images."""
+    from sim2sg.loop.config import LoopConfig
+
+    _, _, tgt, _ = setup
+    with pytest.raises(InputError, match=r"--out: out: .* is the target image folder \(--target\)"):
+        LoopConfig(env="clevr", target=str(tgt), out=str(tgt / ".." / tgt.name)).validate()
+    LoopConfig(env="clevr", target=str(tgt), out=str(tgt / "run")).validate()
+
+
 def test_integer_model_settings_that_may_be_zero(setup):
     from sim2sg.loop.config import LoopConfig
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sim2sg.errors import InputError
 from sim2sg.train.align import frcnn_only, model_mode, parse_align
@@ -123,6 +124,9 @@ class LoopConfig:
         if self.method == "metasim" and "label" in terms:
             raise InputError("--align", "align", "Meta-Sim learns the SDR generator's placements instead of the "
                                                  "synthesis loop: its alignment cannot include 'label'")
+        if self.target and self.out and Path(self.out).resolve() == Path(self.target).resolve():
+            # the run's history, checkpoints and graphs would sit among the unlabelled images
+            raise InputError("--out", "out", f"{self.out} is the target image folder (--target): name another folder")
         if self.method == "oracle" and not self.oracle_data:
             raise InputError("--oracle-data", "oracle_data", "the oracle needs a labelled target dataset")
         for name in ("iterations", "sdr_scenes", "scenes_per_image", "width", "height",
