@@ -190,6 +190,11 @@ def fov_deg(focal: float, size: int) -> float:
     return math.degrees(2 * math.atan2(size / 2, focal))
 
 
+def focal_px(hfov_deg: float, size: int) -> float:
+    """The focal length (pixels) at which `size` pixels span `hfov_deg` degrees (`fov_deg`'s inverse)."""
+    return size / 2 / math.tan(math.radians(hfov_deg) / 2)
+
+
 def focal_problem(fx: float, fy: float, width: int, height: int) -> str | None:
     """Why focal lengths fx, fy (px) cannot image width x height pixels, or None when they can."""
     h, v = fov_deg(fx, width), fov_deg(fy, height)

@@ -28,10 +28,12 @@ from sim2sg.eval.recall import DEFAULT_KS, perfect_prediction, recall_metrics
 IOU_CONVENTION = "continuous pixel coordinates, no +1: area = (x2 - x1) * (y2 - y1); match at IoU >= 0.5"
 
 
-def _category_lookup(gt: GroundTruth):
-    exact = {name: cid for cid, name in gt.categories.items()}
+def category_lookup(categories: dict[int, str]):
+    """name -> the ground truth's category id (`categories`: id -> name), or None: the rule by which
+    predictions' class names are scored (also `sim2sg.train.data.check_vocabulary`'s, before training)."""
+    exact = {name: cid for cid, name in categories.items()}
     folded: dict[str, list[int]] = {}
-    for cid, name in gt.categories.items():
+    for cid, name in categories.items():
         folded.setdefault(name.lower(), []).append(cid)
 
     def lookup(name: str) -> int | None:
@@ -88,7 +90,7 @@ def align_predictions(gt: GroundTruth, predictions: Predictions) -> tuple[list[A
     else:
         columns = []  # no relations in this GT (e.g. KITTI): relation scores are not used
 
-    category_of = _category_lookup(gt)
+    category_of = category_lookup(gt.categories)
     image_of = _image_lookup(gt)
     aligned: list[AlignedPrediction | None] = [None] * len(gt.images)
     for i, im in enumerate(predictions.images):

@@ -37,7 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sim2sg.checks import FOV_DEG, Checker, focal_problem, imread
+from sim2sg.checks import FOV_DEG, Checker, focal_problem, focal_px, imread
 from sim2sg.errors import InputError
 from sim2sg.scene.camera import WORLD_UP, Camera
 
@@ -203,7 +203,7 @@ def _read_json(path: Path, text: str, nominal: Camera) -> tuple:
         hfov = v.number(d["hfov_deg"], "hfov_deg")
         if not FOV_DEG[0] <= hfov <= FOV_DEG[1]:
             v.fail("hfov_deg", f"must be in [{FOV_DEG[0]}, {FOV_DEG[1]}] degrees, got {hfov}")
-        fx = fy = size[0] / 2 / math.tan(math.radians(hfov) / 2)
+        fx = fy = focal_px(hfov, size[0])
         cx, cy = size[0] / 2, size[1] / 2
     elif all(k in d for k in ("fx", "fy", "cx", "cy")):
         fx, fy, cx, cy = (v.number(d[k], k) for k in ("fx", "fy", "cx", "cy"))

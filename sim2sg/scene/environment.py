@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sim2sg._data import data_dir
-from sim2sg.checks import FOV_DEG, MAX_IMAGE_SIDE, focal_problem
+from sim2sg.checks import FOV_DEG, MAX_IMAGE_SIDE, focal_problem, focal_px
 from sim2sg.errors import InputError
 from sim2sg.scene.schema import (  # noqa: F401  (the schema's names are part of this module's API)
     CONTEXT_KINDS,
@@ -263,9 +263,10 @@ def parse_env(raw: dict, source: str = "<env>") -> Environment:
     hfov = r.num(cam, "hfov_deg", "camera", positive=True)
     if not FOV_DEG[0] <= hfov <= FOV_DEG[1]:
         r.fail("camera.hfov_deg", f"must be in [{FOV_DEG[0]}, {FOV_DEG[1]}] degrees, got {hfov}")
-    focal = width / 2 / math.tan(math.radians(hfov) / 2)  # square pixels: the vertical view follows
-    if focal_problem(focal, focal, width, height):
-        r.fail("camera.hfov_deg", focal_problem(focal, focal, width, height))
+    focal = focal_px(hfov, width)  # square pixels: the vertical view follows
+    problem = focal_problem(focal, focal, width, height)
+    if problem:
+        r.fail("camera.hfov_deg", problem)
     camera = CameraSpec(
         width=width, height=height, hfov_deg=hfov,
         position=r.vec(cam, "position", "camera", 3),

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import networkx as nx
 import numpy as np
 
+from sim2sg.checks import focal_px
 from sim2sg.errors import InputError
 from sim2sg.scene import graph as sg
 from sim2sg.scene.camera import Camera
@@ -93,7 +94,7 @@ def _camera(env: Environment, context: dict, pos: np.ndarray, at: np.ndarray) ->
         x = geo["centres"][geo["ego_lane"]]
         pos[0] += x
         at[0] += x
-    fx = spec.width / 2 / math.tan(math.radians(spec.hfov_deg) / 2)
+    fx = focal_px(spec.hfov_deg, spec.width)
     return Camera(
         width=spec.width, height=spec.height, fx=fx, fy=fx,
         cx=spec.width / 2 + spec.principal_offset[0], cy=spec.height / 2 + spec.principal_offset[1],

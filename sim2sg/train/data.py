@@ -115,9 +115,10 @@ def labels_info(data: dict) -> LabelsInfo:
 def check_vocabulary(data_dir: str | Path, categories, predicates, option: str, exact: bool = False) -> LabelsInfo:
     """Refuse, before any training, a labelled dataset of another vocabulary than the model's
     `categories` / `predicates` (names in id order); returns its `LabelsInfo`. To be scored
-    (exact=False) the dataset must hold every category the model predicts (case-insensitively, as
-    `sim2sg.eval` matches them) and, when it labels relations, the model's predicates; to be
-    trained on (exact=True) the same names in the same order. `InputError` on its labels file."""
+    (exact=False) the dataset must hold every category the model predicts (as the evaluator
+    matches names: `sim2sg.eval.metrics.category_lookup`) and, when it labels relations, the
+    model's predicates; to be trained on (exact=True) the same names in the same order.
+    `InputError` on its labels file."""
     data = read_labels(data_dir)
     info = labels_info(data)
     path = Path(data_dir) if Path(data_dir).is_file() else Path(data_dir) / "labels.json"
@@ -129,8 +130,10 @@ def check_vocabulary(data_dir: str | Path, categories, predicates, option: str, 
             if list(theirs) != ours:
                 raise InputError(path, field, f"{option} must be labelled with the model's {ours} in this order{had}")
         return info
-    folded = {c.lower() for c in info.categories}
-    missing = [c for c in cats if c not in info.categories and c.lower() not in folded]
+    from sim2sg.eval.metrics import category_lookup  # the evaluator's own rule (pycocotools: imported late)
+
+    lookup = category_lookup(dict(enumerate(info.categories, 1)))
+    missing = [c for c in cats if lookup(c) is None]
     if missing:
         raise InputError(path, "categories", f"lacks the model's categories {missing}, so {option} cannot score "
                                              f"its predictions{had}")
