@@ -147,3 +147,22 @@ def test_baseline_rows_run_end_to_end(target, tmp_path, method, align, phase):
         ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
         assert tuple(ckpt["model_config"]["align_heads"]) == (align,)
     assert json.loads((tmp_path / "run" / "history.json").read_text())["phases"][1]["name"] == phase
+
+
+def test_look_seeds_give_common_random_numbers_in_one_render_batch(tmp_path):
+    """Meta-Sim's two evaluations of a step go through one `synthesize` call: a graph given twice
+    with the same look seed renders the same pixels; another seed, another look; a persistent
+    pool (pmap) gives the bytes a per-call one does; a seed list of the wrong length is refused."""
+    from sim2sg.dataset.synthesize import synthesize, texture_library, worker_map
+    from sim2sg.render.settings import render_options
+
+    env = load_env("clevr")
+    g = next(iter(sample_scenes(env, seed=4, count=1)))
+    opts, tex = render_options(env, 64, 64), texture_library(tmp_path)
+    a, b, c = synthesize([g, g, g], ["a", "b", "c"], env, opts, "cpu", None, tex, workers=0, seeds=[7, 7, 8])
+    assert np.array_equal(a.image, b.image) and not np.array_equal(a.image, c.image)
+    with worker_map(32, workers=1) as pmap:
+        pooled = synthesize([g, g, g], ["a", "b", "c"], env, opts, "cpu", None, tex, seeds=[7, 7, 8], pmap=pmap)
+    assert all(np.array_equal(p.image, q.image) for p, q in zip(pooled, (a, b, c)))
+    with pytest.raises(ValueError, match="2 look seeds for 3 graphs"):
+        synthesize([g, g, g], ["a", "b", "c"], env, opts, "cpu", None, tex, workers=0, seeds=[7, 7])

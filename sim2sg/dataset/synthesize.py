@@ -17,6 +17,7 @@ from pathlib import Path
 
 import networkx as nx
 import numpy as np
+import torch
 
 from sim2sg.render.pipeline import RenderOptions, render_scenes
 from sim2sg.render.sample import Sample
@@ -37,7 +38,8 @@ def texture_library(root: Path) -> Path:
 def synthesize(graphs: Sequence[nx.MultiDiGraph], names: Sequence[str], env: Environment,
                options: RenderOptions, device, rng: np.random.Generator, texture_dir: Path,
                batch: int = 256, keep_usd: Path | None = None, workers: int | None = None,
-               target_looks: Sequence | None = None) -> list[Sample]:
+               target_looks: Sequence | None = None, seeds: Sequence[int] | None = None,
+               pmap=None) -> list[Sample]:
     """Render `graphs` dressed with random looks from `env` (one look per graph from `rng`).
 
     Graph cameras are resized to the options' size. texture_dir: an absolute folder holding the
@@ -46,17 +48,27 @@ def synthesize(graphs: Sequence[nx.MultiDiGraph], names: Sequence[str], env: Env
     scene) while the renderer runs on `device`; None = min(8, CPUs - 1), 0 = in this process.
     Each scene gets its own generator seeded from `rng` up front, so the output does not depend on
     the number of workers. target_looks: per graph, None or a `sim2sg.loop.target_look.TargetLook`
-    whose crops (written under texture_dir) replace the sampled textures it lists.
+    whose crops (written under texture_dir) replace the sampled textures it lists. seeds: per
+    graph, the seed of its look, instead of drawing them from `rng` (which is then not used): two
+    calls, or two graphs of one call, with the same seed get the same look (Meta-Sim's common
+    random numbers). pmap: a `worker_map` context's map to build the scenes with, instead of
+    opening a pool for this call (a caller that synthesizes many small batches starts it once).
+    On CUDA the renderer's cached buffers are handed back to the driver afterwards: at batch 256
+    they are GiBs that other processes on the GPU (a table's parallel rows) could not otherwise use.
     """
-    seeds = rng.integers(0, 2**63 - 1, size=len(graphs))
+    seeds = rng.integers(0, 2**63 - 1, size=len(graphs)) if seeds is None else list(seeds)
+    if len(seeds) != len(graphs):
+        raise ValueError(f"synthesize: {len(seeds)} look seeds for {len(graphs)} graphs")
     looks = list(target_looks) if target_looks is not None else [None] * len(graphs)
     jobs = [(g, name, int(sd), tl) for g, name, sd, tl in zip(graphs, names, seeds, looks)]
     args = (env, options.width, options.height, str(texture_dir), str(keep_usd) if keep_usd is not None else None)
     samples: list[Sample] = []
-    with worker_map(len(jobs), workers) as pmap:
+    with contextlib.nullcontext(pmap) if pmap is not None else worker_map(len(jobs), workers) as build:
         for start in range(0, len(jobs), batch):
             chunk = jobs[start:start + batch]
-            samples += render_scenes(pmap(_build_scene, chunk, *args), [j[1] for j in chunk], options, device)
+            samples += render_scenes(build(_build_scene, chunk, *args), [j[1] for j in chunk], options, device)
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
     return samples
 
 

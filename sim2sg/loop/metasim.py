@@ -170,13 +170,15 @@ class Fit:
 
 def fit_attributes(params: AttributeParams, graphs: Sequence[nx.MultiDiGraph], stats: PositionStats,
                    env: Environment, target: torch.Tensor,
-                   features: Callable[[list[nx.MultiDiGraph], int], torch.Tensor], rng: np.random.Generator,
-                   steps: int, batch: int, lr: float = 0.05, delta: float = 0.1) -> Fit:
-    """`steps` SPSA steps (module docstring) from `params` on MMD^2 between features(transformed
-    graphs, look seed) (B, D) and the `target` features (M, D). Per step: `batch` of `graphs`
-    drawn from `rng`, one look seed shared by both evaluations, one +-1 direction; Adam (lr, betas
-    0.9, 0.999) on the estimate, then projected onto the search space `LIMITS` (per category,
-    +- each limit in `PER_CATEGORY` order)."""
+                   features: Callable[[list[nx.MultiDiGraph], list[int]], torch.Tensor],
+                   rng: np.random.Generator, steps: int, batch: int, lr: float = 0.05, delta: float = 0.1) -> Fit:
+    """`steps` SPSA steps (module docstring) from `params` on MMD^2 between the features of the
+    transformed graphs (B, D) and the `target` features (M, D). features(graphs, look_seeds) ->
+    (len(graphs), D): graphs rendered with the looks of those seeds. Per step: `batch` of `graphs`
+    drawn from `rng`, one look seed per graph shared by both evaluations, one +-1 direction, and
+    one call of `features` for both evaluations (2B graphs: one render batch instead of two);
+    Adam (lr, betas 0.9, 0.999) on the estimate, then projected onto the search space `LIMITS`
+    (per category, +- each limit in `PER_CATEGORY` order)."""
     scales = kernel_scales(target)
     limit = np.tile(LIMITS, len(params.categories))
     theta = np.clip(params.values.flatten(), -limit, limit)
@@ -184,12 +186,12 @@ def fit_attributes(params: AttributeParams, graphs: Sequence[nx.MultiDiGraph], s
     trace = []
     for step in range(steps):
         pick = rng.choice(len(graphs), size=min(batch, len(graphs)), replace=False)
-        seed = int(rng.integers(0, 2**63 - 1))
+        seeds = [int(v) for v in rng.integers(0, 2**63 - 1, size=len(pick))]
         d = rng.choice(np.array([-1.0, 1.0]), size=theta.shape)
-        losses = []
-        for sign in (1.0, -1.0):
-            p = params.with_vector(theta + sign * delta * d)
-            losses.append(mmd2(features([transform_graph(graphs[i], p, stats, env) for i in pick], seed), target, scales))
+        made = [transform_graph(graphs[i], params.with_vector(theta + sign * delta * d), stats, env)
+                for sign in (1.0, -1.0) for i in pick]
+        f = features(made, seeds + seeds)
+        losses = [mmd2(f[:len(pick)], target, scales), mmd2(f[len(pick):], target, scales)]
         g = (losses[0] - losses[1]) / (2 * delta) * d
         m = 0.9 * m + 0.1 * g
         v = 0.999 * v + 0.001 * g * g

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from sim2sg import atomic
-from sim2sg.dataset.synthesize import synthesize, texture_library
+from sim2sg.dataset.synthesize import synthesize, texture_library, worker_map
 from sim2sg.errors import InputError
 from sim2sg.eval.content import content_gap, placement_error
 from sim2sg.loop.calibrate import calibrate_model, held_out_scenes
@@ -348,14 +348,17 @@ def _metasim_iteration(r: _Run, it: int, graphs: list, align: str) -> None:
     target = torch.cat([image_features(model, [r.target[i][0] for i in range(s, min(n, s + 32))], dev, amp)
                         for s in range(0, n, 32)])
 
-    def features(gs: list, seed: int) -> torch.Tensor:
-        samples = synthesize(gs, [f"metasim_{k}" for k in range(len(gs))], env, r.options, dev,
-                             np.random.default_rng(seed), r.textures, batch=cfg.render_batch)
+    def features(gs: list, seeds: list[int]) -> torch.Tensor:
+        samples = synthesize(gs, [f"metasim_{k}" for k in range(len(gs))], env, r.options, dev, r.rng, r.textures,
+                             batch=cfg.render_batch, seeds=seeds, pmap=pmap)
         ds = SampleDataset(samples, list(env.predicates))
         return image_features(model, [ds[k][0] for k in range(len(ds))], dev, amp)
 
-    fit = fit_attributes(params, graphs, stats, env, target, features, r.rng, cfg.metasim_steps, cfg.metasim_batch,
-                         cfg.metasim_lr, cfg.metasim_delta)
+    # One pool of scene builders for the whole fit (starting one per evaluation cost ~1 s of
+    # each ~2 s step on the H100), sized for one step's 2 x batch scenes.
+    with worker_map(2 * min(cfg.metasim_batch, len(graphs))) as pmap:
+        fit = fit_attributes(params, graphs, stats, env, target, features, r.rng, cfg.metasim_steps,
+                             cfg.metasim_batch, cfg.metasim_lr, cfg.metasim_delta)
     t_fit = time.perf_counter() - t
     made = [transform_graph(g, fit.params, stats, env) for g in graphs]
     gap = content_gap(made, r.true_graphs, env.categories, env.predicates) if r.true_graphs else None
