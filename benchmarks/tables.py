@@ -109,6 +109,9 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="suffix of the loop rows' folders, so that a second call with other "
                     "loop settings adds rows beside the first call's (same SDR phase and domain)")
     ap.add_argument("--parallel", type=int, default=1)
+    ap.add_argument("--render-batch", type=int, default=256,
+                    help="scenes per render batch in every row (the images do not depend on it); parallel rows "
+                         "that render at once each hold one batch's buffers: 64 keeps four 640x192 rows in memory")
     ap.add_argument("--no-share-sdr", action="store_true",
                     help="train every row's SDR phase (and the loop rows' iterations before the GRLs) itself "
                          "instead of forking the rows from one")
@@ -137,6 +140,7 @@ def main() -> None:
                       keep_sdr=args.keep_sdr, align_sdr_scenes=args.align_sdr_scenes, deterministic=args.deterministic,
                       compile=args.compile, score_threshold=args.score_threshold, min_fit_iou=args.min_fit_iou,
                       metasim_steps=args.metasim_steps, metasim_batch=args.metasim_batch,
+                      render_batch=args.render_batch,
                       sdr_checkpoint=None if args.no_share_sdr else str(out / "sdr_phase.pt"))
     if args.rows is None:
         args.rows = ",".join(k for k in ROW_KEYS if args.model == "frcnn" or k not in ("gpa", "sapnet"))
