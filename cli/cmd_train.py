@@ -55,7 +55,21 @@ class Optim(str, Enum):
     sgd = "sgd"
 
 
+# `train_cmd` parameters -> (TrainConfig field, option) where the names differ.
+_FIELDS = {"batch": ("batch_size", "--batch"), "model": ("arch", "--model"), "no_amp": ("amp", "--no-amp"),
+           "align_warmup": ("align_warmup_steps", "--align-warmup"), "model_set": ("model", "--set"),
+           "compile_": ("compile", "--compile")}
+
+
+def given_settings(ctx: typer.Context) -> dict[str, str]:
+    """{TrainConfig field: option} for the options given on the command line (not defaults)."""
+    # by name: typer may bring its own copy of click, whose ParameterSource is another enum
+    return dict(_FIELDS.get(p, (p, f"--{p.replace('_', '-')}")) for p in ctx.params
+                if getattr(ctx.get_parameter_source(p), "name", None) == "COMMANDLINE")
+
+
 def train_cmd(
+    ctx: typer.Context,
     source: Optional[Path] = typer.Option(None, "--source", help="Labelled sim2sg dataset folder (labels.json + images)."),
     out: Path = typer.Option(..., "--out", help="Run folder: checkpoint.pt, config.json, tb/ (TensorBoard)."),
     target: Optional[Path] = typer.Option(None, "--target", help="Folder of unlabelled target images (e.g. KITTI image_2/)."),
@@ -118,7 +132,7 @@ def train_cmd(
         )
         main = distributed.is_main()
         try:
-            path = fit(cfg, resume=resume, log=info if main else (lambda _: None))
+            path = fit(cfg, resume=resume, log=info if main else (lambda _: None), given=given_settings(ctx))
         finally:
             distributed.shutdown()
         if main:

@@ -373,3 +373,40 @@ def test_a_batch_batchnorm_cannot_train_on_is_one_line(tmp_path, n_images, batch
                             "--backbone", "resnet10-half", "--no-progress"])
     assert r.exit_code == 2 and "error: --batch: a batch of 1 image of 32x32 pixels" in r.output, r.output
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_resume_names_the_options_it_ignores(setup, tmp_path):
+    """`train --resume` continues the stored run: options given that differ from it are named
+    as ignored in one line (defaults left out are not: the user did not ask for them)."""
+    _, src, _, _ = setup
+    out = tmp_path / "o"
+    base = ["train", "--source", str(src), "--out", str(out), "--device", "cpu", "--no-progress", "--steps", "1"]
+    assert runner.invoke(app, [*base, "--lr", "0.002", "--batch", "2"]).exit_code == 0
+    r = runner.invoke(app, [*base, "--resume"])
+    assert r.exit_code == 0, r.output
+    assert "ignored on --resume" not in r.output  # --lr and --batch left at their defaults: nothing asked
+    r = runner.invoke(app, [*base, "--resume", "--lr", "0.01", "--batch", "2", "--no-amp", "--set", "message_passing=0"])
+    assert r.exit_code == 0, r.output
+    line = next(ln for ln in r.output.splitlines() if "ignored on --resume" in ln)
+    assert "--lr (the run's: 0.002)" in line and "--set (the run's: {})" in line
+    assert "--batch" not in line  # the same as the run's
+    assert "--no-amp (the run's: True)" in line and "--source" not in line and "--out" not in line
+
+
+def test_train_on_a_dataset_without_objects_is_refused(setup, tmp_path):
+    """A labels file whose images carry no object (or only sub-pixel boxes) has nothing to teach
+    the detector: one line naming the file and field, before any training."""
+    _, src, _, _ = setup
+    data = json.loads((src / "labels.json").read_text())
+    for a in data["annotations"]:
+        a["bbox"], a["area"] = [a["bbox"][0], a["bbox"][1], 0.5, 0.5], 0.25
+        a.pop("segmentation", None), a.pop("visible_pixels", None)
+    empty = tmp_path / "empty_ds"
+    empty.mkdir()
+    for im in data["images"]:
+        (empty / im["file_name"]).parent.mkdir(parents=True, exist_ok=True)
+        (empty / im["file_name"]).write_bytes((src / im["file_name"]).read_bytes())
+    (empty / "labels.json").write_text(json.dumps(data))
+    r = runner.invoke(app, ["train", "--source", str(empty), "--out", str(tmp_path / "o"), "--steps", "1", "--device", "cpu"])
+    _one_line_error(r, "labels.json", "annotations", "no object box")
+    assert not (tmp_path / "o" / "checkpoint.pt").exists()

@@ -36,14 +36,31 @@ from sim2sg.train.predict import predict, predict_labelled
 from sim2sg.train.steps import add_align_heads, new_state, train_steps
 
 
-def fit(cfg: TrainConfig, resume: bool = False, log=None) -> Path:
+# What a resumed run takes from the call instead of its checkpoint: where and how it runs, not
+# what it computes (compile gives the same checkpoints).
+RESUME_MAY_CHANGE = ("out", "device", "workers", "progress", "compile")
+
+
+def _labels_file(source: str) -> Path:
+    """The labels file of dataset `source` (a folder holding labels.json, or the file itself)."""
+    return Path(source) if Path(source).is_file() else Path(source) / "labels.json"
+
+
+def _shown(value) -> str:
+    return json.dumps(value) if isinstance(value, (dict, list, tuple)) else str(value)
+
+
+def fit(cfg: TrainConfig, resume: bool = False, log=None, given: dict[str, str] | None = None) -> Path:
     """Train per `cfg`; returns the path of the final checkpoint (`cfg.out/checkpoint.pt`).
 
     resume=True continues from `cfg.out/checkpoint.pt` (the config stored there wins for
     everything that shapes the run; `out`, `device`, `workers`, `progress`, `compile` may change).
     Writes `config.json`, TensorBoard logs under `tb/`, and, when `cfg.val` is given,
     `val_predictions.json` + `val_metrics.json` at the end. log: a function of one line (e.g.
-    a resumed run that has nothing left to do says so). Under torchrun (after
+    a resumed run that has nothing left to do says so). given: {config field: the option that set
+    it} for the settings the user gave (the CLI's command-line options, not its defaults): on
+    resume, those that differ from the stored run's are named in one line as ignored, so that a
+    changed --lr or --batch is never silently dropped. Under torchrun (after
     `distributed.init_from_env`) every rank trains its slice of each batch and rank 0 writes.
     """
     out = Path(cfg.out)
@@ -65,8 +82,13 @@ def fit(cfg: TrainConfig, resume: bool = False, log=None) -> Path:
             made = f"--steps {stored.steps}" if stored.steps else f"--epochs {stored.epochs}"
             log(f"--steps {cfg.steps} ignored: the run in {out} was made with {made} and --resume continues it "
                 f"as stored (to train further, start a new run with --weights {ckpt_path})")
-        cfg = dataclasses.replace(stored, out=cfg.out, device=cfg.device, workers=cfg.workers, progress=cfg.progress,
-                                  compile=cfg.compile)
+        changed = [f"{opt} (the run's: {_shown(getattr(stored, f))})" for f, opt in sorted((given or {}).items())
+                   if f not in RESUME_MAY_CHANGE and f != "steps" and hasattr(stored, f)
+                   and getattr(cfg, f) != getattr(stored, f)]
+        if changed and log is not None:
+            log(f"ignored on --resume, which continues the run in {out} as stored: {', '.join(changed)} "
+                f"(to train with other settings, start a new run with --weights {ckpt_path})")
+        cfg = dataclasses.replace(stored, **{f: getattr(cfg, f) for f in RESUME_MAY_CHANGE})
     cfg.validate()
     distributed.check_batch(cfg.batch_size)
 
@@ -74,7 +96,10 @@ def fit(cfg: TrainConfig, resume: bool = False, log=None) -> Path:
     source = LabelledDataset(cfg.source, preload_bytes=PRELOAD_BYTES if cfg.workers == 0 else 0)
     info = source.info
     if not info.predicates:
-        raise InputError(Path(cfg.source) / "labels.json", "predicate_categories", "no predicates: nothing for the relation head to learn")
+        raise InputError(_labels_file(cfg.source), "predicate_categories", "no predicates: nothing for the relation head to learn")
+    if not any(len(t["labels"]) for t in source.targets):
+        raise InputError(_labels_file(cfg.source), "annotations", f"no object box of at least 1x1 px in its {len(source)} "
+                         "images: nothing for the detector to learn")
     target = ImageFolder(cfg.target, size=info.image_size) if (cfg.target and cfg.align != "none") else None
     meta = {"categories": list(info.categories), "predicates": list(info.predicates), "env": info.env,
             "image_size": list(info.image_size)}
