@@ -60,6 +60,24 @@ issue4)
   cp $D/run/val_metrics.json "$OUTDIR/issue4_val_metrics.json" 2>/dev/null
   $S eval --predictions $D/run/val_predictions.json --data $D/val/data --out "$OUTDIR/issue4_eval.json" 2>&1 | tail -30
   ;;
+rescore)  # issue 21: the box-level rescoring head (a patch in benchmarks/log, not shipped) at 256 px
+  git apply benchmarks/log/2026-12-07-session5-box-rescore.patch || exit 1
+  D=/tmp/rescore; STEPS=${STEPS:-1500}
+  $S sample --env clevr --count 1000 --seed 0 --out $D/train >/dev/null
+  $S sample --env clevr-target --count 200 --seed 7 --out $D/tgt >/dev/null
+  for x in train tgt; do
+    $S graph2usd $D/$x/graphs --out $D/$x/usd >/dev/null
+    $S render $D/$x/usd --out $D/$x/data --size 256x256 --device cuda --batch 256 --no-progress 2>&1 | tail -1
+  done
+  for r in false true; do
+    t0=$(date +%s)
+    $S train --source $D/train/data --out $D/run_$r --model fast --set box_rescore=$r --steps $STEPS --batch 32 \
+        --lr 2e-3 --device cuda --no-progress --checkpoint-every 100000 --image-every 0 2>&1 | tail -1
+    echo "box_rescore=$r: $(( $(date +%s) - t0 )) s for $STEPS steps"
+  done
+  python3 benchmarks/detection_breakdown.py $D/run_false/checkpoint.pt $D/tgt/data $D/run_true/checkpoint.pt $D/tgt/data \
+      --device cuda 2>&1 | tail -40
+  ;;
 smoke)  # every command once on CUDA at a tiny size; a table of what passed
   D=/tmp/smoke; rm -rf $D; declare -A R
   ok() { R[$1]=$([ "$2" = 0 ] && echo pass || echo "FAIL ($2)"); }
