@@ -159,12 +159,13 @@ table)
   D=${TABLE_DIR:-/tmp/table_$SRC}  # on a warm machine a later call can add rows to the same folder
   # Parallel rows share one GPU: no fragmentation reserve per process, and the peak memory logged.
   export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
-  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -l 2 > /tmp/gpu_mem.txt 2>/dev/null &
+  nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader,nounits -l 2 > /tmp/gpu_mem.txt 2>/dev/null &
   MEM=$!
   timeout "$T" python3 benchmarks/tables.py --source "$SRC" --target "$TGT" --k "$K" --out $D \
       --domain /tmp/domain_$TGT --device cuda "$@" > "$OUTDIR/table_${SRC}_log.txt" 2>&1
   kill $MEM 2>/dev/null
-  echo "peak GPU memory used: $(sort -n /tmp/gpu_mem.txt | tail -1) MiB"
+  # memory: is it what bounds --parallel; utilization (share of time a kernel ran): would more rows gain
+  awk -F', ' '{m = $1 > m ? $1 : m; u += $2; n++} END {if (n) printf "peak GPU memory used: %d MiB; GPU busy %.0f%% of %d samples\n", m, u / n, n}' /tmp/gpu_mem.txt
   # Whatever finished (or got as far as it could before the timeout) goes into the table.
   python3 benchmarks/tables.py --source "$SRC" --target "$TGT" --k "$K" --out $D --collect "$@" \
       > "$OUTDIR/table_${SRC}.md" 2>&1
