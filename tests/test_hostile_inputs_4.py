@@ -1,0 +1,130 @@
+"""Hostile inputs, fourth sweep (eval, predict, sample/graph2usd, envs/demo, loop): each is exit code 2
+and one `error:` line naming the file and field, never a traceback, and nothing already written is
+lost."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from sim2sg.cli.app import app
+from typer.testing import CliRunner
+
+from sim2sg.scene import graph as sg
+from sim2sg.scene.environment import load_env
+from sim2sg.scene.sdr import sample_scene, scene_rng
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_eval_relations import make_labels, pred_image, preds  # noqa: E402
+
+runner = CliRunner()
+CLEVR_TOML = Path(__file__).parents[1] / "scenes" / "clevr.toml"
+HUGE = "1" + "0" * 400  # an integer literal past float's range
+A, B = [0, 0, 10, 10], [20, 0, 30, 10]
+
+
+def _refused(r, *fragments, lines: int = 1):
+    """Exit 2, `lines` error lines holding `fragments`, no traceback."""
+    assert r.exit_code == 2, r.output
+    assert not (r.exception and not isinstance(r.exception, SystemExit)), repr(r.exception)
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == lines, r.output
+    for f in fragments:
+        assert f in r.output, (f, r.output)
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "labels.json").write_text(json.dumps(make_labels([([("cube", A), ("sphere", B)], [(0, "left", 1)])])))
+    return d
+
+
+def _good_preds():
+    return preds(pred_image(0, [("cube", A, 0.9), ("sphere", B, 0.8)], [(0, 1, {"left": 0.7})]))
+
+
+def _eval(dataset, predictions: Path, *extra):
+    return runner.invoke(app, ["eval", "--data", str(dataset), "--predictions", str(predictions), *extra])
+
+
+# ---- integers past float's range ----------------------------------------------------------------
+@pytest.mark.parametrize("value, field", [
+    (HUGE, "images[0].objects[0].score"),
+    ("1" + "0" * 5000, "images[0].objects[0].score"),  # was "Exceeds the limit (4300 digits)", no field
+    ("-" + HUGE, "images[0].objects[0].score"),
+])
+def test_predictions_with_an_integer_past_float_range(dataset, tmp_path, value, field):
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps(_good_preds()).replace("0.9", value, 1))
+    _refused(_eval(dataset, p), f"{p}: {field}:")
+
+
+def test_predicted_box_past_float_range(dataset, tmp_path):
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps(_good_preds()).replace("[0, 0, 10, 10]", f"[0, 0, {HUGE}, 10]", 1))
+    _refused(_eval(dataset, p), f"{p}: images[0].objects[0].box:")
+
+
+def test_labels_box_past_float_range(dataset, tmp_path):
+    labels = dataset / "labels.json"
+    labels.write_text(labels.read_text().replace('"bbox": [0', f'"bbox": [{HUGE}', 1))
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps(_good_preds()))
+    _refused(_eval(dataset, p), f"{labels}: annotations[0].bbox[0]:")
+
+
+@pytest.mark.parametrize("path, field", [(("objects", 0, "yaw"), "objects[0].yaw"),
+                                         (("camera", "fx"), "camera.fx"), (("context", "extent"), "context.extent")])
+def test_graph_number_past_float_range(tmp_path, path, field):
+    g = tmp_path / "g.json"
+    sg.write_graph(g, sample_scene(load_env("clevr"), scene_rng(0, 0)))
+    data = json.loads(g.read_text())
+    d = data
+    for key in path[:-1]:
+        d = d[key]
+    d[path[-1]] = "HUGE"
+    g.write_text(json.dumps(data).replace('"HUGE"', HUGE))
+    r = runner.invoke(app, ["graph2usd", str(g), "--out", str(tmp_path / "usd")])
+    _refused(r, f"{g}: {field}: ", "finite", lines=2)  # the graph's line and the count of failures
+
+
+@pytest.mark.parametrize("old, new, field", [
+    ("near = 0.1", f"near = {HUGE}", "camera.near"),
+    ("small = 0.35", f"small = -{HUGE}", "sizes.small"),
+])
+def test_environment_number_past_float_range(tmp_path, old, new, field):
+    text = CLEVR_TOML.read_text(encoding="utf-8")
+    assert old in text
+    e = tmp_path / "e.toml"
+    e.write_text(text.replace(old, new, 1), encoding="utf-8")
+    _refused(runner.invoke(app, ["sample", "--env", str(e), "--out", str(tmp_path / "o")]), f"{e}: {field}: must be finite")
+
+
+def test_environment_nested_too_deeply(tmp_path):
+    e = tmp_path / "deep.toml"
+    e.write_text("a = " + "[" * 500 + "]" * 500 + "\n")  # was a RecursionError inside tomllib
+    _refused(runner.invoke(app, ["sample", "--env", str(e), "--out", str(tmp_path / "o")]), f"{e}: ", "nested too deeply")
+
+
+@pytest.mark.parametrize("text, field, words", [
+    ('{"width": 64, "height": 64, "hfov_deg": HUGE}', "hfov_deg", "finite"),  # was OverflowError
+    ('{"width": 64, "height": 64, "hfov_deg": 1' + "0" * 5000 + "}", "hfov_deg", "finite"),  # was ValueError
+    ("[" * 5000 + "]" * 5000, "", "nested too deeply"),  # was RecursionError
+])
+def test_target_camera_json_that_gave_a_traceback(tmp_path, text, field, words):
+    import cv2
+    import numpy as np
+
+    from sim2sg.errors import InputError
+    from sim2sg.loop.synthesis import target_camera
+    from sim2sg.scene.calib import target_cameras
+
+    image = tmp_path / "000000.png"
+    cv2.imwrite(str(image), np.zeros((64, 64, 3), np.uint8))
+    f = tmp_path / "cam.json"
+    f.write_text(text.replace("HUGE", HUGE))
+    with pytest.raises(InputError) as e:
+        target_cameras(f, [image], target_camera(load_env("clevr"), 480, 320))
+    assert e.value.source == str(f) and e.value.field == field and words in str(e.value)
