@@ -128,3 +128,27 @@ def test_target_camera_json_that_gave_a_traceback(tmp_path, text, field, words):
     with pytest.raises(InputError) as e:
         target_cameras(f, [image], target_camera(load_env("clevr"), 480, 320))
     assert e.value.source == str(f) and e.value.field == field and words in str(e.value)
+
+
+# ---- other tools' labels (COCO instances) as --data ---------------------------------------------
+def _set_annotation_id(d):
+    d["annotations"][1]["id"] = [1, 2]
+
+
+@pytest.mark.parametrize("edit, field", [
+    (_set_annotation_id, "annotations[1].id"),  # was TypeError: unhashable type: 'list'
+    (lambda d: d.update(predicate_categories=10), "predicate_categories"),  # was TypeError: not iterable
+    (lambda d: d.update(relationships=[{"subject_id": [1], "object_id": 2, "predicate": "left"}]),
+     "relationships[0].image_id"),  # was TypeError: the subject id was hashed to find its image
+])
+def test_coco_data_that_gave_a_traceback(tmp_path, edit, field):
+    data = {"images": [{"id": 7, "file_name": "a.png", "width": 64, "height": 48}],
+            "categories": [{"id": 3, "name": "cube"}, {"id": 5, "name": "sphere"}],
+            "annotations": [{"id": 1, "image_id": 7, "category_id": 3, "bbox": [1, 2, 10, 10]},
+                            {"id": 2, "image_id": 7, "category_id": 5, "bbox": [20, 2, 10, 10]}]}
+    edit(data)
+    coco = tmp_path / "coco.json"
+    coco.write_text(json.dumps(data))
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps(_good_preds()))
+    _refused(_eval(coco, p), f"{coco}: {field}:")
