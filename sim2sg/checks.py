@@ -82,6 +82,17 @@ def read_json(path: str | Path, what: str = "file") -> object:
     return parse_json(raw, path)
 
 
+def need_file(path: Path, what: str, usual_name: str | None = None) -> None:
+    """`InputError(path, "", ...)` unless `path` is a file; a folder holding `usual_name` (a run
+    folder given for its checkpoint.pt) is named with the file it holds."""
+    if path.is_dir():
+        inside = path / usual_name if usual_name else None
+        hint = f"; it holds {inside}" if inside and inside.is_file() else ""
+        raise InputError(path, "", f"is a folder, not a {what}{hint}")
+    if not path.is_file():
+        raise InputError(path, "", f"{what} not found")
+
+
 def json_depth(x) -> int:
     """Nesting depth of parsed JSON (a scalar is 0), computed without recursion."""
     depth, stack = 0, [(x, 1)]

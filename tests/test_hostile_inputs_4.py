@@ -152,3 +152,23 @@ def test_coco_data_that_gave_a_traceback(tmp_path, edit, field):
     p = tmp_path / "p.json"
     p.write_text(json.dumps(_good_preds()))
     _refused(_eval(coco, p), f"{coco}: {field}:")
+
+
+# ---- a run folder where a checkpoint file goes ----------------------------------------------------
+@pytest.mark.parametrize("command", ["eval", "predict", "train"])
+def test_a_run_folder_for_a_checkpoint_names_the_file_inside(tmp_path, dataset, command):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"x")  # never read: the folder is refused first
+    if command == "train":
+        import numpy as np
+
+        from sim2sg.train.toydata import write_toy_dataset
+
+        dataset = write_toy_dataset(tmp_path / "toy", 2, np.random.default_rng(0), size=(32, 32))
+    args = {"eval": ["eval", "--data", str(dataset), "--checkpoint", str(run)],
+            "predict": ["predict", str(dataset), "--checkpoint", str(run), "--out", str(tmp_path / "o")],
+            "train": ["train", "--source", str(dataset), "--weights", str(run), "--out", str(tmp_path / "o"),
+                      "--steps", "1", "--device", "cpu", "--no-progress"]}[command]
+    # was "run: checkpoint not found" (and "weights file not found") of a folder that exists
+    _refused(runner.invoke(app, args), f"{run}: is a folder, not a ", f"it holds {run / 'checkpoint.pt'}")
