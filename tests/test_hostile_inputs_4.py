@@ -172,3 +172,58 @@ def test_a_run_folder_for_a_checkpoint_names_the_file_inside(tmp_path, dataset, 
                       "--steps", "1", "--device", "cpu", "--no-progress"]}[command]
     # was "run: checkpoint not found" (and "weights file not found") of a folder that exists
     _refused(runner.invoke(app, args), f"{run}: is a folder, not a ", f"it holds {run / 'checkpoint.pt'}")
+
+
+# ---- predict: images of odd shapes and modes -------------------------------------------------------
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A freshly initialised Faster R-CNN checkpoint of the toy vocabulary at 64x64."""
+    from sim2sg.model import ModelConfig
+    from sim2sg.train.checkpoint import save_checkpoint
+    from sim2sg.train.config import TrainConfig
+    from sim2sg.train.steps import new_state
+    from sim2sg.train.toydata import CATEGORIES, PREDICATES
+
+    root = tmp_path_factory.mktemp("ckpt")
+    cfg = TrainConfig(source=str(root), out=str(root), device="cpu")
+    state = new_state(cfg, ModelConfig(num_classes=len(CATEGORIES), num_predicates=len(PREDICATES), image_size=(64, 64)))
+    path = root / "checkpoint.pt"
+    save_checkpoint(path, state, cfg, {"categories": list(CATEGORIES), "predicates": list(PREDICATES), "env": "toy",
+                                       "image_size": [64, 64]})
+    return path
+
+
+def test_predict_names_an_image_too_elongated_for_the_network_and_predicts_the_rest(tmp_path, checkpoint,
+                                                                                    one_thread):
+    import cv2
+    import numpy as np
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    kinds = {"a_rgb.png": rng.integers(0, 256, (48, 64, 3)).astype(np.uint8),
+             "b_gray16.png": rng.integers(0, 65536, (40, 40)).astype(np.uint16),
+             "c_rgba.png": rng.integers(0, 256, (32, 48, 4)).astype(np.uint8),
+             "d_one_pixel.png": np.zeros((1, 1, 3), np.uint8),
+             "e_thin.png": np.zeros((2, 3000, 3), np.uint8)}  # was a RuntimeError from torchvision's resize
+    for name, pixels in kinds.items():
+        cv2.imwrite(str(images / name), pixels)
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["predict", str(images), "--checkpoint", str(checkpoint), "--out", str(out),
+                            "--device", "cpu"])
+    _refused(r, f"{images / 'e_thin.png'}: 3000x2 pixels is too elongated for the network", "1 of 5 images",
+             lines=2)
+    assert sorted(p.stem for p in out.glob("*.json") if p.stem != "predictions") == sorted(
+        Path(n).stem for n in kinds if n != "e_thin.png")
+    assert len(json.loads((out / "predictions.json").read_text())["images"]) == 4
+
+
+def test_the_drawing_of_a_thin_image_stays_bounded():
+    import numpy as np
+
+    from sim2sg.train.draw import draw_graph
+
+    empty = {"boxes": np.zeros((0, 4)), "labels": np.zeros(0, int), "scores": np.zeros(0),
+             "rel_pairs": np.zeros((0, 2), int), "rel_scores": np.zeros((0, 3))}
+    pic = draw_graph(np.zeros((4, 600, 3), np.uint8), empty, ["cube"], ["left", "right"], panel=200)
+    assert pic.shape[1] <= 4096 + 200 and pic.shape[0] >= 4  # was 384 x 57,800: 96x to a 384 px short side
