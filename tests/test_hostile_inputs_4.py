@@ -227,3 +227,19 @@ def test_the_drawing_of_a_thin_image_stays_bounded():
              "rel_pairs": np.zeros((0, 2), int), "rel_scores": np.zeros((0, 3))}
     pic = draw_graph(np.zeros((4, 600, 3), np.uint8), empty, ["cube"], ["left", "right"], panel=200)
     assert pic.shape[1] <= 4096 + 200 and pic.shape[0] >= 4  # was 384 x 57,800: 96x to a 384 px short side
+
+
+# ---- sample into a folder of earlier graphs ---------------------------------------------------------
+def test_sample_never_replaces_the_graphs_of_another_seed_or_environment(tmp_path):
+    out = tmp_path / "run"
+    assert runner.invoke(app, ["sample", "--count", "3", "--seed", "1", "--out", str(out)]).exit_code == 0
+    before = {p.name: p.read_bytes() for p in (out / "graphs").glob("*.json")}
+    # the same run again (and extended) rewrites the same scenes
+    assert runner.invoke(app, ["sample", "--count", "4", "--seed", "1", "--out", str(out)]).exit_code == 0
+    assert all((out / "graphs" / n).read_bytes() == b for n, b in before.items())
+    for args in (["--seed", "2"], ["--env", "dining", "--seed", "1"]):  # were silently mixed into the run
+        r = runner.invoke(app, ["sample", "--count", "2", "--out", str(out), *args])
+        _refused(r, f"{out / 'graphs' / '000000.json'}: holds another scene")
+    assert all((out / "graphs" / n).read_bytes() == b for n, b in before.items())
+    r = runner.invoke(app, ["sample", "--count", "2", "--start", "4", "--seed", "2", "--out", str(out)])
+    assert r.exit_code == 0 and len(list((out / "graphs").glob("*.json"))) == 6
