@@ -211,7 +211,7 @@ def test_predict_names_an_image_too_elongated_for_the_network_and_predicts_the_r
     out = tmp_path / "out"
     r = runner.invoke(app, ["predict", str(images), "--checkpoint", str(checkpoint), "--out", str(out),
                             "--device", "cpu"])
-    _refused(r, f"{images / 'e_thin.png'}: 3000x2 pixels is too elongated for the network", "1 of 5 images",
+    _refused(r, f"{images / 'e_thin.png'}: 3000x2 pixels is too elongated for the network", "1 of 5 images not predicted",
              lines=2)
     assert sorted(p.stem for p in out.glob("*.json") if p.stem != "predictions") == sorted(
         Path(n).stem for n in kinds if n != "e_thin.png")
@@ -243,3 +243,37 @@ def test_sample_never_replaces_the_graphs_of_another_seed_or_environment(tmp_pat
     assert all((out / "graphs" / n).read_bytes() == b for n, b in before.items())
     r = runner.invoke(app, ["sample", "--count", "2", "--start", "4", "--seed", "2", "--out", str(out)])
     assert r.exit_code == 0 and len(list((out / "graphs").glob("*.json"))) == 6
+
+
+def test_predict_into_its_image_folder_is_refused(tmp_path, checkpoint):
+    import cv2
+    import numpy as np
+
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "000000.png"), np.full((32, 32, 3), 7, np.uint8))
+    before = (images / "000000.png").read_bytes()
+    for out in (images, tmp_path / "." / "images"):  # the drawing 000000.png replaced the image
+        r = runner.invoke(app, ["predict", str(images), "--checkpoint", str(checkpoint), "--out", str(out)])
+        _refused(r, f"--out {out}: is the image folder")
+    assert (images / "000000.png").read_bytes() == before and sorted(images.iterdir()) == [images / "000000.png"]
+
+
+def test_predict_names_images_whose_outputs_would_replace_others(tmp_path, checkpoint, one_thread):
+    import cv2
+    import numpy as np
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name, value in (("a.jpg", 10), ("a.png", 200), ("predictions.png", 90), ("b.png", 40)):
+        cv2.imwrite(str(images / name), np.full((32, 32, 3), value, np.uint8))
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["predict", str(images), "--checkpoint", str(checkpoint), "--out", str(out),
+                            "--device", "cpu"])
+    # were a.png's graph over a.jpg's, and predictions.png's graph replaced by predictions.json
+    _refused(r, f"{images / 'a.png'}: its graph a.json would replace that of a.jpg",
+             f"{images / 'predictions.png'}: its graph predictions.json would replace the predictions file",
+             "2 of 4 images not predicted", lines=3)
+    names = [im["file_name"] for im in json.loads((out / "predictions.json").read_text())["images"]]
+    assert names == ["a.jpg", "b.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.png", "b.json", "b.png", "predictions.json"]

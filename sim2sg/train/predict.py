@@ -175,10 +175,15 @@ def read_input(path: Path, image_size: tuple[int, int]) -> torch.Tensor:
 
 def _readable_batches(files: list[Path], batch_size: int, failed: list, image_size: tuple[int, int]):
     """Batches (lists of (path, image)) of the readable `files` in order; the `InputError` of an
-    unreadable one (or one the network cannot take) goes to `failed`."""
-    batch = []
+    unreadable one (or one the network cannot take, or one whose outputs would replace another's)
+    goes to `failed`."""
+    batch, stems = [], {"predictions": None}  # predictions.json is written beside the graphs
     for path in files:
         try:
+            if path.stem in stems:  # a.png and a.jpg: both would write a.json and a.png
+                other = f"that of {stems[path.stem].name}" if stems[path.stem] else "the predictions file"
+                raise InputError(path, "", f"its graph {path.stem}.json would replace {other}: rename the image")
+            stems[path.stem] = path
             batch.append((path, read_input(path, image_size)))
         except InputError as e:
             failed.append(e)
