@@ -277,3 +277,18 @@ def test_predict_names_images_whose_outputs_would_replace_others(tmp_path, check
     names = [im["file_name"] for im in json.loads((out / "predictions.json").read_text())["images"]]
     assert names == ["a.jpg", "b.png"]
     assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.png", "b.json", "b.png", "predictions.json"]
+
+
+# ---- graph2usd: two graphs of one name -------------------------------------------------------------
+def test_graph2usd_names_a_graph_whose_stage_would_replace_another(tmp_path):
+    for folder, seed in (("a", 1), ("b", 2)):
+        sg.write_graph(tmp_path / folder / "000000.json", sample_scene(load_env("clevr"), scene_rng(seed, 0)))
+    out = tmp_path / "usd"
+    # was "wrote 2 stages" and one stage, b's over a's
+    r = runner.invoke(app, ["graph2usd", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)])
+    _refused(r, f"{tmp_path / 'b' / '000000.json'}: its stage 000000.usdc would replace that of "
+                f"{tmp_path / 'a' / '000000.json'}", "wrote 1 stage to", lines=2)
+    # one file named twice is compiled once, not refused
+    g = tmp_path / "a" / "000000.json"
+    r = runner.invoke(app, ["graph2usd", str(g), str(tmp_path / "a"), "--out", str(tmp_path / "usd2")])
+    assert r.exit_code == 0 and "wrote 1 stage to" in r.output, r.output
