@@ -36,7 +36,9 @@ def sample(
     with user_errors():
         e = load_env(env)
         folder = out / "graphs"
-        for i in tqdm(range(start, start + count), desc=f"sample {e.name}", unit="scene", disable=None):
+        # total: tqdm's len() of a range past 2**63 - 1 scenes raised OverflowError
+        for i in tqdm(range(start, start + count), total=count, desc=f"sample {e.name}", unit="scene",
+                      disable=None):
             path, g = folder / f"{i:06d}.json", sample_scene(e, scene_rng(seed, i))
             # a re-run writes the same scenes again; another --seed or --env must not replace them
             if path.is_file() and path.read_bytes() != sg.to_json(g).encode("utf-8"):

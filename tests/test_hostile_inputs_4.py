@@ -292,3 +292,21 @@ def test_graph2usd_names_a_graph_whose_stage_would_replace_another(tmp_path):
     g = tmp_path / "a" / "000000.json"
     r = runner.invoke(app, ["graph2usd", str(g), str(tmp_path / "a"), "--out", str(tmp_path / "usd2")])
     assert r.exit_code == 0 and "wrote 1 stage to" in r.output, r.output
+
+
+def test_sample_count_past_64_bits_starts_sampling(tmp_path, monkeypatch):
+    """A --count past 2**63 was an OverflowError (tqdm's len() of the range) before any scene."""
+    from sim2sg.scene import sdr
+
+    real, calls = sdr.sample_scene, []
+
+    def two_then_interrupt(env, rng):
+        calls.append(1)
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        return real(env, rng)
+
+    monkeypatch.setattr(sdr, "sample_scene", two_then_interrupt)
+    r = runner.invoke(app, ["sample", "--count", str(10**26), "--out", str(tmp_path)])
+    assert r.exit_code == 130 and "interrupted" in r.output, (r.output, r.exception)
+    assert len(list((tmp_path / "graphs").glob("*.json"))) == 2
