@@ -6,6 +6,7 @@ import enum
 from pathlib import Path
 
 import typer
+from sim2sg.checks import need_file
 from sim2sg.cli.common import fail, info, user_errors
 
 EVAL_FILE = "eval_metrics.json"  # beside the input: a run's own metrics.json is never overwritten
@@ -67,8 +68,7 @@ def eval_cmd(
             preds = load_predictions(predictions)
             target = out or predictions.parent / EVAL_FILE
         else:
-            if not checkpoint.is_file():
-                fail(f"{checkpoint}: checkpoint not found")
+            need_file(checkpoint, "checkpoint", "checkpoint.pt")
             try:
                 from sim2sg.train.predict import (
                     predict_dataset,  # torch: import only on this path

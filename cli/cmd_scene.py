@@ -36,8 +36,15 @@ def sample(
     with user_errors():
         e = load_env(env)
         folder = out / "graphs"
-        for i in tqdm(range(start, start + count), desc=f"sample {e.name}", unit="scene", disable=None):
-            sg.write_graph(folder / f"{i:06d}.json", sample_scene(e, scene_rng(seed, i)))
+        # total: tqdm's len() of a range past 2**63 - 1 scenes raised OverflowError
+        for i in tqdm(range(start, start + count), total=count, desc=f"sample {e.name}", unit="scene",
+                      disable=None):
+            path, g = folder / f"{i:06d}.json", sample_scene(e, scene_rng(seed, i))
+            # a re-run writes the same scenes again; another --seed or --env must not replace them
+            if path.is_file() and path.read_bytes() != sg.to_json(g).encode("utf-8"):
+                fail(f"{path}: holds another scene (of another --env or --seed), which this run would replace; "
+                     f"choose another --out or --start, or delete {folder} first")
+            sg.write_graph(path, g)
     typer.echo(f"wrote {plural(count, 'graph')} to {folder}")
 
 

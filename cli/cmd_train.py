@@ -165,9 +165,13 @@ def predict_cmd(
     device: str = typer.Option("auto", "--device"),
 ) -> None:
     """Predict one scene graph per image (2D boxes, relations; 3D fields are placeholders marked
-    attributes.lifted = false) and draw it. Unreadable images are named, one error line each, and
-    the rest are still predicted (exit status 2)."""
+    attributes.lifted = false) and draw it. Images it cannot predict (unreadable, too elongated for
+    the network, or whose outputs would replace another image's) are named, one error line each,
+    and the rest are still predicted (exit status 2)."""
     out_dir(out)
+    if out.resolve() == images.resolve():
+        fail(f"--out {out}: is the image folder, whose images the drawings (<stem>.png) would replace: "
+             "name another folder")
     with user_errors():
         from sim2sg.train.predict import kept_summary, predict_images
 
@@ -177,7 +181,7 @@ def predict_cmd(
     info(f"wrote {plural(len(result.written), 'scene graph')} to {out}: "
          + kept_summary(json.loads((out / "predictions.json").read_text()), score_thresh))
     if result.failed:
-        fail(f"{len(result.failed)} of {plural(len(result.written) + len(result.failed), 'image')} unreadable")
+        fail(f"{len(result.failed)} of {plural(len(result.written) + len(result.failed), 'image')} not predicted")
 
 
 def register(app: typer.Typer) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+import tomllib
 from pathlib import Path
 
 from sim2sg.errors import InputError
@@ -17,11 +19,18 @@ from sim2sg.errors import InputError
 MAX_JSON_DEPTH = 64
 
 
+def _json_int(text: str) -> int | float:
+    # 308 digits stay below float's largest value; a longer literal reads as a float, +-inf past
+    # that range, so each reader's finite-number check names its field (no OverflowError).
+    return int(text) if len(text) <= 308 else float(text)
+
+
 def parse_json(text: str | bytes, source: str | Path) -> object:
     """Parse JSON text; every failure (syntax, bad UTF-8, nesting deeper than `MAX_JSON_DEPTH`,
-    numbers too long to convert) is one `InputError(source, "", ...)`."""
+    numbers too long to convert) is one `InputError(source, "", ...)`. Integers past float's
+    range read as +-inf (the readers' finite checks then reject them by field)."""
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_int=_json_int)
     except json.JSONDecodeError as e:
         raise InputError(source, "", f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     except UnicodeDecodeError as e:
@@ -33,6 +42,30 @@ def parse_json(text: str | bytes, source: str | Path) -> object:
     if json_depth(data) > MAX_JSON_DEPTH:
         raise InputError(source, "", f"JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)")
     return data
+
+
+def parse_toml(text: str, source: str | Path) -> dict:
+    """Parse TOML text as `parse_json` parses JSON: a syntax error or nesting deeper than
+    `MAX_JSON_DEPTH` is one `InputError(source, "", ...)`; integers past float's range read as +-inf."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(source, "", f"not valid TOML: {e}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise InputError(source, "", f"TOML nested too deeply (more than {MAX_JSON_DEPTH} levels)") from None
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise InputError(source, "", f"TOML nested too deeply (more than {MAX_JSON_DEPTH} levels)")
+    return _wide_ints_to_inf(data)
+
+
+def _wide_ints_to_inf(x):
+    if isinstance(x, dict):
+        return {k: _wide_ints_to_inf(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_wide_ints_to_inf(v) for v in x]
+    if isinstance(x, int) and abs(x) > sys.float_info.max:
+        return math.inf if x > 0 else -math.inf
+    return x
 
 
 def read_json(path: str | Path, what: str = "file") -> object:
@@ -47,6 +80,17 @@ def read_json(path: str | Path, what: str = "file") -> object:
     except OSError as e:
         raise InputError(path, "", f"cannot read: {e.strerror or e}") from None
     return parse_json(raw, path)
+
+
+def need_file(path: Path, what: str, usual_name: str | None = None) -> None:
+    """`InputError(path, "", ...)` unless `path` is a file; a folder holding `usual_name` (a run
+    folder given for its checkpoint.pt) is named with the file it holds."""
+    if path.is_dir():
+        inside = path / usual_name if usual_name else None
+        hint = f"; it holds {inside}" if inside and inside.is_file() else ""
+        raise InputError(path, "", f"is a folder, not a {what}{hint}")
+    if not path.is_file():
+        raise InputError(path, "", f"{what} not found")
 
 
 def json_depth(x) -> int:

@@ -237,7 +237,7 @@ def test_predict_image_opencv_refuses(setup, tmp_path):
     r = runner.invoke(app, ["predict", str(folder), "--checkpoint", str(ckpt), "--out", str(tmp_path / "p"), "--device", "cpu"])
     assert r.exit_code == 2 and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
     assert [ln for ln in r.output.splitlines() if ln.startswith("error:")] == [
-        f"error: {folder / 'huge.png'}: missing or not a readable image", "error: 1 of 3 images unreadable"], r.output
+        f"error: {folder / 'huge.png'}: missing or not a readable image", "error: 1 of 3 images not predicted"], r.output
 
 
 def test_predict_goes_past_unreadable_images(setup, tmp_path):
@@ -255,7 +255,7 @@ def test_predict_goes_past_unreadable_images(setup, tmp_path):
     assert r.exit_code == 2 and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
     assert [ln for ln in r.output.splitlines() if ln.startswith("error:")] == [
         f"error: {folder / '000000b.png'}: missing or not a readable image",
-        f"error: {folder / 'zz.jpg'}: missing or not a readable image", "error: 2 of 4 images unreadable"], r.output
+        f"error: {folder / 'zz.jpg'}: missing or not a readable image", "error: 2 of 4 images not predicted"], r.output
     assert "wrote 2 scene graphs" in r.output
     clean = runner.invoke(app, ["predict", str(tgt), "--out", str(tmp_path / "q"), *args])
     assert clean.exit_code == 0, clean.output

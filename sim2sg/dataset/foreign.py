@@ -51,7 +51,7 @@ def to_sim2sg_labels(data: Any, source: str | Path = "<labels>") -> Any:
 def _vocabulary(v: Checker, items: list, field: str) -> tuple[list[dict], dict[int, int]]:
     """[{id, name, ...}] of any ids -> (entries renumbered 1..n in id order, {old id: new id})."""
     rows = []
-    for k, c in enumerate(items):
+    for k, c in enumerate(v.list(items, field)):
         f = f"{field}[{k}]"
         v.type(c, dict, f, "a JSON object")
         cid = v.integer(v.required(c, "id", f), f"{f}.id")
@@ -87,6 +87,7 @@ def _from_coco(data: dict, v: Checker) -> dict:
         f = f"annotations[{k}]"
         v.type(a, dict, f, "a JSON object")
         out = dict(a)
+        v.integer(v.required(a, "id", f), f"{f}.id")  # relationships name their objects by it
         cid = v.integer(v.required(a, "category_id", f), f"{f}.category_id")
         if cid not in cat_remap:
             v.fail(f"{f}.category_id", f"no category with id {cid}")
@@ -104,7 +105,7 @@ def _from_coco(data: dict, v: Checker) -> dict:
 
     predicates, pred_remap = _vocabulary(v, data.get("predicate_categories") or [], "predicate_categories")
     by_name = {p["name"]: p["id"] for p in predicates}
-    ann_image = {a.get("id"): a["image_id"] for a in annotations}
+    ann_image = {a["id"]: a["image_id"] for a in annotations}
     relationships = []
     rels = data.get("relationships") or []
     v.list(rels, "relationships")
@@ -127,8 +128,9 @@ def _from_coco(data: dict, v: Checker) -> dict:
             out.pop("predicate")
             out["predicate_id"] = by_name[name]
         out.setdefault("id", k)
-        if "image_id" not in out and r.get("subject_id") in ann_image:
-            out["image_id"] = ann_image[r["subject_id"]]
+        subject = r.get("subject_id")
+        if "image_id" not in out and isinstance(subject, int) and subject in ann_image:
+            out["image_id"] = ann_image[subject]
         relationships.append(out)
     info = data.get("info") if isinstance(data.get("info"), dict) else {}
     return {"info": {**info, "format": SIM2SG_FORMAT, "version": 1, "converted_from": "coco"},

@@ -29,7 +29,6 @@ point outside the image) is one `InputError(calibration file, field, message)` n
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,7 +36,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sim2sg.checks import FOV_DEG, Checker, focal_problem, focal_px, imread
+from sim2sg.checks import FOV_DEG, Checker, focal_problem, focal_px, imread, parse_json
 from sim2sg.errors import InputError
 from sim2sg.scene.camera import WORLD_UP, Camera
 
@@ -161,10 +160,7 @@ def _read_intrinsics(path: Path, text: str, camera_id: int | None) -> tuple:
 
 
 def _read_json(path: Path, text: str, nominal: Camera) -> tuple:
-    try:
-        d = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(path, "", f"not valid JSON (line {e.lineno}: {e.msg})") from None
+    d = parse_json(text, path)
     v = Checker(path)
     v.type(d, dict, "", "a JSON object")
     for key in d:  # a typo ("nera") must not fall back to the nominal value silently

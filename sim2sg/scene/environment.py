@@ -13,12 +13,11 @@ from __future__ import annotations
 import difflib
 import math
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from sim2sg._data import data_dir
-from sim2sg.checks import FOV_DEG, MAX_IMAGE_SIDE, focal_problem, focal_px
+from sim2sg.checks import FOV_DEG, MAX_IMAGE_SIDE, focal_problem, focal_px, parse_toml
 from sim2sg.errors import InputError
 from sim2sg.scene.schema import (  # noqa: F401  (the schema's names are part of this module's API)
     CONTEXT_KINDS,
@@ -67,11 +66,7 @@ def resolve(name_or_path: str | Path) -> tuple[str, str]:
 def load_env(name_or_path: str | Path) -> Environment:
     """Load and validate a built-in environment by name or an environment TOML file."""
     source, text = resolve(name_or_path)
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(source, "", f"not valid TOML: {e}") from None
-    return parse_env(raw, source)
+    return parse_env(parse_toml(text, source), source)
 
 
 # ---- parsing ------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from sim2sg import atomic
+from sim2sg.checks import need_file
 from sim2sg.errors import InputError
 from sim2sg.model import ModelConfig, build_model
 from sim2sg.train import distributed
@@ -78,8 +79,7 @@ def restore(state, ckpt: dict) -> None:
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """A checkpoint dict read with `weights_only=True`; `InputError` if it is not one of ours."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "", "checkpoint not found")
+    need_file(path, "checkpoint", "checkpoint.pt")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # pickle, zip and unpickler errors all mean "not a usable checkpoint"
@@ -140,8 +140,7 @@ def load_weights(model: torch.nn.Module, path: str | Path,
     heads whose outputs are those names (`vocabulary_tensors`), which would otherwise teach class i
     what the checkpoint's class i was. Raises `InputError` when nothing matches."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "", "weights file not found")
+    need_file(path, "weights file", "checkpoint.pt")
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

@@ -36,15 +36,16 @@ def select_graph(pred: dict, score_thresh: float, rel_thresh: float) -> tuple[li
 
 def draw_graph(image: np.ndarray, pred: dict, categories: list[str], predicates: list[str],
                score_thresh: float = 0.5, rel_thresh: float = 0.5, max_relations: int = 12,
-               min_side: int = 384, panel: int = 240) -> np.ndarray:
+               min_side: int = 384, panel: int = 240, max_side: int = 4096) -> np.ndarray:
     """A picture of one prediction: RGB uint8 `image` (H, W, 3) enlarged (nearest, by an integer
-    factor) to at least `min_side` px on its short side with the kept boxes (id:category score),
+    factor) to at least `min_side` px on its short side (but no further than `max_side` px on its
+    long side: a 2x2000 image would otherwise become gigabytes) with the kept boxes (id:category score),
     and beside it a white panel of `panel` px listing the `max_relations` best-scoring triplets
     ("0 cube left 2 sphere") and how many more there are, so the text stays legible on small
     images and never covers them. `categories` / `predicates` name ids 1..; predicate id p is
     predicates[p - 1]. Returns (H * f, W * f + panel, 3) uint8."""
     h, w = image.shape[:2]
-    f = max(1, int(np.ceil(min_side / max(1, min(h, w)))))
+    f = max(1, min(int(np.ceil(min_side / max(1, min(h, w)))), max_side // max(1, h, w)))
     img = np.ascontiguousarray(np.repeat(np.repeat(image, f, axis=0), f, axis=1))
     H, W = img.shape[:2]
     scale, thick = 0.45, 2

@@ -109,7 +109,7 @@ def predict_dataset(checkpoint: Path, data_dir: Path, device: str = "auto", batc
     records = []
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
-        outs = predict(model, [read_image(p) for _, _, p in chunk], dev)
+        outs = predict(model, [read_input(p, model.cfg.image_size) for _, _, p in chunk], dev)
         for (iid, name, _), o in zip(chunk, outs):
             records.append({"image_id": iid, "file_name": name, **outputs_to_record(o, cats)})
     return {"format": "sim2sg-predictions", "version": 1,
@@ -139,7 +139,7 @@ def predict_images(checkpoint: str | Path, images_dir: str | Path, out_dir: str 
     out_dir.mkdir(parents=True, exist_ok=True)
     cats, preds = meta["categories"], meta["predicates"]
     written, records, failed = [], [], []
-    for chunk in _readable_batches(files, batch_size, failed):
+    for chunk in _readable_batches(files, batch_size, failed, model.cfg.image_size):
         images = [img for _, img in chunk]
         outs = predict(model, images, dev)
         for (path, img), o in zip(chunk, outs):
@@ -161,13 +161,30 @@ def predict_images(checkpoint: str | Path, images_dir: str | Path, out_dir: str 
     return PredictResult(written, failed)
 
 
-def _readable_batches(files: list[Path], batch_size: int, failed: list):
+def read_input(path: Path, image_size: tuple[int, int]) -> torch.Tensor:
+    """`read_image`, and an `InputError` for an image the network cannot take: Faster R-CNN scales
+    an image to fit `image_size` (H, W) keeping its aspect ratio, so a short side less than
+    1/max(H, W) of the long one shrinks to no pixels."""
+    img = read_image(path)
+    h, w = img.shape[-2:]
+    if max(h, w) >= min(h, w) * max(image_size):
+        raise InputError(path, "", f"{w}x{h} pixels is too elongated for the network "
+                                   f"(at most {max(image_size) - 1}:1 at its {image_size[1]}x{image_size[0]} input)")
+    return img
+
+
+def _readable_batches(files: list[Path], batch_size: int, failed: list, image_size: tuple[int, int]):
     """Batches (lists of (path, image)) of the readable `files` in order; the `InputError` of an
-    unreadable one goes to `failed`."""
-    batch = []
+    unreadable one (or one the network cannot take, or one whose outputs would replace another's)
+    goes to `failed`."""
+    batch, stems = [], {"predictions": None}  # predictions.json is written beside the graphs
     for path in files:
         try:
-            batch.append((path, read_image(path)))
+            if path.stem in stems:  # a.png and a.jpg: both would write a.json and a.png
+                other = f"that of {stems[path.stem].name}" if stems[path.stem] else "the predictions file"
+                raise InputError(path, "", f"its graph {path.stem}.json would replace {other}: rename the image")
+            stems[path.stem] = path
+            batch.append((path, read_input(path, image_size)))
         except InputError as e:
             failed.append(e)
             continue

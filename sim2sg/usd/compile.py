@@ -59,7 +59,8 @@ def write_textures(out_dir: Path, names: Iterable[str]) -> None:
 
 
 def graph_files(inputs: Iterable[Path]) -> list[Path]:
-    """Graph JSON files named by `inputs` (files, or folders searched for *.json), sorted."""
+    """Graph JSON files named by `inputs` (files, or folders searched for *.json), sorted per
+    folder, each file once."""
     out: list[Path] = []
     for p in inputs:
         p = Path(p)
@@ -72,7 +73,8 @@ def graph_files(inputs: Iterable[Path]) -> list[Path]:
             out.append(p)
         else:
             raise InputError(p, "", "no such file or folder")
-    return out
+    unique = {f.resolve(): f for f in reversed(out)}  # a file named twice is compiled once
+    return [f for f in out if unique[f.resolve()] is f]
 
 
 @dataclass(frozen=True)
@@ -97,10 +99,14 @@ def graph2usd(
     if fmt not in FORMATS:
         raise InputError("--format", "format", f"expected one of {', '.join(FORMATS)}, got {fmt!r}")
     envs: dict[str, Environment] = {}
-    written, failed = [], []
+    written, failed, stems = [], [], {}
     for path in files:
         try:
             e = env
+            if path.stem in stems:  # dir1/a.json and dir2/a.json: both would write OUT/a.usdc
+                raise InputError(path, "", f"its stage {path.stem}.{fmt} would replace that of {stems[path.stem]}: "
+                                           "compile it into another --out")
+            stems[path.stem] = path
             if e is None:
                 name = _peek_env(path)
                 if name not in envs:
