@@ -93,7 +93,7 @@ def train_cmd(
                                 "none or photometric (colour, blur, noise; boxes unchanged)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
     seed: int = seed_option(),
-    workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
+    workers: int = typer.Option(0, "--workers", min=0, max=256, help="DataLoader worker processes."),
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", min=1),
     image_every: int = typer.Option(500, "--image-every", min=0, help="Steps between TensorBoard image grids (0: off)."),
     no_amp: bool = typer.Option(False, "--no-amp", help="Disable bf16 autocast on CUDA."),

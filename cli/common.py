@@ -18,7 +18,7 @@ EXIT_DIVERGED = 1  # the input was fine; the run's settings made it diverge
 
 @contextlib.contextmanager
 def user_errors():
-    """Print `InputError` (and missing files) as a single `error: FILE: field: message` line and
+    """Print `InputError` (and failures on named paths: OSError with a file name) as a single `error: FILE: field: message` line and
     exit with status 2, and a diverged training run (`DivergedError`: the step, the losses, what to
     change) as one `error:` line with status 1; anything else is a bug and keeps its traceback."""
     try:
@@ -33,6 +33,13 @@ def user_errors():
     except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
         # a path the user named is in the way (a file where a folder goes, no permission): their input
         typer.echo(f"error: {e.filename or ''}: {e.strerror or e}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except OSError as e:
+        # any other failure on a named path (no such folder, a read-only or full disk, a name too
+        # long, /proc): the system's reason, one line; an OSError without a path stays a traceback
+        if e.filename is None:
+            raise
+        typer.echo(f"error: {e.filename}: {e.strerror or e}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

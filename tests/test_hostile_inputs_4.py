@@ -310,3 +310,39 @@ def test_sample_count_past_64_bits_starts_sampling(tmp_path, monkeypatch):
     r = runner.invoke(app, ["sample", "--count", str(10**26), "--out", str(tmp_path)])
     assert r.exit_code == 130 and "interrupted" in r.output, (r.output, r.exception)
     assert len(list((tmp_path / "graphs").glob("*.json"))) == 2
+
+
+# ---- found by the sweep, fixed after it ------------------------------------------------------------
+def test_eval_checkpoint_of_other_classes_is_refused_before_predicting(tmp_path, dataset, checkpoint, monkeypatch):
+    """A checkpoint of the toy shapes scored on a cube/sphere dataset: refused from the labels
+    alone (was: the whole set predicted first, then an error only if a foreign class came up)."""
+    import cv2
+    import numpy as np
+
+    import sim2sg.train.predict as P
+
+    for im in json.loads((dataset / "labels.json").read_text())["images"]:
+        (dataset / im["file_name"]).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(dataset / im["file_name"]), np.zeros((64, 64, 3), np.uint8))
+    monkeypatch.setattr(P, "predict", lambda *a, **k: pytest.fail("predicted before the vocabulary check"))
+    r = runner.invoke(app, ["eval", "--data", str(dataset), "--checkpoint", str(checkpoint), "--device", "cpu"])
+    _refused(r, f"{dataset / 'labels.json'}: categories:", "lacks the model's categories")
+
+
+def test_predictions_version_true_is_not_version_1(dataset, tmp_path):
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps({**_good_preds(), "version": True}))
+    _refused(_eval(dataset, p), f"{p}: version:", "unsupported version True")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_eval_out_on_a_path_that_cannot_be_written_is_one_line(dataset, tmp_path):
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps(_good_preds()))
+    r = _eval(dataset, p, "--out", "/proc/sim2sg_metrics.json")  # was a FileNotFoundError traceback
+    _refused(r, "error: /proc/")
+
+
+def test_train_workers_are_bounded(tmp_path):
+    r = runner.invoke(app, ["train", "--source", str(tmp_path), "--out", str(tmp_path / "o"), "--workers", str(10**23)])
+    assert r.exit_code == 2 and "--workers" in r.output and "256" in r.output, r.output  # a usage error

@@ -183,7 +183,7 @@ def parse_predictions(data, source: str | Path = "<predictions>") -> Predictions
         raise InputError(source, "", "expected a JSON object")
     if data.get("format") != FORMAT:
         raise InputError(source, "format", f"expected {FORMAT!r}, got {data.get('format')!r}")
-    if data.get("version") != VERSION:
+    if isinstance(data.get("version"), bool) or data.get("version") != VERSION:  # true == 1 in Python
         raise InputError(source, "version",
                          f"unsupported version {data.get('version')!r} (expected {VERSION})")
     names = data.get("predicate_names")

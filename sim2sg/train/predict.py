@@ -27,7 +27,7 @@ from sim2sg.eval import evaluate, load_ground_truth
 from sim2sg.scene.camera import Camera
 from sim2sg.scene.graph import add_object, add_relation, new_graph, write_graph
 from sim2sg.train.checkpoint import load_checkpoint, model_from_checkpoint
-from sim2sg.train.data import LabelledDataset, list_images, read_image
+from sim2sg.train.data import LabelledDataset, check_vocabulary, list_images, read_image
 from sim2sg.train.draw import draw_graph, select_graph
 
 
@@ -101,6 +101,8 @@ def predict_dataset(checkpoint: Path, data_dir: Path, device: str = "auto", batc
     model, meta, dev = load_predictor(checkpoint, device)
     cats, preds = meta["categories"], meta["predicates"]
     if (data_dir / "labels.json").is_file() or _kitti_images(data_dir) is None:
+        # before predicting the whole set: a dataset of other class names could not score it
+        check_vocabulary(data_dir, cats, preds, "--data")
         ds = LabelledDataset(data_dir)
         items = [(int(im["id"]), im["file_name"], ds.root / im["file_name"]) for im in ds.images]
     else:
