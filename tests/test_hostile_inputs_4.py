@@ -15,12 +15,12 @@ from sim2sg.scene.environment import load_env
 from sim2sg.scene.sdr import sample_scene, scene_rng
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_eval_relations import make_labels, pred_image, preds  # noqa: E402
+from test_eval_cli import dataset  # noqa: E402,F401  (the fixture: a cube and a sphere, one relation)
+from test_eval_cli import good_preds as _good_preds  # noqa: E402
 
 runner = CliRunner()
 CLEVR_TOML = Path(__file__).parents[1] / "scenes" / "clevr.toml"
 HUGE = "1" + "0" * 400  # an integer literal past float's range
-A, B = [0, 0, 10, 10], [20, 0, 30, 10]
 
 
 def _refused(r, *fragments, lines: int = 1):
@@ -33,16 +33,6 @@ def _refused(r, *fragments, lines: int = 1):
         assert f in r.output, (f, r.output)
 
 
-@pytest.fixture
-def dataset(tmp_path):
-    d = tmp_path / "data"
-    d.mkdir()
-    (d / "labels.json").write_text(json.dumps(make_labels([([("cube", A), ("sphere", B)], [(0, "left", 1)])])))
-    return d
-
-
-def _good_preds():
-    return preds(pred_image(0, [("cube", A, 0.9), ("sphere", B, 0.8)], [(0, 1, {"left": 0.7})]))
 
 
 def _eval(dataset, predictions: Path, *extra):
