@@ -94,8 +94,11 @@ def loop_cmd(
     with user_errors():
         from sim2sg.loop.config import LoopConfig, parse_threshold
         from sim2sg.loop.run import run
+        from sim2sg.loop.state import check_new_run
         from sim2sg.train import distributed
 
+        if not resume:
+            check_new_run(out)
         w, h = parse_size(size)
         device = distributed.init_from_env(device)  # under torchrun: join the process group (docs/distributed.md)
         cfg = LoopConfig(env=env, target=str(target), out=str(out), method=method, align=align,

@@ -4,8 +4,12 @@ Image NNNNNN is the stage at position NNNNNN of the sorted stage list. For each 
 all its files (`sim2sg.dataset.writers`), then its label fragment `labels/NNNNNN.json` last, so a
 fragment whose listed files all exist marks a finished image; a killed run resumes where it stopped
 and a finished run re-run renders nothing. An image is redone when its stage's bytes (sha256), the
-job's settings (size, ssaa, shadows, seed, env) or a requested writer differ from its fragment.
-labels.json is assembled from the fragments at the end (atomically, only when it changes).
+job's settings (size, ssaa, shadows, seed, env) or a requested writer differ from its fragment;
+it is redone with its earlier writers too, so that none of its files describes the image it
+replaced. labels.json is assembled from the fragments at the end (atomically, only when it
+changes); a run that redoes images of other stage bytes or settings first deletes it (and the
+CLEVR and VG collections), so that a killed re-render leaves none listing an image whose files
+changed.
 
 An existing folder is continued only when it holds this job's dataset: every image in it was
 rendered from the stage now at its position (same path, or same bytes). Another dataset there
@@ -25,10 +29,12 @@ import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 from sim2sg.dataset import coco as labels_mod
+from sim2sg.dataset import vg
 from sim2sg.dataset import writers as writers_mod
 from sim2sg.errors import InputError
 from sim2sg.render.sample import Sample
@@ -213,6 +219,10 @@ def run(
 
     # 1. which images are already done
     pending: list[tuple[int, str]] = []  # (index, stage sha256)
+    # an image redone keeps its other writers' outputs (redone too): else its kitti/, yolo/, ...
+    # files and vg/, clevr/ collections would stay behind, describing the image it replaced
+    writers_of: dict[int, tuple[str, ...]] = {}
+    changing: set[int] = set()
     indices = range(len(stages)) if shard is None else shard
     for i in indices:
         stage = stages[i]
@@ -228,6 +238,10 @@ def run(
                 and set(writers) <= set(frag.get("writers", []))):
             continue
         pending.append((i, digest))
+        if frag is not None:
+            writers_of[i] = writers_mod.parse_writers([*writers, *_known_writers(frag)])
+            if (frag.get("stage") or {}).get("sha256") != digest or frag.get("config") != fingerprint:
+                changing.add(i)  # its labels will change (not merely a file of it rewritten)
     skipped = len(indices) - len(pending) - len(failures)
 
     # 2. render settings per pending stage (environment), grouped into batches of equal settings
@@ -256,7 +270,11 @@ def run(
         else:
             batches.append((settings, options, [(i, digest)]))
 
-    # 3. render and write
+    # 3. render and write; labels.json and the collections describing images whose labels are about
+    # to change go first, so that a killed run leaves none listing an image its files no longer match
+    if changing:
+        for name in (labels_mod.LABELS_FILE, labels_mod.CLEVR_SCENES_FILE, vg.SCENE_GRAPHS_FILE):
+            (out / name).unlink(missing_ok=True)
     rendered = 0
     undrawn: list[tuple[str, tuple[tuple[str, str], ...]]] = []
     bar = tqdm(total=len(indices), initial=skipped, disable=not progress, unit="img", desc="render",
@@ -265,9 +283,10 @@ def run(
         for settings, options, items in batches:
             for (i, digest), sample in _render_isolating(render_fn, stages, items, options, job.device, fail):
                 sample = dataclasses.replace(sample, name=names[i])
-                frag = writers_mod.write_sample(out, sample, i, writers, job.split)
+                these = writers_of.get(i, writers)
+                frag = writers_mod.write_sample(out, sample, i, these, job.split)
                 frag.update(stage={"path": str(stages[i]), "sha256": digest}, config=fingerprint,
-                            settings=settings, writers=list(writers))
+                            settings=settings, writers=list(these))
                 labels_mod.write_fragment(out, names[i], frag)
                 if sample.skipped:
                     undrawn.append((str(stages[i]), tuple(sample.skipped)))
@@ -283,7 +302,7 @@ def run(
     # 4. labels.json from every finished image
     done = [n for i, n in enumerate(names) if str(stages[i]) not in {f for f, _ in failures}]
     info = {"image_size": [job.width, job.height], "ssaa": job.ssaa, "shadows": job.shadows,
-            "seed": job.seed, "writers": list(writers)}
+            "seed": job.seed, "writers": list(writers_mod.parse_writers([*writers, *chain(*writers_of.values())]))}
     labels_mod.assemble(out, done, info)
     return JobReport(len(stages), rendered, skipped, tuple(failures), out / labels_mod.LABELS_FILE, tuple(undrawn))
 
@@ -320,6 +339,12 @@ def _check_existing(out: Path, stages: Sequence[Path], names: list[str], overwri
         f.unlink(missing_ok=True)
     for name in (labels_mod.LABELS_FILE, labels_mod.CLEVR_SCENES_FILE):
         (out / name).unlink(missing_ok=True)
+
+
+def _known_writers(frag: dict) -> list[str]:
+    """The writer names a fragment records (unknown or malformed entries left out)."""
+    names = frag.get("writers")
+    return [n for n in names if n in writers_mod.WRITERS] if isinstance(names, list) else []
 
 
 def _same_stage(recorded: dict, stage: Path) -> bool:

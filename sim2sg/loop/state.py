@@ -229,3 +229,14 @@ def load_resume(state, cfg: LoopConfig, rng: np.random.Generator, history: dict)
     if index != len(history.get("phases", [])):
         return None  # saved in a phase that has since finished (resume.pt is newer)
     return {"index": index, "sums": sums, "counts": counts, "checkpoint": step}
+
+
+def check_new_run(out: str | Path) -> None:
+    """`InputError` when `out` holds a loop run (its history, checkpoint or resume points): a new
+    run there would replace its checkpoint and leave its later iterations' graphs/ and examples/
+    beside the new run's."""
+    out = Path(out)
+    for name in ("history.json", FILE_NAME, RESUME_FILE, RESUME_STEP_FILE):
+        if (out / name).is_file():
+            raise InputError(out / name, "", "this folder holds a loop run already: pass --resume to continue it, "
+                                             "or choose another --out (or delete this folder first)")

@@ -17,8 +17,10 @@ rng entry also held numpy and Python states) are read too.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import io
+import sys
 from pathlib import Path
 
 import torch
@@ -53,8 +55,27 @@ def save_checkpoint(path: str | Path, state, config, meta: dict, epoch: int = 0,
     if rng_ranks is not None:
         ckpt["rng_ranks"] = rng_ranks
     buf = io.BytesIO()
-    torch.save(ckpt, buf)
+    torch.save(_canonical(ckpt), buf)
     atomic.write_bytes(path, buf.getvalue())
+
+
+def _canonical(x):
+    """`x` with its containers rebuilt and every string interned: pickle shares (memoizes) objects by
+    identity, so a resumed run, whose optimizer keys ("step", "exp_avg", ...) and config strings come
+    from the loaded file rather than from literals, wrote the same values as other bytes than an
+    unbroken run. Tensors are kept as they are (their storages are shared as in the model)."""
+    if type(x) is str:
+        return sys.intern(x)
+    if isinstance(x, dict):
+        out = {_canonical(k): _canonical(v) for k, v in x.items()}
+        if isinstance(x, collections.OrderedDict):  # a state dict: keep its type and version metadata
+            out = collections.OrderedDict(out)
+            if hasattr(x, "_metadata"):
+                out._metadata = _canonical(x._metadata)
+        return out
+    if type(x) in (list, tuple):
+        return type(x)(_canonical(v) for v in x)
+    return x
 
 
 def restore(state, ckpt: dict) -> None:

@@ -66,6 +66,11 @@ def fit(cfg: TrainConfig, resume: bool = False, log=None, given: dict[str, str] 
     out = Path(cfg.out)
     ckpt_path = out / FILE_NAME
     ckpt = None
+    if not resume and ckpt_path.is_file():
+        # a new run would replace its checkpoint and config and leave its val_*.json and tb/ events
+        # beside the new run's
+        raise InputError(ckpt_path, "", "this folder holds a training run already: pass --resume to continue it, or "
+                                        "choose another --out (or delete this folder first)")
     if resume:
         if not ckpt_path.is_file():
             raise InputError(ckpt_path, "", "nothing to resume: checkpoint not found (drop --resume to start)")

@@ -98,6 +98,11 @@ def graph2usd(
     """
     if fmt not in FORMATS:
         raise InputError("--format", "format", f"expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    for path in files:  # before any work: `sim2sg render OUT` would take both stages of a graph
+        other = out_dir / f"{path.stem}.{FORMATS[1 - FORMATS.index(fmt)]}"
+        if other.exists():
+            raise InputError(other, "", f"a stage of graph {path} in the other format is here already, and `sim2sg "
+                                        f"render` would render both: compile into another --out, or delete it first")
     envs: dict[str, Environment] = {}
     written, failed, stems = [], [], {}
     for path in files:
