@@ -54,6 +54,7 @@ issue4)
   $S render $D/val/usd --out $D/val/data --size 256x256 --device cuda --batch 256 --no-progress 2>&1 | tail -1
   t1=$(date +%s); echo "data: $((t1 - t0)) s"
   STEPS=${STEPS:-1800}
+  rm -rf $D/run  # a warm machine's earlier run: train refuses to replace it
   timeout 560 $S train --source $D/train/data --val $D/val/data --out $D/run --steps $STEPS --batch 32 --lr 2e-3 \
       --device cuda --no-progress --checkpoint-every 100000 --image-every 0 2>&1 | tail -3
   t2=$(date +%s); echo "train+val: $((t2 - t1)) s for $STEPS steps"
@@ -70,7 +71,7 @@ rescore)  # issue 21: the box-level rescoring head (a patch in benchmarks/log, n
     $S render $D/$x/usd --out $D/$x/data --size 256x256 --device cuda --batch 256 --no-progress 2>&1 | tail -1
   done
   for r in false true; do
-    t0=$(date +%s)
+    t0=$(date +%s); rm -rf $D/run_$r
     $S train --source $D/train/data --out $D/run_$r --model fast --set box_rescore=$r --steps $STEPS --batch 32 \
         --lr 2e-3 --device cuda --no-progress --checkpoint-every 100000 --image-every 0 2>&1 | tail -1
     echo "box_rescore=$r: $(( $(date +%s) - t0 )) s for $STEPS steps"
