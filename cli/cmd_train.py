@@ -99,7 +99,8 @@ def train_cmd(
     no_amp: bool = typer.Option(False, "--no-amp", help="Disable bf16 autocast on CUDA."),
     deterministic: bool = typer.Option(False, "--deterministic", help=DETERMINISTIC_HELP),
     compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt (its stored config wins)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt (its stored config wins; options given that differ from "
+                                "it are named as ignored). Without it, an OUT holding a run is refused."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     model_set: list[str] = typer.Option([], "--set", help=MODEL_SET_HELP),
     env: Optional[str] = typer.Option(None, "--env", hidden=True),
