@@ -252,3 +252,51 @@ def test_a_killed_predict_leaves_no_predictions_file_of_the_run_before(checkpoin
         pr.predict_images(checkpoint, other, out, device="cpu")
     pr.predict_images(checkpoint, images, out, device="cpu", batch_size=1)
     assert tree(out) == unbroken
+
+
+# ---- demo: the report of the run before --------------------------------------------------------------
+def old_report(report: Path) -> dict[str, str]:
+    from sim2sg.experiments.page import REPORT_FILES
+
+    report.mkdir(parents=True)
+    for name in (*REPORT_FILES, "notes.txt"):
+        (report / name).write_text(f"the run before: {name}\n")
+    return tree(report)
+
+
+def test_a_report_killed_midway_leaves_no_page_of_the_run_before(tmp_path, monkeypatch):
+    """Found by sweep 6: a demo killed while writing its report (after table.md, results.json)
+    left the previous run's index.html and figure.png beside the new table."""
+    from sim2sg.experiments import page
+    from sim2sg.experiments.tables import Domain
+
+    report = tmp_path / "report"
+    old_report(report)
+
+    def dying_curves(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(page, "curves", dying_curves)
+    domain = Domain(tmp_path / "d", tmp_path / "d" / "images", tmp_path / "d", tmp_path / "d" / "graphs", tmp_path / "e")
+    with pytest.raises(KeyboardInterrupt):
+        page.write_report(report, {"SDR": {"phases": [], "final": {}}}, domain, tmp_path / "runs", "micro")
+    assert sorted(tree(report)) == ["notes.txt", "results.json", "table.md"]  # the new ones, no page
+    assert "the run before" not in (report / "table.md").read_text()
+
+
+def test_a_demo_rerun_killed_before_its_report_leaves_no_report_of_the_run_before(tmp_path, monkeypatch):
+    """Found by sweep 6: a demo re-run killed while it rendered or trained kept the earlier run's
+    report (index.html, table, figures) beside the runs it was replacing."""
+    from sim2sg.experiments import demo
+
+    old_report(tmp_path / "report")
+
+    def dying_domain(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "make_domain", dying_domain)
+    micro = dataclasses.replace(demo.PRESETS["small"], size=32, n_target=4, n_eval=3, n_source=4, iterations=2,
+                                sdr_steps=2, iter_steps=1, batch=2)
+    with pytest.raises(KeyboardInterrupt):
+        demo.run_demo(tmp_path, device="cpu", preset=micro, log=lambda _: None)
+    assert sorted(tree(tmp_path / "report")) == ["notes.txt"]
