@@ -144,8 +144,9 @@ def predict_images(checkpoint: str | Path, images_dir: str | Path, out_dir: str 
     `out_dir` never mixes two runs. An earlier run's outputs there (those its predictions.json
     lists, or a killed run's predictions.partial.json) are deleted before the first new file is
     written; when some of them belong to images this run does not have, the run is refused with an
-    `InputError` (before the checkpoint is read) unless `overwrite`. predictions.partial.json lists
+    `InputError` (before any output is written) unless `overwrite`. predictions.partial.json lists
     the stems a run may have written until its predictions.json is in place."""
+    model, meta, dev = load_predictor(checkpoint, device)
     files = list_images(images_dir)
     out_dir = Path(out_dir)
     stems = {p.stem for p in files}
@@ -155,7 +156,6 @@ def predict_images(checkpoint: str | Path, images_dir: str | Path, out_dir: str 
         raise InputError(out_dir / PREDICTIONS_FILE, "", f"holds another run's predictions ({len(others)} image(s) "
                          f"not in {images_dir}, e.g. {others[0]}.json): predict into a new folder, or pass "
                          "--overwrite to replace them")
-    model, meta, dev = load_predictor(checkpoint, device)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_text(out_dir / PARTIAL_FILE, json.dumps({"format": "sim2sg-predict-partial", "version": 1,
                                                           "stems": sorted(earlier | stems)}) + "\n")
