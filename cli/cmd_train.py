@@ -164,11 +164,14 @@ def predict_cmd(
     score_thresh: float = typer.Option(0.5, "--score-thresh", min=0.0, max=1.0, help="Keep objects scoring at least this."),
     rel_thresh: float = typer.Option(0.5, "--rel-thresh", min=0.0, max=1.0, help="Keep predicates scoring at least this."),
     device: str = typer.Option("auto", "--device"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace another run's predictions found in OUT (graphs "
+                                   "of images not in IMAGES): deletes the files its predictions.json lists."),
 ) -> None:
     """Predict one scene graph per image (2D boxes, relations; 3D fields are placeholders marked
     attributes.lifted = false) and draw it. Images it cannot predict (unreadable, too elongated for
     the network, or whose outputs would replace another image's) are named, one error line each,
-    and the rest are still predicted (exit status 2)."""
+    and the rest are still predicted (exit status 2). A re-run into OUT replaces the earlier run's
+    files; one with other images is refused unless --overwrite."""
     out_dir(out)
     if out.resolve() == images.resolve():
         fail(f"--out {out}: is the image folder, whose images the drawings (<stem>.png) would replace: "
@@ -176,7 +179,8 @@ def predict_cmd(
     with user_errors():
         from sim2sg.train.predict import kept_summary, predict_images
 
-        result = predict_images(checkpoint, images, out, device=device, score_thresh=score_thresh, rel_thresh=rel_thresh)
+        result = predict_images(checkpoint, images, out, device=device, score_thresh=score_thresh, rel_thresh=rel_thresh,
+                                overwrite=overwrite)
     for err in result.failed:  # the readable images are predicted all the same (as graph2usd and render do)
         typer.echo(f"error: {err}", err=True)
     info(f"wrote {plural(len(result.written), 'scene graph')} to {out}: "

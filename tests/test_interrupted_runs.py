@@ -169,3 +169,134 @@ def test_resumed_training_writes_the_unbroken_checkpoint_bytes(toy, tmp_path, mo
         fit(cfg)  # not without --resume
     fit(cfg, resume=True)
     assert tree(run) == unbroken
+
+
+# ---- predict: a second run into the same --out, a killed run ----------------------------------------
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A freshly initialised fast-network checkpoint of the toy vocabulary at 64x64."""
+    from sim2sg.model import ModelConfig
+    from sim2sg.train.checkpoint import save_checkpoint
+    from sim2sg.train.config import TrainConfig
+    from sim2sg.train.steps import new_state
+    from sim2sg.train.toydata import CATEGORIES, PREDICATES
+
+    root = tmp_path_factory.mktemp("ckpt")
+    cfg = TrainConfig(source=str(root), out=str(root), device="cpu", arch="fast", backbone="resnet10-half")
+    state = new_state(cfg, ModelConfig(arch="fast", backbone="resnet10-half", num_classes=len(CATEGORIES),
+                                       num_predicates=len(PREDICATES), image_size=(64, 64)))
+    save_checkpoint(root / "checkpoint.pt", state, cfg, {"categories": list(CATEGORIES),
+                                                         "predicates": list(PREDICATES), "env": "toy"})
+    return root / "checkpoint.pt"
+
+
+def images_of(folder: Path, *names: str) -> Path:
+    import cv2
+
+    folder.mkdir()
+    for k, name in enumerate(names):
+        cv2.imwrite(str(folder / name), np.full((32, 32, 3), 40 * k + 20, np.uint8))
+    return folder
+
+
+def predict_cli(images: Path, checkpoint: Path, out: Path, *extra: str):
+    return CliRunner().invoke(app, ["predict", str(images), "--checkpoint", str(checkpoint), "--out", str(out),
+                                    "--device", "cpu", *extra])
+
+
+def test_predict_into_a_folder_of_another_run_is_refused_unless_overwrite(checkpoint, tmp_path):
+    """Found by sweep 6: a second predict into the same --out left the first run's a.json, a.png
+    beside a predictions.json that does not list them."""
+    first, second = images_of(tmp_path / "first", "a.png", "b.png"), images_of(tmp_path / "second", "b.png", "c.png")
+    out = tmp_path / "out"
+    assert predict_cli(first, checkpoint, out).exit_code == 0
+    (out / "notes.txt").write_text("mine\n")
+    before = tree(out)
+    r = predict_cli(second, checkpoint, out)
+    assert r.exit_code == 2 and r.output.strip().splitlines() == [
+        f"error: {out / 'predictions.json'}: holds another run's predictions (1 image(s) not in {second}, "
+        "e.g. a.json): predict into a new folder, or pass --overwrite to replace them"]
+    assert tree(out) == before
+    assert predict_cli(first, checkpoint, out).exit_code == 0  # the same images: replaced in place
+    assert tree(out) == before
+    r = predict_cli(second, checkpoint, out, "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert sorted(tree(out)) == ["b.json", "b.png", "c.json", "c.png", "notes.txt", "predictions.json"]
+    (out / "predictions.json").write_text("{}\n")  # not a predict output: its files are unknown
+    r = predict_cli(second, checkpoint, out, "--overwrite")
+    assert r.exit_code == 2 and "is not the output of an earlier `sim2sg predict`" in r.output
+
+
+def test_a_killed_predict_leaves_no_predictions_file_of_the_run_before(checkpoint, tmp_path, monkeypatch):
+    """Found by sweep 6: predict killed after its first graph kept the previous run's
+    predictions.json beside the new graphs (and a re-run with other images then mixed them)."""
+    from sim2sg.train import predict as pr
+
+    images, other = images_of(tmp_path / "images", "a.png", "b.png"), images_of(tmp_path / "other", "c.png")
+    out = tmp_path / "out"
+    pr.predict_images(checkpoint, images, out, device="cpu", batch_size=1)
+    unbroken = tree(out)
+    real = pr.draw_graph
+
+    def dying(*args, **kw):
+        if (out / "a.json").is_file():  # once the new a.json is written, before its drawing
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(pr, "draw_graph", dying)
+    with pytest.raises(KeyboardInterrupt):
+        pr.predict_images(checkpoint, images, out, device="cpu", batch_size=1)
+    monkeypatch.setattr(pr, "draw_graph", real)
+    assert sorted(tree(out)) == ["a.json", "predictions.partial.json"]
+    with pytest.raises(InputError, match="holds another run's predictions"):  # the killed run's a.json
+        pr.predict_images(checkpoint, other, out, device="cpu")
+    pr.predict_images(checkpoint, images, out, device="cpu", batch_size=1)
+    assert tree(out) == unbroken
+
+
+# ---- demo: the report of the run before --------------------------------------------------------------
+def old_report(report: Path) -> dict[str, str]:
+    from sim2sg.experiments.page import REPORT_FILES
+
+    report.mkdir(parents=True)
+    for name in (*REPORT_FILES, "notes.txt"):
+        (report / name).write_text(f"the run before: {name}\n")
+    return tree(report)
+
+
+def test_a_report_killed_midway_leaves_no_page_of_the_run_before(tmp_path, monkeypatch):
+    """Found by sweep 6: a demo killed while writing its report (after table.md, results.json)
+    left the previous run's index.html and figure.png beside the new table."""
+    from sim2sg.experiments import page
+    from sim2sg.experiments.tables import Domain
+
+    report = tmp_path / "report"
+    old_report(report)
+
+    def dying_curves(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(page, "curves", dying_curves)
+    domain = Domain(tmp_path / "d", tmp_path / "d" / "images", tmp_path / "d", tmp_path / "d" / "graphs", tmp_path / "e")
+    with pytest.raises(KeyboardInterrupt):
+        page.write_report(report, {"SDR": {"phases": [], "final": {}}}, domain, tmp_path / "runs", "micro")
+    assert sorted(tree(report)) == ["notes.txt", "results.json", "table.md"]  # the new ones, no page
+    assert "the run before" not in (report / "table.md").read_text()
+
+
+def test_a_demo_rerun_killed_before_its_report_leaves_no_report_of_the_run_before(tmp_path, monkeypatch):
+    """Found by sweep 6: a demo re-run killed while it rendered or trained kept the earlier run's
+    report (index.html, table, figures) beside the runs it was replacing."""
+    from sim2sg.experiments import demo
+
+    old_report(tmp_path / "report")
+
+    def dying_domain(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "make_domain", dying_domain)
+    micro = dataclasses.replace(demo.PRESETS["small"], size=32, n_target=4, n_eval=3, n_source=4, iterations=2,
+                                sdr_steps=2, iter_steps=1, batch=2)
+    with pytest.raises(KeyboardInterrupt):
+        demo.run_demo(tmp_path, device="cpu", preset=micro, log=lambda _: None)
+    assert sorted(tree(tmp_path / "report")) == ["notes.txt"]

@@ -27,7 +27,7 @@ import torch
 
 from sim2sg import atomic
 from sim2sg.device import resolve_device
-from sim2sg.experiments.page import write_report
+from sim2sg.experiments.page import clear_report, write_report
 from sim2sg.experiments.tables import (
     ROWS,
     make_domain,
@@ -153,6 +153,9 @@ def run_demo(out: Path, device: str = "auto", preset: str | Preset | None = None
     p = p.with_arch(arch)  # the network that runs, named so in the report
     base = dataclasses.replace(p.loop_config(out, dev, seed), compile=compile)
     base.validate()  # --compile with Faster R-CNN: one clear error before the target domain is rendered
+    # a re-run retrains the rows the earlier report describes: were it killed, that report would
+    # stay beside runs it no longer describes
+    clear_report(out / "report")
     progress = Progress(plan(p, base), log)
     log(f"sim2sg demo ({name} preset, {dev}, seed {seed}): clevr -> clevr-target; {p.describe()}")
     domain = make_domain("clevr-target", out / "clevr-target", p.n_target, p.n_eval, p.size, p.size, dev,

@@ -29,8 +29,11 @@ TILE = 192  # px: the figure's image side (upscaled with nearest-neighbour from 
 def write_report(report: Path, results: dict, domain: Domain, runs: Path, description: str, env: str = "clevr",
                  k: int = 20, log=print) -> Path:
     """Write the report of `results` ({row: history}, rows trained under `runs`/slug(row)) to the
-    folder `report`; returns it. description: one paragraph of what was run (the preset)."""
+    folder `report`; returns it. description: one paragraph of what was run (the preset). An
+    earlier report there is deleted first (`clear_report`) and index.html is written last, so a
+    kill midway leaves no page of an earlier run beside new files."""
     report = Path(report)
+    clear_report(report)
     cats = list(load_env(env).categories)
     table = format_table(results, cats, k)
     source_bn = None
@@ -58,6 +61,15 @@ def write_report(report: Path, results: dict, domain: Domain, runs: Path, descri
                  report / "figure.png" if figure_ok else None, sim)
     atomic.write_text(report / "index.html", page)
     return report
+
+
+REPORT_FILES = ("index.html", "table.md", "results.json", "curves.png", "figure.png")  # the page first
+
+
+def clear_report(report: Path) -> None:
+    """Delete the files `write_report` writes from the folder `report` (index.html first), nothing else."""
+    for name in REPORT_FILES:
+        (Path(report) / name).unlink(missing_ok=True)
 
 
 def verdict(results: dict, k: int = 20) -> str:
@@ -214,4 +226,4 @@ def _html(env: str, target: str, description: str, said: str, table: str, source
     return "\n".join(parts)
 
 
-__all__ = ["fig3", "gap_trend", "md_table_html", "verdict", "write_report"]
+__all__ = ["REPORT_FILES", "clear_report", "fig3", "gap_trend", "md_table_html", "verdict", "write_report"]

@@ -127,18 +127,42 @@ class PredictResult:
     failed: list[InputError]
 
 
+PREDICTIONS_FILE = "predictions.json"
+PARTIAL_FILE = "predictions.partial.json"  # the stems a run in progress (or killed) may have written
+
+
 def predict_images(checkpoint: str | Path, images_dir: str | Path, out_dir: str | Path, device: str = "auto",
-                   score_thresh: float = 0.5, rel_thresh: float = 0.5, batch_size: int = 8) -> PredictResult:
+                   score_thresh: float = 0.5, rel_thresh: float = 0.5, batch_size: int = 8,
+                   overwrite: bool = False) -> PredictResult:
     """For each png/jpg in `images_dir`: `out_dir/<stem>.json` (scene graph, see the module
     docstring: objects with score >= score_thresh; a triplet for every predicate whose score >=
     rel_thresh between two kept objects, so one pair may give several) and `out_dir/<stem>.png`
     (boxes and triplets drawn). Also writes `out_dir/predictions.json` with every detection and
-    pair (predictions format, file_name = the image's name). An unreadable image is recorded in
-    the result and skipped: the others are predicted in the batches of a folder without it."""
+    pair (predictions format, file_name = the image's name), last. An unreadable image is recorded
+    in the result and skipped: the others are predicted in the batches of a folder without it.
+
+    `out_dir` never mixes two runs. An earlier run's outputs there (those its predictions.json
+    lists, or a killed run's predictions.partial.json) are deleted before the first new file is
+    written; when some of them belong to images this run does not have, the run is refused with an
+    `InputError` (before any output is written) unless `overwrite`. predictions.partial.json lists
+    the stems a run may have written until its predictions.json is in place."""
     model, meta, dev = load_predictor(checkpoint, device)
     files = list_images(images_dir)
     out_dir = Path(out_dir)
+    stems = {p.stem for p in files}
+    earlier = earlier_outputs(out_dir)
+    others = sorted(earlier - stems)
+    if others and not overwrite:
+        raise InputError(out_dir / PREDICTIONS_FILE, "", f"holds another run's predictions ({len(others)} image(s) "
+                         f"not in {images_dir}, e.g. {others[0]}.json): predict into a new folder, or pass "
+                         "--overwrite to replace them")
     out_dir.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(out_dir / PARTIAL_FILE, json.dumps({"format": "sim2sg-predict-partial", "version": 1,
+                                                          "stems": sorted(earlier | stems)}) + "\n")
+    (out_dir / PREDICTIONS_FILE).unlink(missing_ok=True)
+    for stem in earlier:
+        for suffix in (".json", ".png"):
+            (out_dir / f"{stem}{suffix}").unlink(missing_ok=True)
     cats, preds = meta["categories"], meta["predicates"]
     written, records, failed = [], [], []
     for chunk in _readable_batches(files, batch_size, failed, model.cfg.image_size):
@@ -157,10 +181,33 @@ def predict_images(checkpoint: str | Path, images_dir: str | Path, out_dir: str 
             atomic.write_bytes(out_dir / f"{path.stem}.png", png.tobytes())
             records.append({"file_name": path.name, **outputs_to_record(o, cats)})
             written.append(gpath)
-    atomic.write_text(out_dir / "predictions.json", json.dumps(
+    atomic.write_text(out_dir / PREDICTIONS_FILE, json.dumps(
         {"format": "sim2sg-predictions", "version": 1, "predicate_names": ["__background__", *preds],
          "images": records}) + "\n")
+    (out_dir / PARTIAL_FILE).unlink()
     return PredictResult(written, failed)
+
+
+def earlier_outputs(out_dir: Path) -> set[str]:
+    """The stems of an earlier `predict_images` run's outputs in `out_dir` (<stem>.json, <stem>.png):
+    those its predictions.json lists and those a killed run's predictions.partial.json lists.
+    `InputError` for either file when it is not what a predict run writes (its list is unknown)."""
+    stems: set[str] = set()
+    for name, key in ((PREDICTIONS_FILE, "images"), (PARTIAL_FILE, "stems")):
+        path = out_dir / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_bytes())
+            entries = data[key]
+            names = [Path(e["file_name"]).stem if key == "images" else e for e in entries]
+            if not all(isinstance(n, str) and n and "/" not in n for n in names):
+                raise TypeError
+        except (OSError, ValueError, TypeError, KeyError):
+            raise InputError(path, "", "is not the output of an earlier `sim2sg predict`, so its files are "
+                                       "unknown: predict into a new folder") from None
+        stems.update(names)
+    return stems
 
 
 def read_input(path: Path, image_size: tuple[int, int]) -> torch.Tensor:
@@ -179,7 +226,8 @@ def _readable_batches(files: list[Path], batch_size: int, failed: list, image_si
     """Batches (lists of (path, image)) of the readable `files` in order; the `InputError` of an
     unreadable one (or one the network cannot take, or one whose outputs would replace another's)
     goes to `failed`."""
-    batch, stems = [], {"predictions": None}  # predictions.json is written beside the graphs
+    # predictions.json and predictions.partial.json are written beside the graphs
+    batch, stems = [], {Path(PREDICTIONS_FILE).stem: None, Path(PARTIAL_FILE).stem: None}
     for path in files:
         try:
             if path.stem in stems:  # a.png and a.jpg: both would write a.json and a.png
