@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from sim2sg import atomic
+from sim2sg.checks import parse_json
 from sim2sg.device import resolve_device
 from sim2sg.errors import InputError
 from sim2sg.eval import evaluate, load_ground_truth
@@ -198,12 +199,12 @@ def earlier_outputs(out_dir: Path) -> set[str]:
         if not path.is_file():
             continue
         try:
-            data = json.loads(path.read_bytes())
+            data = parse_json(path.read_bytes(), path)  # depth and number limits: a hostile file is one error
             entries = data[key]
             names = [Path(e["file_name"]).stem if key == "images" else e for e in entries]
             if not all(isinstance(n, str) and n and "/" not in n for n in names):
                 raise TypeError
-        except (OSError, ValueError, TypeError, KeyError):
+        except (OSError, ValueError, TypeError, KeyError, InputError):
             raise InputError(path, "", "is not the output of an earlier `sim2sg predict`, so its files are "
                                        "unknown: predict into a new folder") from None
         stems.update(names)
