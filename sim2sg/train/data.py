@@ -48,6 +48,13 @@ class LabelsInfo:
     env: str
 
 
+def labels_file(data_dir: str | Path) -> Path:
+    """The labels file of dataset `data_dir`: its labels.json, or `data_dir` itself when that is
+    a file (a labels file given directly, e.g. a COCO instances.json)."""
+    data_dir = Path(data_dir)
+    return data_dir if data_dir.is_file() else data_dir / "labels.json"
+
+
 def read_labels(data_dir: str | Path) -> dict:
     """Parsed `data_dir/labels.json`, validated; raises `InputError` naming file and field.
 
@@ -55,7 +62,7 @@ def read_labels(data_dir: str | Path) -> dict:
     cover only what training reads, so this works before that package exists.
     """
     data_dir = Path(data_dir)
-    path = data_dir if data_dir.is_file() else data_dir / "labels.json"  # or the labels file itself
+    path = labels_file(data_dir)
     if not path.is_file() and not data_dir.is_dir():
         raise InputError(data_dir, "", "dataset folder not found")
     if not path.is_file():
@@ -121,7 +128,7 @@ def check_vocabulary(data_dir: str | Path, categories, predicates, option: str, 
     `InputError` on its labels file."""
     data = read_labels(data_dir)
     info = labels_info(data)
-    path = Path(data_dir) if Path(data_dir).is_file() else Path(data_dir) / "labels.json"
+    path = labels_file(data_dir)
     cats, preds = list(categories), list(predicates)
     had = f"; it has {list(info.categories)} and {list(info.predicates)} (env {info.env!r})"
     if exact:
@@ -179,13 +186,12 @@ class LabelledDataset(Dataset):
     """
 
     def __init__(self, data_dir: str | Path, min_box: float = 1.0, preload_bytes: int = 0):
-        # A labels file given directly (e.g. a COCO instances.json): image paths are relative to its folder.
-        self.root = Path(data_dir).parent if Path(data_dir).is_file() else Path(data_dir)
+        self.labels_path = src = labels_file(data_dir)
+        self.root = src.parent  # image paths are relative to the labels file's folder (a COCO file given directly)
         data = read_labels(data_dir)
         self.info = labels_info(data)
         cat_index = {cid: k + 1 for k, cid in enumerate(self.info.category_ids)}
         pred_index = {pid: k + 1 for k, pid in enumerate(self.info.predicate_ids)}
-        src = Path(data_dir) if Path(data_dir).is_file() else self.root / "labels.json"
         self.images = sorted(data["images"], key=lambda im: im["id"])
         anns: dict[int, list[dict]] = {im["id"]: [] for im in self.images}
         for k, a in enumerate(data["annotations"]):

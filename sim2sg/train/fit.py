@@ -41,11 +41,6 @@ from sim2sg.train.steps import add_align_heads, new_state, train_steps
 RESUME_MAY_CHANGE = ("out", "device", "workers", "progress", "compile")
 
 
-def _labels_file(source: str) -> Path:
-    """The labels file of dataset `source` (a folder holding labels.json, or the file itself)."""
-    return Path(source) if Path(source).is_file() else Path(source) / "labels.json"
-
-
 def _shown(value) -> str:
     return json.dumps(value) if isinstance(value, (dict, list, tuple)) else str(value)
 
@@ -101,9 +96,9 @@ def fit(cfg: TrainConfig, resume: bool = False, log=None, given: dict[str, str] 
     source = LabelledDataset(cfg.source, preload_bytes=PRELOAD_BYTES if cfg.workers == 0 else 0)
     info = source.info
     if not info.predicates:
-        raise InputError(_labels_file(cfg.source), "predicate_categories", "no predicates: nothing for the relation head to learn")
+        raise InputError(source.labels_path, "predicate_categories", "no predicates: nothing for the relation head to learn")
     if not any(len(t["labels"]) for t in source.targets):
-        raise InputError(_labels_file(cfg.source), "annotations", f"no object box of at least 1x1 px in its {len(source)} "
+        raise InputError(source.labels_path, "annotations", f"no object box of at least 1x1 px in its {len(source)} "
                          "images: nothing for the detector to learn")
     target = ImageFolder(cfg.target, size=info.image_size) if (cfg.target and cfg.align != "none") else None
     meta = {"categories": list(info.categories), "predicates": list(info.predicates), "env": info.env,
