@@ -6,8 +6,9 @@ import enum
 from pathlib import Path
 
 import typer
-from sim2sg.checks import need_file
+from sim2sg.checks import need_file, parse_json
 from sim2sg.cli.common import fail, info, user_errors
+from sim2sg.errors import InputError
 
 EVAL_FILE = "eval_metrics.json"  # beside the input: a run's own metrics.json is never overwritten
 
@@ -104,11 +105,9 @@ def _check_out(out: Path, inputs: list[Path | None]) -> None:
 
 
 def _is_eval_result(path: Path) -> bool:
-    import json
-
     try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        data = parse_json(path.read_bytes(), path)  # the shared parser: depth and number limits
+    except (OSError, InputError):
         return False
     return isinstance(data, dict) and {"data", "source", "detection"} <= set(data)
 
